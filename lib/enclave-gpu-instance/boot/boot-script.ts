@@ -1,0 +1,66 @@
+/** A file the boot script writes, with its octal mode. */
+export interface BootFile {
+  readonly path: string;
+  readonly content: string;
+  readonly mode: '0600' | '0644' | '0755';
+}
+
+const HEREDOC_DELIMITER = 'ENCLAVE_GPU_EOF';
+
+/**
+ * Collects the steps of a bash boot script (files to write, commands to run, progress
+ * messages) and renders them as user-data lines.
+ *
+ * Files are written with quoted here-documents, so the shell expands nothing in them:
+ * what the construct rendered is what lands on disk (CloudFormation has already
+ * substituted any tokens such as the region).
+ */
+export class BootScript {
+  private readonly lines: string[] = [
+    'set -euo pipefail',
+    // Keep a copy of the boot output on the instance; cloud-init's log has it too.
+    'exec > >(tee -a /var/log/enclave-gpu-boot.log) 2>&1',
+  ];
+
+  /** Prints a progress line to the boot log. */
+  public step(message: string): this {
+    this.lines.push(`echo ${shellQuote(`[enclave-gpu] ${message}`)}`);
+    return this;
+  }
+
+  /** Runs a command line as written. */
+  public run(...commands: string[]): this {
+    this.lines.push(...commands);
+    return this;
+  }
+
+  /** Writes a file, creating its directory, with the given mode. */
+  public writeFile(file: BootFile): this {
+    const containsDelimiter = file.content.split('\n').includes(HEREDOC_DELIMITER);
+    if (containsDelimiter) {
+      throw new Error(`${file.path}: content may not contain a line '${HEREDOC_DELIMITER}'`);
+    }
+    const body = file.content.endsWith('\n') ? file.content : `${file.content}\n`;
+    this.lines.push(
+      `install -d -m 0755 ${shellQuote(dirname(file.path))}`,
+      `cat > ${shellQuote(file.path)} <<'${HEREDOC_DELIMITER}'\n${body}${HEREDOC_DELIMITER}`,
+      `chmod ${file.mode} ${shellQuote(file.path)}`,
+    );
+    return this;
+  }
+
+  /** The script as user-data command lines. */
+  public render(): string[] {
+    return [...this.lines];
+  }
+}
+
+/** Quotes a string for bash, so it is passed as one word and nothing in it is expanded. */
+export function shellQuote(value: string): string {
+  return `'${value.replace(/'/g, `'\\''`)}'`;
+}
+
+function dirname(path: string): string {
+  const slash = path.lastIndexOf('/');
+  return slash <= 0 ? '/' : path.slice(0, slash);
+}

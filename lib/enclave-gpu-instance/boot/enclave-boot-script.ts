@@ -1,0 +1,78 @@
+import { ALLOCATOR_CONFIG_PATH, renderAllocatorConfig } from './allocator-config';
+import { BootScript, shellQuote } from './boot-script';
+import { EnclaveResourceSettings } from './enclave-resource-settings';
+import { ENCLAVE_SERVICE, ENCLAVE_SERVICE_PATH, renderEnclaveService } from './enclave-service';
+import { ALLOCATOR_SERVICE, NITRO_CLI_PACKAGE, VSOCK_PROXY_SERVICE } from './nitro-cli-services';
+import {
+  ProxyEndpoint,
+  VSOCK_PROXY_CONFIG_PATH,
+  VSOCK_PROXY_DROP_IN_PATH,
+  renderVsockProxyAllowlist,
+  renderVsockProxyDropIn,
+} from './vsock-proxy-config';
+
+/** Where the boot script puts the enclave image file. */
+export const EIF_PATH = '/opt/enclave-gpu/enclave.eif';
+
+/** Everything the enclave's boot configuration is rendered from. */
+export interface EnclaveBootSettings {
+  readonly enclave: EnclaveResourceSettings;
+  readonly enclaveName: string;
+  readonly enclaveCid: number;
+  readonly debugMode: boolean;
+  /** The enclave image file in S3, with its SHA-256 to check after download. */
+  readonly eif: { readonly s3Url: string; readonly sha256: string; readonly region: string };
+  /** The KMS endpoint of the stack's region, the only endpoint the enclave may reach. */
+  readonly kmsEndpoint: ProxyEndpoint;
+  /** The vsock port on the parent that forwards to KMS. */
+  readonly kmsProxyVsockPort: number;
+}
+
+/**
+ * Renders the boot script of a parent instance: installs nitro-cli (unless the image has
+ * it), writes the allocator, vsock-proxy and enclave configuration, fetches and checks the
+ * enclave image, and starts the services.
+ *
+ * The single builder behind every construct that launches enclave parents, so the same
+ * settings always render the same bytes.
+ */
+export function renderEnclaveBootScript(settings: EnclaveBootSettings): string[] {
+  return new BootScript()
+    .step('installing the Nitro Enclaves CLI')
+    .run(`command -v nitro-cli >/dev/null 2>&1 || dnf install -y ${NITRO_CLI_PACKAGE}`)
+    .step('writing the enclave configuration')
+    .writeFile({ path: ALLOCATOR_CONFIG_PATH, content: renderAllocatorConfig(settings.enclave), mode: '0644' })
+    .writeFile({ path: VSOCK_PROXY_CONFIG_PATH, content: renderVsockProxyAllowlist([settings.kmsEndpoint]), mode: '0644' })
+    .writeFile({
+      path: VSOCK_PROXY_DROP_IN_PATH,
+      content: renderVsockProxyDropIn(settings.kmsProxyVsockPort, settings.kmsEndpoint),
+      mode: '0644',
+    })
+    .writeFile({
+      path: ENCLAVE_SERVICE_PATH,
+      content: renderEnclaveService({
+        enclaveName: settings.enclaveName,
+        eifPath: EIF_PATH,
+        cpuCount: settings.enclave.cpuCount,
+        memoryMiB: settings.enclave.memoryMiB,
+        enclaveCid: settings.enclaveCid,
+        debugMode: settings.debugMode,
+      }),
+      mode: '0644',
+    })
+    .step('fetching the enclave image')
+    .run(
+      'install -d -m 0700 /opt/enclave-gpu',
+      `aws s3 cp ${shellQuote(settings.eif.s3Url)} ${EIF_PATH} --region ${settings.eif.region} --only-show-errors`,
+      `echo ${shellQuote(`${settings.eif.sha256}  ${EIF_PATH}`)} | sha256sum --check --strict -`,
+    )
+    .step('starting the allocator, the KMS vsock-proxy and the enclave')
+    .run(
+      'systemctl daemon-reload',
+      `systemctl enable --now ${ALLOCATOR_SERVICE}`,
+      `systemctl enable --now ${VSOCK_PROXY_SERVICE}`,
+      `systemctl enable --now ${ENCLAVE_SERVICE}`,
+    )
+    .step('enclave started')
+    .render();
+}

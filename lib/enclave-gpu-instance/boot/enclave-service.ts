@@ -1,0 +1,59 @@
+import { ALLOCATOR_SERVICE } from './nitro-cli-services';
+import { renderSystemdUnit } from './systemd-unit';
+
+/** The unit that runs the enclave. */
+export const ENCLAVE_SERVICE = 'enclave-gpu-enclave.service';
+export const ENCLAVE_SERVICE_PATH = `/etc/systemd/system/${ENCLAVE_SERVICE}`;
+
+export interface EnclaveServiceSettings {
+  readonly enclaveName: string;
+  readonly eifPath: string;
+  readonly cpuCount: number;
+  readonly memoryMiB: number;
+  readonly enclaveCid: number;
+  /** Adds `--debug-mode`: the console becomes readable and every PCR reads as zeros. */
+  readonly debugMode: boolean;
+}
+
+/** The `nitro-cli run-enclave` command line, one argument per element. */
+export function runEnclaveArguments(settings: EnclaveServiceSettings): string[] {
+  return [
+    '/usr/bin/nitro-cli', 'run-enclave',
+    '--enclave-name', settings.enclaveName,
+    '--eif-path', settings.eifPath,
+    '--cpu-count', String(settings.cpuCount),
+    '--memory', String(settings.memoryMiB),
+    '--enclave-cid', String(settings.enclaveCid),
+    ...(settings.debugMode ? ['--debug-mode'] : []),
+  ];
+}
+
+/**
+ * Renders the systemd unit that starts the enclave once the allocator has reserved its
+ * CPUs and memory, and terminates it on stop.
+ */
+export function renderEnclaveService(settings: EnclaveServiceSettings): string {
+  return renderSystemdUnit([
+    {
+      name: 'Unit',
+      entries: [
+        ['Description', `Nitro enclave ${settings.enclaveName} (cdk-enclave-gpu)`],
+        ['Requires', ALLOCATOR_SERVICE],
+        ['After', `${ALLOCATOR_SERVICE} network-online.target`],
+      ],
+    },
+    {
+      name: 'Service',
+      entries: [
+        ['Type', 'oneshot'],
+        ['RemainAfterExit', 'yes'],
+        ['ExecStart', runEnclaveArguments(settings).join(' ')],
+        ['ExecStop', `/usr/bin/nitro-cli terminate-enclave --enclave-name ${settings.enclaveName}`],
+      ],
+    },
+    {
+      name: 'Install',
+      entries: [['WantedBy', 'multi-user.target']],
+    },
+  ]);
+}

@@ -1,0 +1,3 @@
+export * from './enclave-gpu-instance';
+export * from './enclave-image';
+export * from './enclave-resources';

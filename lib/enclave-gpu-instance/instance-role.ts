@@ -1,0 +1,64 @@
+import * as iam from 'aws-cdk-lib/aws-iam';
+import { Validations } from 'aws-cdk-lib';
+import { Construct } from 'constructs';
+import { EnclaveGpuMetrics } from '../observability/metric-namespace';
+import { EnclaveImageConfig } from './enclave-image';
+
+/**
+ * The instance permissions Session Manager needs, and no more (the custom-policy minimum of
+ * the Systems Manager User Guide, instead of the broader AmazonSSMManagedInstanceCore).
+ */
+const SESSION_MANAGER_ACTIONS = [
+  'ssm:UpdateInstanceInformation',
+  'ssmmessages:CreateControlChannel',
+  'ssmmessages:CreateDataChannel',
+  'ssmmessages:OpenControlChannel',
+  'ssmmessages:OpenDataChannel',
+];
+
+/** A role an enclave parent instance can run as: trusted by EC2, with no permissions of its own. */
+export function createParentRole(scope: Construct, id: string): iam.Role {
+  return new iam.Role(scope, id, {
+    assumedBy: new iam.ServicePrincipal('ec2.amazonaws.com'),
+    description: 'Parent instance of a Nitro enclave with GPU offload (cdk-enclave-gpu)',
+  });
+}
+
+/**
+ * Everything the parent instance may do: open Session Manager sessions, read its one
+ * enclave image object, and publish metrics into the `EnclaveGPU` namespace only.
+ */
+export class EnclaveParentPolicy extends Construct {
+  public readonly policy: iam.Policy;
+
+  constructor(scope: Construct, id: string, role: iam.IRole, image: EnclaveImageConfig) {
+    super(scope, id);
+    this.policy = new iam.Policy(this, 'Resource', {
+      roles: [role],
+      statements: [
+        new iam.PolicyStatement({
+          sid: 'SessionManager',
+          actions: SESSION_MANAGER_ACTIONS,
+          resources: ['*'],
+        }),
+        new iam.PolicyStatement({
+          sid: 'ReadEnclaveImage',
+          actions: ['s3:GetObject'],
+          resources: [image.bucket.arnForObjects(image.objectKey)],
+        }),
+        new iam.PolicyStatement({
+          sid: 'PublishEnclaveGpuMetrics',
+          actions: ['cloudwatch:PutMetricData'],
+          resources: ['*'],
+          conditions: { StringEquals: { 'cloudwatch:namespace': EnclaveGpuMetrics.NAMESPACE } },
+        }),
+      ],
+    });
+    Validations.of(this.policy).acknowledge({
+      id: 'AwsSolutions-IAM5[Resource::*]',
+      reason:
+        'Two statements use Resource "*" because their actions take no resource ARN: the Session Manager channel actions ' +
+        `(the Systems Manager User Guide's minimal instance policy) and cloudwatch:PutMetricData, which a cloudwatch:namespace condition limits to ${EnclaveGpuMetrics.NAMESPACE}.`,
+    });
+  }
+}

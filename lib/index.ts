@@ -1,0 +1,3 @@
+export * from './enclave-gpu-instance';
+export * as attestation_kms from './attestation-kms';
+export * as observability from './observability';

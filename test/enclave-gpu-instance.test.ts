@@ -1,0 +1,338 @@
+import * as crypto from 'crypto';
+import * as fs from 'fs';
+import * as ec2 from 'aws-cdk-lib/aws-ec2';
+import * as iam from 'aws-cdk-lib/aws-iam';
+import { Size, Token, CfnParameter } from 'aws-cdk-lib';
+import { Match, Template } from 'aws-cdk-lib/assertions';
+import { describe, expect, it } from 'vitest';
+import { EnclaveGpuInstance, EnclaveGpuInstanceProps, EnclaveImage } from '../lib';
+import { writePlaceholderEif } from './helpers/eif';
+import { testStack, userDataOf } from './helpers/stack';
+
+const KMS_ENDPOINT = 'kms.${AWS::Region}.${AWS::URLSuffix}';
+
+const eifPath = writePlaceholderEif();
+
+function synth(props: Partial<EnclaveGpuInstanceProps> = {}) {
+  const { stack, vpc } = testStack();
+  const construct = new EnclaveGpuInstance(stack, 'Inference', {
+    vpc,
+    enclaveImage: EnclaveImage.fromEifFile(eifPath),
+    ...props,
+  });
+  return { stack, construct, template: Template.fromStack(stack) };
+}
+
+function instanceProps(template: Template): Record<string, any> {
+  const [instance] = Object.values(template.findResources('AWS::EC2::Instance'));
+  return instance.Properties;
+}
+
+describe('EnclaveGpuInstance defaults', () => {
+  const { template, construct } = synth();
+  const userData = userDataOf(template);
+
+  it('enables Nitro Enclaves on a g5.2xlarge', () => {
+    template.hasResourceProperties('AWS::EC2::Instance', {
+      EnclaveOptions: { Enabled: true },
+      InstanceType: 'g5.2xlarge',
+    });
+  });
+
+  it('uses the Deep Learning Base OSS Nvidia Driver GPU AMI (Amazon Linux 2023) from its public SSM parameter', () => {
+    const parameters = template.toJSON().Parameters as Record<string, { Type: string; Default: string }>;
+    const [name] = Object.entries(parameters).find(([, p]) => p.Default === EnclaveGpuInstance.DEFAULT_MACHINE_IMAGE_PARAMETER)!;
+    expect(parameters[name].Type).toBe('AWS::SSM::Parameter::Value<AWS::EC2::Image::Id>');
+    expect(instanceProps(template).ImageId).toEqual({ Ref: name });
+  });
+
+  it('requires IMDSv2', () => {
+    template.hasResourceProperties('AWS::EC2::Instance', { MetadataOptions: { HttpTokens: 'required' } });
+  });
+
+  it('encrypts a 100 GiB gp3 root volume and turns on detailed monitoring', () => {
+    template.hasResourceProperties('AWS::EC2::Instance', {
+      Monitoring: true,
+      BlockDeviceMappings: [{
+        DeviceName: '/dev/xvda',
+        Ebs: { Encrypted: true, VolumeSize: 100, VolumeType: 'gp3', DeleteOnTermination: true },
+      }],
+      PropagateTagsToVolumeOnCreation: true,
+    });
+  });
+
+  it('has no key pair and a security group with no inbound rule and HTTPS out only', () => {
+    expect(instanceProps(template).KeyName).toBeUndefined();
+    template.resourceCountIs('AWS::EC2::SecurityGroupIngress', 0);
+    template.hasResourceProperties('AWS::EC2::SecurityGroup', {
+      GroupDescription: Match.stringLikeRegexp('no inbound'),
+      SecurityGroupEgress: [{ CidrIp: '0.0.0.0/0', IpProtocol: 'tcp', FromPort: 443, ToPort: 443 }],
+      SecurityGroupIngress: Match.absent(),
+    });
+  });
+
+  it('runs as a role trusted by EC2 with no managed policies', () => {
+    template.hasResourceProperties('AWS::IAM::Role', {
+      AssumeRolePolicyDocument: {
+        Statement: [{ Action: 'sts:AssumeRole', Effect: 'Allow', Principal: { Service: 'ec2.amazonaws.com' } }],
+      },
+      ManagedPolicyArns: Match.absent(),
+    });
+  });
+
+  it('grants exactly: Session Manager channels, the enclave image object, PutMetricData in the EnclaveGPU namespace', () => {
+    const policies = Object.values(template.findResources('AWS::IAM::Policy'));
+    expect(policies).toHaveLength(1);
+    const statements = policies[0].Properties.PolicyDocument.Statement;
+    expect(statements).toHaveLength(3);
+    expect(statements[0]).toEqual({
+      Sid: 'SessionManager',
+      Effect: 'Allow',
+      Action: [
+        'ssm:UpdateInstanceInformation',
+        'ssmmessages:CreateControlChannel',
+        'ssmmessages:CreateDataChannel',
+        'ssmmessages:OpenControlChannel',
+        'ssmmessages:OpenDataChannel',
+      ],
+      Resource: '*',
+    });
+    expect(statements[1]).toMatchObject({ Sid: 'ReadEnclaveImage', Effect: 'Allow', Action: 's3:GetObject' });
+    const objectArn = JSON.stringify(statements[1].Resource);
+    expect(objectArn).toContain('cdk-hnb659fds-assets-123456789012-us-east-1');
+    expect(objectArn).not.toContain('*');
+    expect(statements[2]).toEqual({
+      Sid: 'PublishEnclaveGpuMetrics',
+      Effect: 'Allow',
+      Action: 'cloudwatch:PutMetricData',
+      Resource: '*',
+      Condition: { StringEquals: { 'cloudwatch:namespace': 'EnclaveGPU' } },
+    });
+  });
+
+  it('tags every taggable resource it creates EnclaveGPU=true', () => {
+    for (const type of ['AWS::EC2::Instance', 'AWS::EC2::SecurityGroup', 'AWS::IAM::Role']) {
+      const resources = template.findResources(type);
+      const ours = Object.entries(resources).filter(([id]) => id.startsWith('Inference'));
+      expect(ours.length, type).toBeGreaterThan(0);
+      for (const [id, resource] of ours) {
+        const tags = resource.Properties.Tags;
+        expect(tags, id).toEqual(expect.arrayContaining([{ Key: 'EnclaveGPU', Value: 'true' }]));
+      }
+    }
+  });
+
+  it('replaces the instance when the boot configuration changes', () => {
+    // userDataCausesReplacement: the logical id carries a hash of the user data.
+    const [logicalId] = Object.keys(template.findResources('AWS::EC2::Instance'));
+    expect(logicalId).toMatch(/^InferenceInstance[0-9A-F]{8}[0-9a-f]{16}$/);
+    const other = synth({ enclave: { memoryMiB: 8192 } }).template;
+    expect(Object.keys(other.findResources('AWS::EC2::Instance'))).not.toContain(logicalId);
+  });
+
+  it('writes allocator.yaml with the enclave memory and vCPUs', () => {
+    expect(userData).toContain(
+      "cat > '/etc/nitro_enclaves/allocator.yaml' <<'ENCLAVE_GPU_EOF'\n---\n# Rendered by cdk-enclave-gpu from the EnclaveGpuInstance `enclave` prop.\nmemory_mib: 4096\ncpu_count: 2\nENCLAVE_GPU_EOF",
+    );
+    expect(construct.enclaveCpuCount).toBe(2);
+    expect(construct.enclaveMemoryMiB).toBe(4096);
+  });
+
+  it("allowlists only the stack region's KMS endpoint for vsock-proxy, and points the proxy at it", () => {
+    expect(userData).toContain(
+      `cat > '/etc/nitro_enclaves/vsock-proxy.yaml' <<'ENCLAVE_GPU_EOF'\nallowlist:\n- {address: ${KMS_ENDPOINT}, port: 443}\nENCLAVE_GPU_EOF`,
+    );
+    expect(userData).toContain(
+      `[Service]\nExecStart=\nExecStart=/usr/bin/vsock-proxy 8000 ${KMS_ENDPOINT} 443 --config /etc/nitro_enclaves/vsock-proxy.yaml\n`,
+    );
+  });
+
+  it('installs nitro-cli and starts the allocator, the proxy and the enclave', () => {
+    expect(userData).toContain('command -v nitro-cli >/dev/null 2>&1 || dnf install -y aws-nitro-enclaves-cli');
+    const enable = userData.split('\n').filter((line) => line.startsWith('systemctl enable --now'));
+    expect(enable).toEqual([
+      'systemctl enable --now nitro-enclaves-allocator.service',
+      'systemctl enable --now nitro-enclaves-vsock-proxy.service',
+      'systemctl enable --now enclave-gpu-enclave.service',
+    ]);
+    expect(userData.indexOf('systemctl daemon-reload')).toBeLessThan(userData.indexOf('systemctl enable'));
+  });
+
+  it('fetches the enclave image from its asset and checks its SHA-256', () => {
+    const sha256 = crypto.createHash('sha256').update(fs.readFileSync(eifPath)).digest('hex');
+    expect(userData).toMatch(/aws s3 cp 's3:\/\/cdk-hnb659fds-assets-123456789012-us-east-1\/[0-9a-f]{64}\.eif' \/opt\/enclave-gpu\/enclave\.eif --region us-east-1/);
+    expect(userData).toContain(`echo '${sha256}  /opt/enclave-gpu/enclave.eif' | sha256sum --check --strict -`);
+  });
+
+  it('runs the enclave with nitro-cli run-enclave, not in debug mode', () => {
+    expect(userData).toContain(
+      'ExecStart=/usr/bin/nitro-cli run-enclave --enclave-name enclave-gpu --eif-path /opt/enclave-gpu/enclave.eif --cpu-count 2 --memory 4096 --enclave-cid 16\n',
+    );
+    expect(userData).not.toContain('--debug-mode');
+    expect(userData).toContain('Requires=nitro-enclaves-allocator.service');
+  });
+
+  it('stops the script on the first failing step', () => {
+    expect(userData.split('\n').slice(0, 2)).toEqual(['#!/bin/bash', 'set -euo pipefail']);
+  });
+});
+
+describe('EnclaveGpuInstance options', () => {
+  it('renders the requested instance type and enclave size', () => {
+    const { template } = synth({
+      instanceType: new ec2.InstanceType('g6e.2xlarge'),
+      enclave: { cpuCount: 4, memoryMiB: 16384 },
+    });
+    template.hasResourceProperties('AWS::EC2::Instance', { InstanceType: 'g6e.2xlarge' });
+    const userData = userDataOf(template);
+    expect(userData).toContain('memory_mib: 16384\ncpu_count: 4\n');
+    expect(userData).toContain('--cpu-count 4 --memory 16384 --enclave-cid 16');
+  });
+
+  it('adds --debug-mode only when debugMode is set', () => {
+    const { template } = synth({ debugMode: true });
+    expect(userDataOf(template)).toContain('--enclave-cid 16 --debug-mode\n');
+  });
+
+  it('uses the given CID and KMS proxy port', () => {
+    const userData = userDataOf(synth({ enclaveCid: 20, kmsProxyVsockPort: 8100 }).template);
+    expect(userData).toContain('--enclave-cid 20');
+    expect(userData).toContain(`ExecStart=/usr/bin/vsock-proxy 8100 ${KMS_ENDPOINT} 443`);
+  });
+
+  it('attaches its policy to a role you bring and creates no role', () => {
+    const { stack, vpc } = testStack();
+    const role = iam.Role.fromRoleArn(stack, 'Existing', 'arn:aws:iam::123456789012:role/inference-parent');
+    new EnclaveGpuInstance(stack, 'Inference', { vpc, role, enclaveImage: EnclaveImage.fromEifFile(eifPath) });
+    const template = Template.fromStack(stack);
+    template.resourceCountIs('AWS::IAM::Role', 0);
+    template.hasResourceProperties('AWS::IAM::Policy', { Roles: ['inference-parent'] });
+  });
+
+  it('uses a security group you bring and creates none', () => {
+    const { stack, vpc } = testStack();
+    const securityGroup = new ec2.SecurityGroup(stack, 'Mine', { vpc });
+    new EnclaveGpuInstance(stack, 'Inference', { vpc, securityGroup, enclaveImage: EnclaveImage.fromEifFile(eifPath) });
+    const template = Template.fromStack(stack);
+    template.resourceCountIs('AWS::EC2::SecurityGroup', 1);
+  });
+
+  it('turns on termination protection when asked', () => {
+    synth({ terminationProtection: true }).template.hasResourceProperties('AWS::EC2::Instance', { DisableApiTermination: true });
+  });
+
+  it('accepts an unlisted instance type with the escape hatch', () => {
+    const { template } = synth({ instanceType: new ec2.InstanceType('p5.48xlarge'), allowUnlistedInstanceType: true });
+    template.hasResourceProperties('AWS::EC2::Instance', { InstanceType: 'p5.48xlarge', EnclaveOptions: { Enabled: true } });
+  });
+
+  it('accepts a smaller root volume with your own AMI', () => {
+    const { template } = synth({
+      machineImage: ec2.MachineImage.genericLinux({ 'us-east-1': 'ami-0123456789abcdef0' }),
+      rootVolumeSize: Size.gibibytes(40),
+    });
+    template.hasResourceProperties('AWS::EC2::Instance', { ImageId: 'ami-0123456789abcdef0' });
+  });
+});
+
+describe('EnclaveGpuInstance validation', () => {
+  it.each([
+    ['t3.large', /instanceType 't3.large' is not a GPU instance type that supports Nitro Enclaves.*allowUnlistedInstanceType/],
+    ['g4ad.xlarge', /instanceType 'g4ad.xlarge' is not a GPU instance type/],
+    ['m5.2xlarge', /instanceType 'm5.2xlarge'/],
+  ])('refuses %s', (type, message) => {
+    expect(() => synth({ instanceType: new ec2.InstanceType(type) })).toThrow(message);
+  });
+
+  it('names the construct in the error', () => {
+    expect(() => synth({ instanceType: new ec2.InstanceType('t3.large') })).toThrow(/^TestStack\/Inference: instanceType/);
+  });
+
+  it('refuses an instance type token without the escape hatch', () => {
+    const { stack, vpc } = testStack();
+    const type = new CfnParameter(stack, 'Type').valueAsString;
+    expect(Token.isUnresolved(type)).toBe(true);
+    expect(() => new EnclaveGpuInstance(stack, 'Inference', {
+      vpc, instanceType: new ec2.InstanceType(type), enclaveImage: EnclaveImage.fromEifFile(eifPath),
+    })).toThrow(/instanceType is a token and is not a GPU instance type/);
+  });
+
+  it.each([1, 3, 5])('refuses an odd enclave vCPU count (%i)', (cpuCount) => {
+    expect(() => synth({ enclave: { cpuCount } })).toThrow(/enclave\.cpuCount must be even .* got \d/);
+  });
+
+  it('refuses an enclave that leaves the parent fewer than 2 vCPUs', () => {
+    expect(() => synth({ instanceType: new ec2.InstanceType('g5.xlarge'), enclave: { cpuCount: 4 } }))
+      .toThrow(/enclave\.cpuCount 4 leaves the parent instance fewer than 2 of its 4 vCPUs. Use at most 2/);
+    expect(() => synth({ instanceType: new ec2.InstanceType('g5.xlarge'), enclave: { cpuCount: 2 } })).not.toThrow();
+  });
+
+  it.each([0, -2, 2.5, Number.NaN])('refuses a vCPU count that is not a positive whole number (%s)', (cpuCount) => {
+    expect(() => synth({ enclave: { cpuCount } })).toThrow(/enclave\.cpuCount must be a whole number/);
+  });
+
+  it('refuses less than 64 MiB of enclave memory', () => {
+    expect(() => synth({ enclave: { memoryMiB: 32 } })).toThrow(/enclave\.memoryMiB 32 is below the 64 MiB minimum. Use at least 64/);
+  });
+
+  it('refuses enclave memory below four times the image size', () => {
+    const bigEif = writePlaceholderEif(40 * 1024 * 1024);
+    expect(() => synth({ enclaveImage: EnclaveImage.fromEifFile(bigEif), enclave: { memoryMiB: 100 } }))
+      .toThrow(/enclave\.memoryMiB 100 is below 4x the enclave image file's size, which nitro-cli requires. Use at least 161/);
+  });
+
+  it("refuses enclave memory that is not below the instance's memory", () => {
+    expect(() => synth({ instanceType: new ec2.InstanceType('g5.xlarge'), enclave: { memoryMiB: 16384 } }))
+      .toThrow(/enclave\.memoryMiB 16384 is not below the instance's 16384 MiB/);
+  });
+
+  it('refuses token enclave sizes, which are rendered into files at synth', () => {
+    const { stack, vpc } = testStack();
+    const memoryMiB = new CfnParameter(stack, 'Memory', { type: 'Number' }).valueAsNumber;
+    expect(() => new EnclaveGpuInstance(stack, 'Inference', {
+      vpc, enclave: { memoryMiB }, enclaveImage: EnclaveImage.fromEifFile(eifPath),
+    })).toThrow(/enclave\.memoryMiB is a token/);
+  });
+
+  it('refuses a root volume smaller than the default AMI snapshot', () => {
+    expect(() => synth({ rootVolumeSize: Size.gibibytes(50) })).toThrow(/rootVolumeSize 50 GiB is smaller than the default AMI's 75 GiB snapshot/);
+  });
+
+  it.each([[3, /enclaveCid must be a whole number from 4/], [1.5, /enclaveCid/]])('refuses enclaveCid %s', (enclaveCid, message) => {
+    expect(() => synth({ enclaveCid })).toThrow(message);
+  });
+
+  it('refuses hibernation switched on through the L1 escape hatch', () => {
+    const { app, stack, vpc } = testStack();
+    const construct = new EnclaveGpuInstance(stack, 'Inference', { vpc, enclaveImage: EnclaveImage.fromEifFile(eifPath) });
+    (construct.instance.node.defaultChild as ec2.CfnInstance).hibernationOptions = { configured: true };
+    expect(() => app.synth()).toThrow(/hibernationOptions.configured is true: an instance with Nitro Enclaves enabled cannot hibernate/);
+  });
+});
+
+describe('EnclaveImage.fromEifFile', () => {
+  it('refuses a missing file', () => {
+    expect(() => EnclaveImage.fromEifFile('/nonexistent/enclave.eif')).toThrow(/\/nonexistent\/enclave.eif does not exist. Build it with 'nitro-cli build-enclave'/);
+  });
+
+  it('refuses a directory', () => {
+    expect(() => EnclaveImage.fromEifFile(__dirname)).toThrow(/is not a file/);
+  });
+
+  it('refuses a file that is not an EIF', () => {
+    expect(() => EnclaveImage.fromEifFile(__filename)).toThrow(/is not an enclave image file \(it does not start with '.eif'\)/);
+  });
+
+  it('keeps valid PCRs', () => {
+    const pcr0 = 'ab'.repeat(48);
+    expect(EnclaveImage.fromEifFile(eifPath, { pcrs: { pcr0 } }).pcrs).toEqual({ pcr0 });
+  });
+
+  it.each([
+    [{ pcr0: 'AB'.repeat(48) }, /pcr0 must be lower-case hex/],
+    [{ pcr1: 'ab'.repeat(47) }, /pcr1 must be 96 hex characters \(a SHA-384 digest\), got 94/],
+    [{ pcr2: 'zz'.repeat(48) }, /pcr2 contains characters that are not hex digits/],
+  ])('refuses malformed PCRs %j', (pcrs, message) => {
+    expect(() => EnclaveImage.fromEifFile(eifPath, { pcrs })).toThrow(message);
+  });
+});

@@ -1,0 +1,15 @@
+import { defineConfig } from 'vitest/config';
+
+export default defineConfig({
+  test: {
+    include: ['test/**/*.test.ts'],
+    // Synthesizing CDK apps is CPU-bound; a few workers keep a 2-core CI machine responsive.
+    testTimeout: 60_000,
+    hookTimeout: 60_000,
+  },
+  resolve: {
+    // jsii compiles lib/ into out/, so lib/ holds only .ts sources; prefer .ts anyway so a
+    // stray compiled lib/*.js can never shadow the source under test.
+    extensions: ['.ts', '.mts', '.js', '.mjs', '.json'],
+  },
+});
