@@ -1,0 +1,95 @@
+/**
+ * The README's main job, for now: synthesize the example app to CloudFormation, then show
+ * where the template is and what it holds, check the guarantees it must keep, and run
+ * cdk-nag's AwsSolutions pack over it. Exits non-zero when a check fails.
+ *
+ *   npm run demo                       # with the placeholder enclave image
+ *   ENCLAVE_EIF=my.eif npm run demo    # with your own
+ */
+import * as fs from 'fs';
+import * as path from 'path';
+import { Validations } from 'aws-cdk-lib';
+import { AwsSolutionsChecks } from 'cdk-nag';
+import { IConstruct } from 'constructs';
+import { buildInferenceApp, PLACEHOLDER_EIF } from '../examples/inference-app';
+import { cfnValueAsText } from './template-text';
+
+const OUTDIR = path.resolve(__dirname, '..', 'cdk.out', 'demo');
+const HEREDOC = /cat > '([^']+)' <<'ENCLAVE_GPU_EOF'\n([\s\S]*?)ENCLAVE_GPU_EOF/g;
+
+function main(): number {
+  const eifPath = process.env.ENCLAVE_EIF;
+  console.log('cdk-enclave-gpu demo: synthesizing examples/inference-app.ts');
+  console.log(`  enclave image: ${eifPath ?? `${path.relative(process.cwd(), PLACEHOLDER_EIF)} (a placeholder; set ENCLAVE_EIF to your own .eif)`}`);
+  fs.rmSync(OUTDIR, { recursive: true, force: true });
+  const { app, stack } = buildInferenceApp({ eifPath, outdir: OUTDIR });
+  const assembly = app.synth();
+  const artifact = assembly.getStackByName(stack.stackName);
+  const templatePath = path.join(assembly.directory, artifact.templateFile);
+  const resources: Record<string, { Type: string; Properties?: any }> = artifact.template.Resources;
+
+  console.log(`\nTemplate: ${path.relative(process.cwd(), templatePath)}`);
+  const counts = new Map<string, number>();
+  Object.values(resources).forEach((r) => counts.set(r.Type, (counts.get(r.Type) ?? 0) + 1));
+  for (const [type, count] of [...counts].sort()) {
+    console.log(`  ${String(count).padStart(3)}  ${type}`);
+  }
+
+  const [instance] = Object.values(resources).filter((r) => r.Type === 'AWS::EC2::Instance');
+  const p = instance.Properties;
+  const root = p.BlockDeviceMappings?.[0]?.Ebs ?? {};
+  console.log('\nThe GPU instance:');
+  console.log(`  InstanceType                ${p.InstanceType}`);
+  console.log(`  EnclaveOptions.Enabled      ${p.EnclaveOptions?.Enabled}`);
+  console.log(`  MetadataOptions.HttpTokens  ${p.MetadataOptions?.HttpTokens}`);
+  console.log(`  Monitoring (detailed)       ${p.Monitoring}`);
+  console.log(`  Root volume                 ${root.VolumeSize} GiB ${root.VolumeType}, encrypted: ${root.Encrypted}`);
+  console.log(`  Key pair                    ${p.KeyName ?? 'none (Session Manager only)'}`);
+
+  const userData = cfnValueAsText(p.UserData);
+  console.log('\nBoot configuration it writes (tokens shown as ${...}):');
+  for (const [, file, content] of userData.matchAll(HEREDOC)) {
+    console.log(`  ${file}`);
+    content.trimEnd().split('\n').forEach((line) => console.log(`  | ${line}`));
+  }
+
+  console.log('\nIAM permissions of the instance role:');
+  for (const policy of Object.values(resources).filter((r) => r.Type === 'AWS::IAM::Policy')) {
+    for (const s of policy.Properties.PolicyDocument.Statement) {
+      const condition = s.Condition ? ` when ${JSON.stringify(s.Condition)}` : '';
+      console.log(`  ${s.Sid}: ${[s.Action].flat().join(', ')}${condition}`);
+    }
+  }
+
+  const nag = new AwsSolutionsChecks().validateScope(app);
+  console.log(`\ncdk-nag AwsSolutions: ${nag.violations.length} unacknowledged finding(s)`);
+  nag.violations.forEach((v) => console.log(`  ${v.ruleName}: ${v.violatingResources.map((r) => r.constructPath).join(', ')}`));
+  console.log('  acknowledged, with the reasons given in code:');
+  for (const [where, id, reason] of acknowledgements(app)) {
+    console.log(`  - ${id} on ${where}: ${reason}`);
+  }
+
+  const failures = [
+    p.EnclaveOptions?.Enabled === true ? undefined : 'EnclaveOptions.Enabled is not true',
+    p.MetadataOptions?.HttpTokens === 'required' ? undefined : 'IMDSv2 is not required',
+    root.Encrypted === true ? undefined : 'the root volume is not encrypted',
+    userData.includes('--debug-mode') ? 'the enclave runs in debug mode' : undefined,
+    nag.violations.length === 0 ? undefined : 'cdk-nag reported findings',
+  ].filter((f): f is string => f !== undefined);
+  if (failures.length > 0) {
+    console.error(`\nFAILED: ${failures.join('; ')}`);
+    return 1;
+  }
+  console.log(`\nOK: ${templatePath}`);
+  return 0;
+}
+
+/** Every acknowledged rule in the tree: [construct path, rule id, reason]. */
+function acknowledgements(root: IConstruct): Array<[string, string, string]> {
+  return root.node.findAll()
+    .flatMap((c) => c.node.metadata
+      .filter((m) => m.type === Validations.ACKNOWLEDGED_RULES_METADATA_KEY)
+      .flatMap((m) => Object.entries(m.data as Record<string, string>).map(([id, reason]): [string, string, string] => [c.node.path, id.replace(/^annotation::/i, ''), reason])));
+}
+
+process.exitCode = main();
