@@ -1,5 +1,6 @@
 /**
- * Integration test: one EnclaveGpuInstance with its defaults in a new VPC.
+ * Integration test: one EnclaveGpuInstance with its defaults in a new VPC, and an
+ * AttestationBoundKey bound to its image.
  *
  * CI verifies the committed snapshot without AWS credentials (`npm run integ`). With
  * credentials for a sandbox account, `npx integ-runner --update-on-failed --force` deploys
@@ -10,18 +11,22 @@
  */
 import * as path from 'path';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
-import { App, Stack } from 'aws-cdk-lib';
+import { App, Duration, RemovalPolicy, Stack } from 'aws-cdk-lib';
 import { ExpectedResult, IntegTest } from '@aws-cdk/integ-tests-alpha';
-import { EnclaveGpuInstance, EnclaveImage } from '../lib';
+import { EnclaveGpuInstance, EnclaveImage, attestation_kms } from '../lib';
 
 const app = new App();
 const stack = new Stack(app, 'EnclaveGpuInstanceInteg');
 const vpc = new ec2.Vpc(stack, 'Vpc', { maxAzs: 2, natGateways: 1 });
 
-const inference = new EnclaveGpuInstance(stack, 'Inference', {
-  vpc,
-  enclaveImage: EnclaveImage.fromEifFile(path.join(__dirname, 'fixtures', 'placeholder.eif')),
+const enclaveImage = EnclaveImage.fromEifFile(path.join(__dirname, 'fixtures', 'placeholder.eif'));
+// A key that goes with the test stack (the default keeps keys): bound to the image's PCRs.
+const key = new attestation_kms.AttestationBoundKey(stack, 'ModelKey', {
+  pcrs: enclaveImage.pcrs!,
+  removalPolicy: RemovalPolicy.DESTROY,
+  pendingWindow: Duration.days(7),
 });
+const inference = new EnclaveGpuInstance(stack, 'Inference', { vpc, enclaveImage, key });
 
 const integ = new IntegTest(app, 'EnclaveGpuInstanceTest', { testCases: [stack] });
 integ.assertions

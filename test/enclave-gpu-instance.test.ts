@@ -5,8 +5,8 @@ import * as iam from 'aws-cdk-lib/aws-iam';
 import { Size, Token, CfnParameter } from 'aws-cdk-lib';
 import { Match, Template } from 'aws-cdk-lib/assertions';
 import { describe, expect, it } from 'vitest';
-import { EnclaveGpuInstance, EnclaveGpuInstanceProps, EnclaveImage } from '../lib';
-import { writePlaceholderEif } from './helpers/eif';
+import { EnclaveGpuInstance, EnclaveGpuInstanceProps, EnclaveImage, attestation_kms } from '../lib';
+import { expectedPcrs, placeholderSections, typicalSections, writeEif, writePlaceholderEif, writeTempFile } from './helpers/eif';
 import { testStack, userDataOf } from './helpers/stack';
 
 const KMS_ENDPOINT = 'kms.${AWS::Region}.${AWS::URLSuffix}';
@@ -320,12 +320,31 @@ describe('EnclaveImage.fromEifFile', () => {
   });
 
   it('refuses a file that is not an EIF', () => {
-    expect(() => EnclaveImage.fromEifFile(__filename)).toThrow(/is not an enclave image file \(it does not start with '.eif'\)/);
+    expect(() => EnclaveImage.fromEifFile(__filename)).toThrow(/it is not an enclave image file \(it does not start with '.eif'\)/);
   });
 
-  it('keeps valid PCRs', () => {
-    const pcr0 = 'ab'.repeat(48);
-    expect(EnclaveImage.fromEifFile(eifPath, { pcrs: { pcr0 } }).pcrs).toEqual({ pcr0 });
+  it('computes the PCRs of the file', () => {
+    const sections = typicalSections();
+    expect(EnclaveImage.fromEifFile(writeEif(sections)).pcrs).toEqual(expectedPcrs(sections));
+  });
+
+  it('keeps expected PCRs that match the file, and adds PCR3 and PCR4 as given', () => {
+    const sections = placeholderSections();
+    const { pcr0 } = expectedPcrs(sections);
+    const pcr3 = 'ab'.repeat(48);
+    expect(EnclaveImage.fromEifFile(writeEif(sections), { pcrs: { pcr0, pcr3 } }).pcrs).toEqual({ ...expectedPcrs(sections), pcr3 });
+  });
+
+  it('refuses an expected PCR that the file does not measure', () => {
+    expect(() => EnclaveImage.fromEifFile(eifPath, { pcrs: { pcr1: 'ab'.repeat(48) } }))
+      .toThrow(/options.pcrs does not match .*: pcr1 abababababab\.\.\. but the file measures [0-9a-f]{12}\.\.\./);
+    expect(() => EnclaveImage.fromEifFile(eifPath, { pcrs: { pcr8: 'ab'.repeat(48) } }))
+      .toThrow(/pcr8 abababababab\.\.\. but the file is not signed/);
+  });
+
+  it('refuses a malformed EIF with the reason', () => {
+    const truncated = writeTempFile(fs.readFileSync(eifPath).subarray(0, 560));
+    expect(() => EnclaveImage.fromEifFile(truncated)).toThrow(/EifMeasurements.fromFile: .*: it is truncated/);
   });
 
   it.each([
@@ -334,5 +353,65 @@ describe('EnclaveImage.fromEifFile', () => {
     [{ pcr2: 'zz'.repeat(48) }, /pcr2 contains characters that are not hex digits/],
   ])('refuses malformed PCRs %j', (pcrs, message) => {
     expect(() => EnclaveImage.fromEifFile(eifPath, { pcrs })).toThrow(message);
+  });
+});
+
+describe('EnclaveGpuInstance attestation-bound key', () => {
+  const keyStatements = (template: Template): any[] => {
+    const keys = Object.values(template.findResources('AWS::KMS::Key'));
+    expect(keys).toHaveLength(1);
+    return keys[0].Properties.KeyPolicy.Statement;
+  };
+  const conditionsFor = (pcrs: Record<string, string>) => ({
+    StringEqualsIgnoreCase: {
+      'kms:RecipientAttestation:ImageSha384': pcrs.pcr0,
+      'kms:RecipientAttestation:PCR1': pcrs.pcr1,
+      'kms:RecipientAttestation:PCR2': pcrs.pcr2,
+      ...(pcrs.pcr3 ? { 'kms:RecipientAttestation:PCR3': pcrs.pcr3 } : {}),
+      ...(pcrs.pcr8 ? { 'kms:RecipientAttestation:PCR8': pcrs.pcr8 } : {}),
+    },
+  });
+  const decryptCapable = (s: any) => [s.Action].flat().some((a: string) => /^kms:(\*|Decrypt|GenerateDataKey(Pair)?|DeriveSharedSecret|ReEncrypt)/.test(a) && a !== 'kms:GenerateDataKeyWithoutPlaintext');
+
+  it("binds a new key to the image's PCRs and grants the instance role through it", () => {
+    const sections = typicalSections();
+    const { template, construct } = synth({ enclaveImage: EnclaveImage.fromEifFile(writeEif(sections)) });
+    const statements = keyStatements(template);
+    const nonRoot = statements.filter((s) => s.Effect === 'Allow' && decryptCapable(s) && !JSON.stringify(s.Principal).includes(':root'));
+    expect(nonRoot.map((s) => s.Sid)).toEqual(['EnclaveDecrypt', 'EnclaveGenerateDataKey']);
+    for (const statement of nonRoot) {
+      expect(statement.Principal).toEqual({ AWS: { 'Fn::GetAtt': [expect.stringMatching(/^InferenceRole/), 'Arn'] } });
+      expect(statement.Condition).toEqual(conditionsFor(expectedPcrs(sections)));
+    }
+    expect(construct.key.pcrs).toEqual(expectedPcrs(sections));
+    template.hasResourceProperties('AWS::KMS::Key', { EnableKeyRotation: true });
+  });
+
+  it("changes the key policy when the image's bytes change", () => {
+    const a = keyStatements(synth({ enclaveImage: EnclaveImage.fromEifFile(writePlaceholderEif(16)) }).template);
+    const b = keyStatements(synth({ enclaveImage: EnclaveImage.fromEifFile(writePlaceholderEif(17)) }).template);
+    const decrypt = (statements: any[]) => statements.find((s) => s.Sid === 'EnclaveDecrypt').Condition;
+    expect(decrypt(b)).not.toEqual(decrypt(a));
+    expect(decrypt(b)).toEqual(conditionsFor(expectedPcrs(placeholderSections(17))));
+  });
+
+  it('adds PCR3 when the role is fixed', () => {
+    const arn = 'arn:aws:iam::123456789012:role/inference-parent';
+    const { stack, vpc } = testStack();
+    const role = iam.Role.fromRoleArn(stack, 'Existing', arn);
+    new EnclaveGpuInstance(stack, 'Inference', { vpc, role, enclaveImage: EnclaveImage.fromEifFile(eifPath) });
+    const decrypt = keyStatements(Template.fromStack(stack)).find((s) => s.Sid === 'EnclaveDecrypt');
+    const pcr3 = crypto.createHash('sha384').update(Buffer.concat([Buffer.alloc(48), Buffer.from(arn)])).digest('hex');
+    expect(decrypt.Condition).toEqual(conditionsFor({ ...expectedPcrs(placeholderSections()), pcr3 }));
+    expect(decrypt.Principal).toEqual({ AWS: arn });
+  });
+
+  it('uses a key you pass and grants the role on it', () => {
+    const { stack, vpc } = testStack();
+    const key = new attestation_kms.AttestationBoundKey(stack, 'Shared', { pcrs: EnclaveImage.fromEifFile(eifPath).pcrs! });
+    const construct = new EnclaveGpuInstance(stack, 'Inference', { vpc, key, enclaveImage: EnclaveImage.fromEifFile(eifPath) });
+    expect(construct.key).toBe(key);
+    const statements = keyStatements(Template.fromStack(stack));
+    expect(statements.filter((s) => s.Sid?.startsWith('Enclave')).map((s) => s.Sid)).toEqual(['EnclaveDecrypt', 'EnclaveGenerateDataKey']);
   });
 });

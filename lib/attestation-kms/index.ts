@@ -1,1 +1,3 @@
 export * from './pcrs';
+export * from './eif-measurements';
+export * from './attestation-bound-key';

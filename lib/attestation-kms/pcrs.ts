@@ -54,35 +54,3 @@ export interface Pcrs {
    */
   readonly pcr8?: string;
 }
-
-/** The PCR fields of {@link Pcrs}, in index order. */
-export const PCR_FIELDS = ['pcr0', 'pcr1', 'pcr2', 'pcr3', 'pcr4', 'pcr8'] as const;
-
-const SHA384_HEX = /^[0-9a-f]{96}$/;
-
-/**
- * Checks every PCR given and returns a list of problems, one line each, naming the PCR.
- * An empty list means the values are well formed.
- */
-export function pcrProblems(pcrs: Pcrs): string[] {
-  const problems: string[] = [];
-  for (const field of PCR_FIELDS) {
-    const value = pcrs[field];
-    if (value === undefined) {
-      continue;
-    }
-    if (typeof value !== 'string') {
-      problems.push(`${field} must be a string of 96 lower-case hex characters, got ${typeof value}`);
-    } else if (value.length !== 96) {
-      problems.push(`${field} must be 96 hex characters (a SHA-384 digest), got ${value.length}`);
-    } else if (!SHA384_HEX.test(value)) {
-      problems.push(
-        /^[0-9a-fA-F]{96}$/.test(value)
-          ? `${field} must be lower-case hex (write ${value.toLowerCase().slice(0, 12)}...)`
-          : `${field} contains characters that are not hex digits`,
-      );
-    }
-  }
-  return problems;
-}
-

@@ -1,7 +1,9 @@
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as iam from 'aws-cdk-lib/aws-iam';
-import { Aws, Size, Stack, Tags, Validations } from 'aws-cdk-lib';
+import { Aws, Size, Stack, Tags, Token, Validations } from 'aws-cdk-lib';
 import { Construct } from 'constructs';
+import { AttestationBoundKey } from '../attestation-kms/attestation-bound-key';
+import { EifMeasurements } from '../attestation-kms/eif-measurements';
 import { Pcrs } from '../attestation-kms/pcrs';
 import { renderEnclaveBootScript } from './boot/enclave-boot-script';
 import { EnclaveImage } from './enclave-image';
@@ -75,6 +77,16 @@ export interface EnclaveGpuInstanceProps {
    * @default - a new role
    */
   readonly role?: iam.IRole;
+
+  /**
+   * The KMS key the enclave may use, bound to its measurements. Pass one to share it
+   * between instances or to set its alias and removal policy; the instance role is granted
+   * `grantEnclaveDecrypt` and `grantEnclaveGenerateDataKey` on it either way.
+   *
+   * @default - a new AttestationBoundKey bound to the enclave image's PCR0, PCR1 and PCR2
+   * (and PCR8 for a signed image), plus PCR3 when `role` has a concrete ARN
+   */
+  readonly key?: AttestationBoundKey;
 
   /**
    * The security group.
@@ -181,6 +193,9 @@ export class EnclaveGpuInstance extends Construct implements ec2.IConnectable, i
   /** The enclave image's PCR measurements, where known. */
   public readonly enclavePcrs?: Pcrs;
 
+  /** The KMS key that releases key material only to this enclave image. */
+  public readonly key: AttestationBoundKey;
+
   constructor(scope: Construct, id: string, props: EnclaveGpuInstanceProps) {
     super(scope, id);
 
@@ -205,6 +220,9 @@ export class EnclaveGpuInstance extends Construct implements ec2.IConnectable, i
     this.role = props.role ?? createParentRole(this, 'Role');
     this.grantPrincipal = this.role;
     new EnclaveParentPolicy(this, 'Policy', this.role, image);
+    this.key = props.key ?? this.createKey(image.pcrs, props.role);
+    this.key.grantEnclaveDecrypt(this.role);
+    this.key.grantEnclaveGenerateDataKey(this.role);
 
     const securityGroup = props.securityGroup ?? this.createSecurityGroup(props.vpc);
 
@@ -256,6 +274,16 @@ export class EnclaveGpuInstance extends Construct implements ec2.IConnectable, i
     }
     Tags.of(this).add(EnclaveGpuInstance.TAG_KEY, 'true');
     this.node.addValidation({ validate: () => this.validateNoHibernation() });
+  }
+
+  /** A key bound to the image's measurements, and to the role's when its ARN is known at synth. */
+  private createKey(imagePcrs: Pcrs | undefined, role: iam.IRole | undefined): AttestationBoundKey {
+    if (!imagePcrs) {
+      throw propError(this, 'key', 'is required when the enclave image has no known PCRs', 'Pass an AttestationBoundKey, or an enclaveImage with PCRs');
+    }
+    const roleArn = role?.roleArn;
+    const pcr3 = roleArn && !Token.isUnresolved(roleArn) ? EifMeasurements.pcr3ForRole(roleArn) : undefined;
+    return new AttestationBoundKey(this, 'Key', { pcrs: { ...imagePcrs, ...(pcr3 ? { pcr3 } : {}) } });
   }
 
   /**

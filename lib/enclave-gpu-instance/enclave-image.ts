@@ -4,20 +4,22 @@ import * as path from 'path';
 import * as s3 from 'aws-cdk-lib/aws-s3';
 import * as s3_assets from 'aws-cdk-lib/aws-s3-assets';
 import { Construct } from 'constructs';
-import { Pcrs, pcrProblems } from '../attestation-kms/pcrs';
-
-/** The first four bytes of every enclave image file (EIF). */
-const EIF_MAGIC = Buffer.from('.eif', 'ascii');
+import { EifMeasurements } from '../attestation-kms/eif-measurements';
+import { pcrProblems } from '../attestation-kms/pcr-values';
+import { Pcrs } from '../attestation-kms/pcrs';
 
 /**
  * Options for {@link EnclaveImage.fromEifFile}.
  */
 export interface EifFileOptions {
   /**
-   * The PCR measurements of the image, as printed by `nitro-cli build-enclave` or
-   * `nitro-cli describe-eif`. They are validated and exposed to attestation policies.
+   * PCRs you expect, for example from `nitro-cli build-enclave` in your pipeline. PCR0,
+   * PCR1, PCR2 and PCR8 are computed from the file in any case; a value given here must
+   * match the file's, so a stale pin fails the synth instead of locking the enclave out.
+   * PCR3 and PCR4 (the parent's role and instance) are not properties of the file and are
+   * added as given.
    *
-   * @default - none known
+   * @default - the PCRs computed from the file
    */
   readonly pcrs?: Pcrs;
 }
@@ -53,7 +55,8 @@ export abstract class EnclaveImage {
   /**
    * An EIF built beforehand (`nitro-cli build-enclave`), shipped as a CDK file asset.
    *
-   * The file is checked now: it must exist and start with the EIF magic bytes.
+   * The file is read now: its structure is checked and its PCRs computed
+   * (`EifMeasurements.fromFile`).
    *
    * @param filePath path to the `.eif` file
    */
@@ -78,12 +81,12 @@ class EifFileImage extends EnclaveImage {
   constructor(filePath: string, options: EifFileOptions) {
     super();
     this.filePath = path.resolve(filePath);
-    this.sizeBytes = checkEifFile(this.filePath);
+    this.sizeBytes = checkIsFile(this.filePath);
     const problems = options.pcrs ? pcrProblems(options.pcrs) : [];
     if (problems.length > 0) {
       throw new Error(`EnclaveImage.fromEifFile: options.pcrs is invalid: ${problems.join('; ')}`);
     }
-    this.pcrs = options.pcrs;
+    this.pcrs = withExpectedPcrs(this.filePath, EifMeasurements.fromFile(this.filePath), options.pcrs ?? {});
   }
 
   public bind(scope: Construct): EnclaveImageConfig {
@@ -98,8 +101,8 @@ class EifFileImage extends EnclaveImage {
   }
 }
 
-/** Checks that `filePath` is a readable EIF and returns its size in bytes. */
-function checkEifFile(filePath: string): number {
+/** Checks that `filePath` is a file and returns its size in bytes. */
+function checkIsFile(filePath: string): number {
   let stat: fs.Stats;
   try {
     stat = fs.statSync(filePath);
@@ -109,20 +112,22 @@ function checkEifFile(filePath: string): number {
   if (!stat.isFile()) {
     throw new Error(`EnclaveImage.fromEifFile: ${filePath} is not a file. Pass the path of the .eif file itself.`);
   }
-  const magic = Buffer.alloc(EIF_MAGIC.length);
-  const fd = fs.openSync(filePath, 'r');
-  try {
-    fs.readSync(fd, magic, 0, magic.length, 0);
-  } finally {
-    fs.closeSync(fd);
-  }
-  if (!magic.equals(EIF_MAGIC)) {
-    throw new Error(
-      `EnclaveImage.fromEifFile: ${filePath} is not an enclave image file (it does not start with '.eif'). ` +
-      "Pass the output of 'nitro-cli build-enclave --output-file'.",
-    );
-  }
   return stat.size;
+}
+
+/** The PCRs that are properties of the image file itself. */
+const FILE_PCRS = ['pcr0', 'pcr1', 'pcr2', 'pcr8'] as const;
+
+/** The file's PCRs plus the expected ones, refusing an expected value that differs from the file's. */
+function withExpectedPcrs(filePath: string, measured: Pcrs, expected: Pcrs): Pcrs {
+  const stale = FILE_PCRS.filter((field) => expected[field] !== undefined && measured[field] !== expected[field]);
+  if (stale.length > 0) {
+    const detail = stale
+      .map((field) => `${field} ${expected[field]!.slice(0, 12)}... but the file ${measured[field] ? `measures ${measured[field]!.slice(0, 12)}...` : 'is not signed'}`)
+      .join('; ');
+    throw new Error(`EnclaveImage.fromEifFile: options.pcrs does not match ${filePath}: ${detail}. Rebuild the pin from this file, or drop it: the file's PCRs are computed for you.`);
+  }
+  return { ...expected, ...measured };
 }
 
 /** SHA-256 of a file, read in 1 MiB chunks so large images are never held in memory whole. */

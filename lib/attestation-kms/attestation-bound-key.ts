@@ -1,0 +1,216 @@
+import * as iam from 'aws-cdk-lib/aws-iam';
+import * as kms from 'aws-cdk-lib/aws-kms';
+import { Annotations, Duration, RemovalPolicy } from 'aws-cdk-lib';
+import { Construct } from 'constructs';
+import { attestationConditionEntries } from './attestation-conditions';
+import { givenPcrs, isDebugModePcr, pcrProblems } from './pcr-values';
+import { Pcrs } from './pcrs';
+
+/**
+ * Properties of an {@link AttestationBoundKey}.
+ */
+export interface AttestationBoundKeyProps {
+  /**
+   * The enclave measurements the key is bound to. Every PCR given becomes a condition of
+   * every statement that can release key material; give at least one. Use
+   * `EifMeasurements.fromFile()` for PCR0, PCR1, PCR2 (and PCR8) of an image.
+   */
+  readonly pcrs: Pcrs;
+
+  /**
+   * Accept all-zero PCRs, the measurements of an enclave run with `--debug-mode`, whose
+   * memory the parent instance can read through the console. For development keys only.
+   *
+   * @default false
+   */
+  readonly allowDebugMode?: boolean;
+
+  /**
+   * An alias for the key, without the `alias/` prefix.
+   *
+   * @default - no alias
+   */
+  readonly alias?: string;
+
+  /**
+   * A description of the key.
+   *
+   * @default - "Released only to Nitro enclaves with the pinned measurements (cdk-enclave-gpu)"
+   */
+  readonly description?: string;
+
+  /**
+   * What happens to the key when it leaves the stack. Data encrypted under a deleted key
+   * is lost for good.
+   *
+   * @default RemovalPolicy.RETAIN
+   */
+  readonly removalPolicy?: RemovalPolicy;
+
+  /**
+   * How long a scheduled deletion waits, from 7 to 30 days.
+   *
+   * @default Duration.days(30)
+   */
+  readonly pendingWindow?: Duration;
+}
+
+/** Everything that releases key material, or could: denied to every principal without the attestation. */
+const KEY_RELEASING_ACTIONS = ['kms:Decrypt', 'kms:GenerateDataKey', 'kms:GenerateDataKeyPair', 'kms:DeriveSharedSecret'];
+
+/**
+ * A symmetric KMS key (rotation on) that releases key material only to Nitro enclaves with
+ * the given measurements.
+ *
+ * Its key policy:
+ * - leaves administration with the account (the usual account-root statement), so IAM
+ *   policies can manage the key;
+ * - denies every principal, administrators and the account root included, `kms:Decrypt`,
+ *   `kms:GenerateDataKey`, `kms:GenerateDataKeyPair` and `kms:DeriveSharedSecret` unless the
+ *   request carries an attestation document whose PCRs match (one `Deny` per PCR, with
+ *   `StringNotEqualsIgnoreCase` on the `kms:RecipientAttestation:*` key), and denies
+ *   `kms:ReEncryptFrom` outright, so nobody can move ciphertext to a key without these
+ *   conditions;
+ * - allows the principals you grant with {@link grantEnclaveDecrypt} and
+ *   {@link grantEnclaveGenerateDataKey} those actions under `StringEqualsIgnoreCase` on the
+ *   same condition keys.
+ *
+ * An administrator can still rewrite the key policy (that is what administration means);
+ * watch `PutKeyPolicy` in CloudTrail.
+ *
+ * @example
+ * const key = new attestation_kms.AttestationBoundKey(this, 'ModelKey', {
+ *   pcrs: attestation_kms.EifMeasurements.fromFile('enclave/inference.eif'),
+ * });
+ * declare const role: iam.IRole;
+ * key.grantEnclaveDecrypt(role);
+ */
+export class AttestationBoundKey extends Construct {
+  /**
+   * The IAM condition block that admits only enclaves with the given measurements:
+   * `{ StringEqualsIgnoreCase: { 'kms:RecipientAttestation:ImageSha384': ..., 'kms:RecipientAttestation:PCR1': ... } }`.
+   *
+   * Use it in an IAM policy for a key whose key policy you cannot change (an imported `IKey`).
+   */
+  public static attestationConditions(pcrs: Pcrs): { [operator: string]: { [key: string]: string } } {
+    return { StringEqualsIgnoreCase: Object.fromEntries(attestationConditionEntries(pcrs)) };
+  }
+
+  /** The KMS key. */
+  public readonly key: kms.Key;
+
+  /** The ARN of the key. */
+  public readonly keyArn: string;
+
+  /** The id of the key. */
+  public readonly keyId: string;
+
+  /** The measurements the key is bound to. */
+  public readonly pcrs: Pcrs;
+
+  constructor(scope: Construct, id: string, props: AttestationBoundKeyProps) {
+    super(scope, id);
+    this.pcrs = checkPcrs(this, props.pcrs, props.allowDebugMode ?? false);
+
+    this.key = new kms.Key(this, 'Key', {
+      description: props.description ?? 'Released only to Nitro enclaves with the pinned measurements (cdk-enclave-gpu)',
+      enableKeyRotation: true,
+      alias: props.alias,
+      removalPolicy: props.removalPolicy ?? RemovalPolicy.RETAIN,
+      pendingWindow: props.pendingWindow,
+    });
+    this.keyArn = this.key.keyArn;
+    this.keyId = this.key.keyId;
+
+    for (const [conditionKey, value] of attestationConditionEntries(this.pcrs)) {
+      this.key.addToResourcePolicy(new iam.PolicyStatement({
+        sid: `DenyWithout${conditionKey.split(':').pop()}`,
+        effect: iam.Effect.DENY,
+        principals: [new iam.AnyPrincipal()],
+        actions: KEY_RELEASING_ACTIONS,
+        resources: ['*'],
+        conditions: { StringNotEqualsIgnoreCase: { [conditionKey]: value } },
+      }));
+    }
+    this.key.addToResourcePolicy(new iam.PolicyStatement({
+      sid: 'DenyReEncryptFrom',
+      effect: iam.Effect.DENY,
+      principals: [new iam.AnyPrincipal()],
+      actions: ['kms:ReEncryptFrom'],
+      resources: ['*'],
+    }));
+  }
+
+  /**
+   * Lets the grantee (the parent instance's role: the enclave calls KMS with its
+   * credentials) call `kms:Decrypt` from an enclave with the bound measurements.
+   */
+  public grantEnclaveDecrypt(grantee: iam.IGrantable): iam.Grant {
+    return this.grantToEnclave(grantee, 'EnclaveDecrypt', ['kms:Decrypt']);
+  }
+
+  /**
+   * Lets the grantee call `kms:GenerateDataKey` and `kms:GenerateRandom` from an enclave
+   * with the bound measurements.
+   */
+  public grantEnclaveGenerateDataKey(grantee: iam.IGrantable): iam.Grant {
+    return this.grantToEnclave(grantee, 'EnclaveGenerateDataKey', ['kms:GenerateDataKey', 'kms:GenerateRandom']);
+  }
+
+  /**
+   * Lets the grantee encrypt data under the key (`kms:Encrypt`,
+   * `kms:GenerateDataKeyWithoutPlaintext`, `kms:DescribeKey`), for example to seal model
+   * weights for the enclave. None of these return key material.
+   */
+  public grantEncrypt(grantee: iam.IGrantable): iam.Grant {
+    const actions = ['kms:Encrypt', 'kms:GenerateDataKeyWithoutPlaintext', 'kms:DescribeKey'];
+    return iam.Grant.addStatementToResourcePolicy({
+      grantee,
+      actions,
+      resourceArns: ['*'],
+      resource: this.key,
+      statement: new iam.PolicyStatement({ principals: [grantee.grantPrincipal], actions, resources: ['*'] }),
+    });
+  }
+
+  private grantToEnclave(grantee: iam.IGrantable, sid: string, actions: string[]): iam.Grant {
+    return iam.Grant.addStatementToResourcePolicy({
+      grantee,
+      actions,
+      resourceArns: ['*'],
+      resource: this.key,
+      statement: new iam.PolicyStatement({
+        sid,
+        principals: [grantee.grantPrincipal],
+        actions,
+        resources: ['*'],
+        conditions: AttestationBoundKey.attestationConditions(this.pcrs),
+      }),
+    });
+  }
+}
+
+function checkPcrs(scope: Construct, pcrs: Pcrs, allowDebugMode: boolean): Pcrs {
+  const problems = pcrProblems(pcrs);
+  if (problems.length > 0) {
+    throw new Error(`${scope.node.path}: pcrs is invalid: ${problems.join('; ')}. Pass the values nitro-cli describe-eif prints, or EifMeasurements.fromFile().`);
+  }
+  const given = givenPcrs(pcrs);
+  if (given.length === 0) {
+    throw new Error(`${scope.node.path}: pcrs is empty. Give at least one PCR (EifMeasurements.fromFile() gives PCR0, PCR1 and PCR2), or the key would bind to nothing.`);
+  }
+  const debug = given.filter(([, value]) => isDebugModePcr(value)).map(([field]) => field);
+  if (debug.length > 0 && !allowDebugMode) {
+    throw new Error(
+      `${scope.node.path}: pcrs.${debug.join(', pcrs.')} ${debug.length === 1 ? 'is' : 'are'} all zeros, the measurement of an enclave run in debug mode, ` +
+      'whose memory the parent instance can read. Pass the real measurements, or set allowDebugMode: true for a development key.',
+    );
+  }
+  if (debug.length > 0) {
+    Annotations.of(scope).addWarningV2(
+      'cdk-enclave-gpu:attestation-kms:debugMode',
+      `pcrs.${debug.join(', pcrs.')} all zeros: this key releases material to enclaves in debug mode. Never use it for production data.`,
+    );
+  }
+  return pcrs;
+}

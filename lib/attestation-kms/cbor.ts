@@ -1,0 +1,96 @@
+/**
+ * A small CBOR (RFC 8949) decoder for the one CBOR structure the constructs read at synth
+ * time: the signature section of an enclave image file. Definite lengths only, with a depth
+ * and size limit, so a hostile file cannot make synthesis run away.
+ */
+export type CborValue = number | bigint | boolean | null | undefined | string | Buffer | CborValue[] | Map<CborValue, CborValue>;
+
+const MAX_DEPTH = 16;
+
+export class CborError extends Error {}
+
+export function decodeCbor(data: Buffer): CborValue {
+  const reader = { data, offset: 0 };
+  const value = readItem(reader, 0);
+  if (reader.offset !== data.length) {
+    throw new CborError(`${data.length - reader.offset} bytes follow the CBOR item`);
+  }
+  return value;
+}
+
+interface Reader {
+  readonly data: Buffer;
+  offset: number;
+}
+
+function take(reader: Reader, length: number): Buffer {
+  if (length > reader.data.length - reader.offset) {
+    throw new CborError(`truncated: needs ${length} bytes at offset ${reader.offset}, ${reader.data.length - reader.offset} remain`);
+  }
+  const bytes = reader.data.subarray(reader.offset, reader.offset + length);
+  reader.offset += length;
+  return bytes;
+}
+
+function readArgument(reader: Reader, info: number): number | bigint {
+  if (info < 24) return info;
+  if (info === 24) return take(reader, 1).readUInt8(0);
+  if (info === 25) return take(reader, 2).readUInt16BE(0);
+  if (info === 26) return take(reader, 4).readUInt32BE(0);
+  if (info === 27) {
+    const value = take(reader, 8).readBigUInt64BE(0);
+    return value <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(value) : value;
+  }
+  throw new CborError(`unsupported additional information ${info} at offset ${reader.offset - 1} (indefinite lengths are not accepted)`);
+}
+
+/** A byte count or item count: every byte or item takes at least one byte, so it cannot exceed what remains. */
+function readLength(reader: Reader, info: number): number {
+  const length = readArgument(reader, info);
+  if (typeof length === 'bigint' || length > reader.data.length - reader.offset) {
+    throw new CborError(`length ${length} at offset ${reader.offset} exceeds the ${reader.data.length - reader.offset} bytes that remain`);
+  }
+  return length;
+}
+
+function readItem(reader: Reader, depth: number): CborValue {
+  if (depth > MAX_DEPTH) {
+    throw new CborError(`nested deeper than ${MAX_DEPTH}`);
+  }
+  const initial = take(reader, 1).readUInt8(0);
+  const major = initial >> 5;
+  const info = initial & 0x1f;
+  switch (major) {
+    case 0:
+      return readArgument(reader, info);
+    case 1: {
+      const n = readArgument(reader, info);
+      return typeof n === 'bigint' ? -1n - n : -1 - n;
+    }
+    case 2:
+      return Buffer.from(take(reader, readLength(reader, info)));
+    case 3:
+      return take(reader, readLength(reader, info)).toString('utf8');
+    case 4: {
+      const length = readLength(reader, info);
+      const items: CborValue[] = [];
+      for (let i = 0; i < length; i++) items.push(readItem(reader, depth + 1));
+      return items;
+    }
+    case 5: {
+      const length = readLength(reader, info);
+      const map = new Map<CborValue, CborValue>();
+      for (let i = 0; i < length; i++) map.set(readItem(reader, depth + 1), readItem(reader, depth + 1));
+      return map;
+    }
+    case 6:
+      readArgument(reader, info); // the tag number: the tagged value is what matters here
+      return readItem(reader, depth + 1);
+    default:
+      if (info === 20) return false;
+      if (info === 21) return true;
+      if (info === 22) return null;
+      if (info === 23) return undefined;
+      throw new CborError(`unsupported simple value or float (additional information ${info}) at offset ${reader.offset - 1}`);
+  }
+}
