@@ -54,10 +54,21 @@ function main(): number {
   }
 
   console.log('\nIAM permissions of the instance role:');
-  for (const policy of Object.values(resources).filter((r) => r.Type === 'AWS::IAM::Policy')) {
+  const ofInstance = Object.entries(resources).filter(([id, r]) => r.Type === 'AWS::IAM::Policy' && id.startsWith('Inference')).map(([, r]) => r);
+  for (const policy of ofInstance) {
     for (const s of policy.Properties.PolicyDocument.Statement) {
       const condition = s.Condition ? ` when ${JSON.stringify(s.Condition)}` : '';
       console.log(`  ${s.Sid}: ${[s.Action].flat().join(', ')}${condition}`);
+    }
+  }
+
+  console.log('\nKMS key policy (who may obtain key material, and under which attestation):');
+  for (const key of Object.values(resources).filter((r) => r.Type === 'AWS::KMS::Key')) {
+    console.log(`  key rotation: ${key.Properties.EnableKeyRotation}`);
+    for (const s of key.Properties.KeyPolicy.Statement) {
+      const who = cfnValueAsText(s.Principal.AWS);
+      const condition = s.Condition ? ` when ${Object.keys(Object.values<Record<string, string>>(s.Condition)[0]).map((k) => k.replace('kms:RecipientAttestation:', '')).join(', ')} ${Object.keys(s.Condition)[0]}` : '';
+      console.log(`  ${s.Effect} ${[s.Action].flat().join(', ')} to ${who}${condition}`);
     }
   }
 
@@ -69,7 +80,12 @@ function main(): number {
     console.log(`  - ${id} on ${where}: ${reason}`);
   }
 
+  const keyPolicies = Object.values(resources).filter((r) => r.Type === 'AWS::KMS::Key').map((k) => k.Properties.KeyPolicy.Statement as any[]);
+  const unboundAllows = keyPolicies.flat().filter((s) => s.Effect === 'Allow' && !JSON.stringify(s.Principal).includes(':root')
+    && [s.Action].flat().some((a: string) => ['kms:Decrypt', 'kms:GenerateDataKey'].includes(a)) && !s.Condition?.StringEqualsIgnoreCase?.['kms:RecipientAttestation:ImageSha384']);
   const failures = [
+    keyPolicies.length === 1 ? undefined : 'no attestation-bound KMS key',
+    unboundAllows.length === 0 ? undefined : 'a key policy statement releases key material without the image measurement',
     p.EnclaveOptions?.Enabled === true ? undefined : 'EnclaveOptions.Enabled is not true',
     p.MetadataOptions?.HttpTokens === 'required' ? undefined : 'IMDSv2 is not required',
     root.Encrypted === true ? undefined : 'the root volume is not encrypted',

@@ -19,12 +19,13 @@ function codeBlockAfter(markdown: string, heading: string): string {
 describe('README', () => {
   const readme = fs.readFileSync(path.join(ROOT, 'README.md'), 'utf8');
 
-  it('usage example synthesizes as a new user would write it', () => {
-    const example = codeBlockAfter(readme, '## Usage');
-    expect(example.split('\n').filter((l) => l.trim()).length).toBeLessThanOrEqual(16);
-
-    // Run it as written, with the package name pointed at this checkout's source and the EIF
-    // path at a placeholder image. It lives inside the repository so that its imports resolve.
+  /**
+   * Runs a README example as written, with the package name pointed at this checkout's
+   * source and the EIF path at a placeholder image, and returns the synthesized template.
+   * The script lives inside the repository so that its imports resolve.
+   */
+  function runExample(heading: string, stackName: string): any {
+    const example = codeBlockAfter(readme, heading);
     const outdir = fs.mkdtempSync(path.join(os.tmpdir(), 'readme-example-'));
     const script = path.join(ROOT, 'test', `.readme-example-${process.pid}.ts`);
     const runnable = example
@@ -38,12 +39,28 @@ describe('README', () => {
     } finally {
       fs.rmSync(script);
     }
+    return JSON.parse(fs.readFileSync(path.join(outdir, `${stackName}.template.json`), 'utf8'));
+  }
+  const ofType = (template: any, type: string) => Object.values<any>(template.Resources).filter((r) => r.Type === type);
 
-    const template = JSON.parse(fs.readFileSync(path.join(outdir, 'EnclaveInference.template.json'), 'utf8'));
-    const instances = Object.values<any>(template.Resources).filter((r) => r.Type === 'AWS::EC2::Instance');
+  it('usage example synthesizes as a new user would write it', () => {
+    expect(codeBlockAfter(readme, '## Usage').split('\n').filter((l) => l.trim()).length).toBeLessThanOrEqual(16);
+    const template = runExample('## Usage', 'EnclaveInference');
+    const instances = ofType(template, 'AWS::EC2::Instance');
     expect(instances).toHaveLength(1);
     expect(instances[0].Properties.EnclaveOptions).toEqual({ Enabled: true });
     expect(instances[0].Properties.InstanceType).toBe('g5.2xlarge');
+  });
+
+  it('key-binding example synthesizes one key, bound to the image, that the publisher may only seal with', () => {
+    const template = runExample('## Binding keys to your enclave image', 'BoundKeys');
+    const keys = ofType(template, 'AWS::KMS::Key');
+    expect(keys).toHaveLength(1);
+    const statements: any[] = keys[0].Properties.KeyPolicy.Statement;
+    expect(statements.find((s) => s.Sid === 'EnclaveDecrypt').Condition.StringEqualsIgnoreCase['kms:RecipientAttestation:ImageSha384']).toMatch(/^[0-9a-f]{96}$/);
+    const publisher = statements.find((s) => JSON.stringify(s.Principal).includes('model-publisher'));
+    expect(publisher.Action).toEqual(['kms:Encrypt', 'kms:GenerateDataKeyWithoutPlaintext', 'kms:DescribeKey']);
+    expect(ofType(template, 'AWS::KMS::Alias')[0].Properties.AliasName).toBe('alias/inference/model-weights');
   });
 
   it('shows the commands a fresh machine runs', () => {
