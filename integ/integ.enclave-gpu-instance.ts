@@ -1,6 +1,7 @@
 /**
- * Integration test: one EnclaveGpuInstance with its defaults in a new VPC, and an
- * AttestationBoundKey bound to its image.
+ * Integration test: one EnclaveGpuInstance with its defaults in a new VPC (and so its
+ * dashboard, alarms and kernel-attestation log group), with an AttestationBoundKey bound
+ * to its image. The log group is kept after the test, like audit records in production.
  *
  * CI verifies the committed snapshot without AWS credentials (`npm run integ`). With
  * credentials for a sandbox account, `npx integ-runner --update-on-failed --force` deploys

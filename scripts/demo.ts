@@ -12,6 +12,7 @@ import { Validations } from 'aws-cdk-lib';
 import { AwsSolutionsChecks } from 'cdk-nag';
 import { IConstruct } from 'constructs';
 import { buildInferenceApp, PLACEHOLDER_EIF } from '../examples/inference-app';
+import { NVIDIA_GPU_MEASUREMENTS } from '../lib/observability/metric-catalogue';
 import { cfnValueAsText } from './template-text';
 
 const OUTDIR = path.resolve(__dirname, '..', 'cdk.out', 'demo');
@@ -72,6 +73,24 @@ function main(): number {
     }
   }
 
+  console.log('\nObservability (namespace EnclaveGPU):');
+  const alarms = Object.values(resources).filter((r) => r.Type === 'AWS::CloudWatch::Alarm').map((r) => r.Properties);
+  for (const alarm of alarms) {
+    const what = alarm.MetricName
+      ? `${alarm.MetricName} ${alarm.ExtendedStatistic ?? alarm.Statistic}`
+      : alarm.Metrics.find((m: any) => m.Expression).Expression;
+    console.log(`  alarm: ${what} ${alarm.ComparisonOperator} ${alarm.Threshold} (${alarm.EvaluationPeriods} x ${alarm.Period ?? alarm.Metrics?.[0]?.MetricStat?.Period ?? 300}s)`);
+  }
+  const dashboard = Object.values(resources).find((r) => r.Type === 'AWS::CloudWatch::Dashboard');
+  const widgets = dashboard ? JSON.parse(cfnValueAsText(dashboard.Properties.DashboardBody)).widgets : [];
+  console.log(`  dashboard: ${widgets.map((w: any) => w.properties.title).join(' | ')}`);
+  const agentConfigText = /enclave-gpu.json' <<'ENCLAVE_GPU_EOF'\n([\s\S]*?)ENCLAVE_GPU_EOF/.exec(userData)?.[1];
+  const agentConfig = agentConfigText ? JSON.parse(agentConfigText) : undefined;
+  const gpuMeasurements: string[] = agentConfig?.metrics.metrics_collected.nvidia_gpu.measurement ?? [];
+  console.log(`  CloudWatch agent nvidia_gpu: ${gpuMeasurements.join(', ')}`);
+  const widgetNamespaces = widgets.flatMap((w: any) => (w.properties.metrics ?? []).map((m: any[]) => m[0]));
+  const alarmNamespaces = alarms.flatMap((a: any) => (a.Namespace ? [a.Namespace] : a.Metrics.filter((m: any) => m.MetricStat).map((m: any) => m.MetricStat.Metric.Namespace)));
+
   const nag = new AwsSolutionsChecks().validateScope(app);
   console.log(`\ncdk-nag AwsSolutions: ${nag.violations.length} unacknowledged finding(s)`);
   nag.violations.forEach((v) => console.log(`  ${v.ruleName}: ${v.violatingResources.map((r) => r.constructPath).join(', ')}`));
@@ -84,6 +103,9 @@ function main(): number {
   const unboundAllows = keyPolicies.flat().filter((s) => s.Effect === 'Allow' && !JSON.stringify(s.Principal).includes(':root')
     && [s.Action].flat().some((a: string) => ['kms:Decrypt', 'kms:GenerateDataKey'].includes(a)) && !s.Condition?.StringEqualsIgnoreCase?.['kms:RecipientAttestation:ImageSha384']);
   const failures = [
+    alarms.length === 4 && widgets.length > 0 ? undefined : 'the dashboard or the four alarms are missing',
+    [...widgetNamespaces, ...alarmNamespaces].every((ns: string) => ns === 'EnclaveGPU') ? undefined : 'a dashboard or alarm metric is outside the EnclaveGPU namespace',
+    gpuMeasurements.length > 0 && gpuMeasurements.every((m) => NVIDIA_GPU_MEASUREMENTS.includes(m)) ? undefined : 'the agent config has no or unknown nvidia_gpu measurements',
     keyPolicies.length === 1 ? undefined : 'no attestation-bound KMS key',
     unboundAllows.length === 0 ? undefined : 'a key policy statement releases key material without the image measurement',
     p.EnclaveOptions?.Enabled === true ? undefined : 'EnclaveOptions.Enabled is not true',

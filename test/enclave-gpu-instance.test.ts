@@ -5,7 +5,7 @@ import * as iam from 'aws-cdk-lib/aws-iam';
 import { Size, Token, CfnParameter } from 'aws-cdk-lib';
 import { Match, Template } from 'aws-cdk-lib/assertions';
 import { describe, expect, it } from 'vitest';
-import { EnclaveGpuInstance, EnclaveGpuInstanceProps, EnclaveImage, attestation_kms } from '../lib';
+import { EnclaveGpuInstance, EnclaveGpuInstanceProps, EnclaveImage, attestation_kms, observability as observability_module } from '../lib';
 import { expectedPcrs, placeholderSections, typicalSections, writeEif, writePlaceholderEif, writeTempFile } from './helpers/eif';
 import { testStack, userDataOf } from './helpers/stack';
 
@@ -80,11 +80,17 @@ describe('EnclaveGpuInstance defaults', () => {
     });
   });
 
-  it('grants exactly: Session Manager channels, the enclave image object, PutMetricData in the EnclaveGPU namespace', () => {
+  it('grants exactly: Session Manager channels, the enclave image object, PutMetricData in the EnclaveGPU namespace, the attestation log', () => {
     const policies = Object.values(template.findResources('AWS::IAM::Policy'));
     expect(policies).toHaveLength(1);
     const statements = policies[0].Properties.PolicyDocument.Statement;
-    expect(statements).toHaveLength(3);
+    expect(statements).toHaveLength(4);
+    expect(statements[3]).toEqual({
+      Sid: 'ShipKernelAttestationLog',
+      Effect: 'Allow',
+      Action: ['logs:CreateLogStream', 'logs:PutLogEvents', 'logs:DescribeLogStreams'],
+      Resource: { 'Fn::GetAtt': [expect.stringMatching(/^InferenceObservabilityKernelAttestationLog/), 'Arn'] },
+    });
     expect(statements[0]).toEqual({
       Sid: 'SessionManager',
       Effect: 'Allow',
@@ -108,6 +114,28 @@ describe('EnclaveGpuInstance defaults', () => {
       Resource: '*',
       Condition: { StringEquals: { 'cloudwatch:namespace': 'EnclaveGPU' } },
     });
+  });
+
+  it('starts the instance only once its policy is attached', () => {
+    const [instance] = Object.values(template.findResources('AWS::EC2::Instance'));
+    const [policyId] = Object.keys(template.findResources('AWS::IAM::Policy'));
+    expect(instance.DependsOn).toContain(policyId);
+  });
+
+  it('installs and starts the CloudWatch agent before the enclave, with its configuration', () => {
+    expect(userData).toContain('test -x /opt/aws/amazon-cloudwatch-agent/bin/amazon-cloudwatch-agent-ctl || dnf install -y amazon-cloudwatch-agent');
+    expect(userData).toContain("cat > '/opt/aws/amazon-cloudwatch-agent/etc/enclave-gpu.json' <<'ENCLAVE_GPU_EOF'");
+    expect(userData).toContain('/opt/aws/amazon-cloudwatch-agent/bin/amazon-cloudwatch-agent-ctl -a fetch-config -m ec2 -s -c file:/opt/aws/amazon-cloudwatch-agent/etc/enclave-gpu.json');
+    expect(userData.indexOf('amazon-cloudwatch-agent-ctl -a fetch-config')).toBeLessThan(userData.indexOf('nitro-cli'));
+    const config = JSON.parse(/enclave-gpu.json' <<'ENCLAVE_GPU_EOF'\n([\s\S]*?)ENCLAVE_GPU_EOF/.exec(userData)![1]);
+    expect(config.metrics.namespace).toBe('EnclaveGPU');
+    expect(config.logs.logs_collected.files.collect_list[0].log_group_name).toMatch(/^\$\{InferenceObservabilityKernelAttestationLog[0-9A-F]+\}$/);
+  });
+
+  it('creates a dashboard and four alarms for the instance', () => {
+    template.resourceCountIs('AWS::CloudWatch::Dashboard', 1);
+    template.resourceCountIs('AWS::CloudWatch::Alarm', 4);
+    expect(construct.observability).toBeDefined();
   });
 
   it('tags every taggable resource it creates EnclaveGPU=true', () => {
@@ -215,6 +243,27 @@ describe('EnclaveGpuInstance options', () => {
     new EnclaveGpuInstance(stack, 'Inference', { vpc, securityGroup, enclaveImage: EnclaveImage.fromEifFile(eifPath) });
     const template = Template.fromStack(stack);
     template.resourceCountIs('AWS::EC2::SecurityGroup', 1);
+  });
+
+  it('creates no CloudWatch resources and no agent with observability: false', () => {
+    const { template, construct } = synth({ observability: false });
+    template.resourceCountIs('AWS::CloudWatch::Dashboard', 0);
+    template.resourceCountIs('AWS::CloudWatch::Alarm', 0);
+    template.resourceCountIs('AWS::Logs::LogGroup', 0);
+    expect(userDataOf(template)).not.toContain('amazon-cloudwatch-agent');
+    expect(construct.observability).toBeUndefined();
+    const [policy] = Object.values(template.findResources('AWS::IAM::Policy'));
+    expect(policy.Properties.PolicyDocument.Statement.map((s: any) => s.Sid)).toEqual(['SessionManager', 'ReadEnclaveImage', 'PublishEnclaveGpuMetrics']);
+  });
+
+  it('uses an observability construct you pass, and grants the agent on its log group', () => {
+    const { stack, vpc } = testStack();
+    const observability = new observability_module.EnclaveGpuObservability(stack, 'Shared', { enclaveImage: 'ab'.repeat(8) });
+    new EnclaveGpuInstance(stack, 'Inference', { vpc, observability, enclaveImage: EnclaveImage.fromEifFile(eifPath) });
+    const template = Template.fromStack(stack);
+    template.resourceCountIs('AWS::CloudWatch::Dashboard', 1);
+    const [policy] = Object.values(template.findResources('AWS::IAM::Policy'));
+    expect(JSON.stringify(policy.Properties.PolicyDocument)).toMatch(/SharedKernelAttestationLog/);
   });
 
   it('turns on termination protection when asked', () => {

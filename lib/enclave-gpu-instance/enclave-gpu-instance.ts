@@ -5,6 +5,8 @@ import { Construct } from 'constructs';
 import { AttestationBoundKey } from '../attestation-kms/attestation-bound-key';
 import { EifMeasurements } from '../attestation-kms/eif-measurements';
 import { Pcrs } from '../attestation-kms/pcrs';
+import { EnclaveGpuObservability } from '../observability/enclave-gpu-observability';
+import { enclaveImageDimension } from '../observability/metric-catalogue';
 import { renderEnclaveBootScript } from './boot/enclave-boot-script';
 import { EnclaveImage } from './enclave-image';
 import { EnclaveResources } from './enclave-resources';
@@ -87,6 +89,15 @@ export interface EnclaveGpuInstanceProps {
    * (and PCR8 for a signed image), plus PCR3 when `role` has a concrete ARN
    */
   readonly key?: AttestationBoundKey;
+
+  /**
+   * CloudWatch for the instance: `true` creates an `EnclaveGpuObservability` (dashboard,
+   * alarms, kernel-attestation log group) for this instance, `false` creates none and skips
+   * the CloudWatch agent, or pass one you built (for example to share it between instances).
+   *
+   * @default true
+   */
+  readonly observability?: boolean | EnclaveGpuObservability;
 
   /**
    * The security group.
@@ -196,6 +207,9 @@ export class EnclaveGpuInstance extends Construct implements ec2.IConnectable, i
   /** The KMS key that releases key material only to this enclave image. */
   public readonly key: AttestationBoundKey;
 
+  /** The instance's dashboard, alarms and kernel-attestation log, unless turned off. */
+  public readonly observability?: EnclaveGpuObservability;
+
   constructor(scope: Construct, id: string, props: EnclaveGpuInstanceProps) {
     super(scope, id);
 
@@ -219,7 +233,7 @@ export class EnclaveGpuInstance extends Construct implements ec2.IConnectable, i
 
     this.role = props.role ?? createParentRole(this, 'Role');
     this.grantPrincipal = this.role;
-    new EnclaveParentPolicy(this, 'Policy', this.role, image);
+    const parentPolicy = new EnclaveParentPolicy(this, 'Policy', this.role, image);
     this.key = props.key ?? this.createKey(image.pcrs, props.role);
     this.key.grantEnclaveDecrypt(this.role);
     this.key.grantEnclaveGenerateDataKey(this.role);
@@ -227,16 +241,6 @@ export class EnclaveGpuInstance extends Construct implements ec2.IConnectable, i
     const securityGroup = props.securityGroup ?? this.createSecurityGroup(props.vpc);
 
     const userData = ec2.UserData.forLinux();
-    userData.addCommands(...renderEnclaveBootScript({
-      enclave: resources,
-      enclaveName: 'enclave-gpu',
-      enclaveCid,
-      debugMode: props.debugMode ?? false,
-      eif: { s3Url: image.bucket.s3UrlForObject(image.objectKey), sha256: image.sha256, region: Stack.of(this).region },
-      kmsEndpoint: { address: `kms.${Aws.REGION}.${Aws.URL_SUFFIX}`, port: 443 },
-      kmsProxyVsockPort,
-    }));
-
     this.instance = new ec2.Instance(this, 'Instance', {
       vpc: props.vpc,
       vpcSubnets: props.vpcSubnets ?? { subnetType: ec2.SubnetType.PRIVATE_WITH_EGRESS },
@@ -266,6 +270,22 @@ export class EnclaveGpuInstance extends Construct implements ec2.IConnectable, i
     this.instanceId = this.instance.instanceId;
     this.connections = this.instance.connections;
 
+    // The boot script needs these permissions from its first line: attach them before the instance starts.
+    this.instance.node.addDependency(parentPolicy);
+    this.observability = this.resolveObservability(props.observability ?? true, image.pcrs);
+    parentPolicy.policy.addStatements(...this.observability?.agentPolicyStatements() ?? []);
+    // Rendered after the instance exists: the dashboard and alarms need its id, the boot script the log group.
+    userData.addCommands(...renderEnclaveBootScript({
+      enclave: resources,
+      enclaveName: 'enclave-gpu',
+      enclaveCid,
+      debugMode: props.debugMode ?? false,
+      eif: { s3Url: image.bucket.s3UrlForObject(image.objectKey), sha256: image.sha256, region: Stack.of(this).region },
+      kmsEndpoint: { address: `kms.${Aws.REGION}.${Aws.URL_SUFFIX}`, port: 443 },
+      kmsProxyVsockPort,
+      cloudWatchAgentConfig: this.observability?.cloudWatchAgentConfig(),
+    }));
+
     if (!props.terminationProtection) {
       Validations.of(this.instance).acknowledge({
         id: 'AwsSolutions-EC29',
@@ -274,6 +294,22 @@ export class EnclaveGpuInstance extends Construct implements ec2.IConnectable, i
     }
     Tags.of(this).add(EnclaveGpuInstance.TAG_KEY, 'true');
     this.node.addValidation({ validate: () => this.validateNoHibernation() });
+  }
+
+  private resolveObservability(option: boolean | EnclaveGpuObservability, pcrs: Pcrs | undefined): EnclaveGpuObservability | undefined {
+    if (typeof option !== 'boolean') {
+      return option;
+    }
+    if (!option) {
+      return undefined;
+    }
+    if (!pcrs?.pcr0 || Token.isUnresolved(pcrs.pcr0)) {
+      throw propError(this, 'observability', "needs the enclave image's PCR0 for the EnclaveImage dimension", 'Use an enclaveImage with a known PCR0, pass your own EnclaveGpuObservability, or set observability: false');
+    }
+    return new EnclaveGpuObservability(this, 'Observability', {
+      enclaveImage: enclaveImageDimension(pcrs.pcr0),
+      instanceId: this.instance.instanceId,
+    });
   }
 
   /** A key bound to the image's measurements, and to the role's when its ARN is known at synth. */

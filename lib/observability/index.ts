@@ -1,1 +1,3 @@
 export * from './metric-namespace';
+export * from './nvidia-gpu-measurement';
+export * from './enclave-gpu-observability';

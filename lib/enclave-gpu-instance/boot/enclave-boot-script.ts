@@ -1,5 +1,7 @@
+import { AGENT_CONFIG_PATH, AGENT_CTL } from '../../observability/cloudwatch-agent-config';
+import { KERNEL_ATTESTATION_LOG_PATH } from '../../observability/metric-catalogue';
 import { ALLOCATOR_CONFIG_PATH, renderAllocatorConfig } from './allocator-config';
-import { BootScript, shellQuote } from './boot-script';
+import { BootScript, dirname, shellQuote } from './boot-script';
 import { EnclaveResourceSettings } from './enclave-resource-settings';
 import { ENCLAVE_SERVICE, ENCLAVE_SERVICE_PATH, renderEnclaveService } from './enclave-service';
 import { ALLOCATOR_SERVICE, NITRO_CLI_PACKAGE, VSOCK_PROXY_SERVICE } from './nitro-cli-services';
@@ -26,6 +28,8 @@ export interface EnclaveBootSettings {
   readonly kmsEndpoint: ProxyEndpoint;
   /** The vsock port on the parent that forwards to KMS. */
   readonly kmsProxyVsockPort: number;
+  /** The CloudWatch agent configuration (JSON), or undefined to leave the agent alone. */
+  readonly cloudWatchAgentConfig?: string;
 }
 
 /**
@@ -37,7 +41,17 @@ export interface EnclaveBootSettings {
  * settings always render the same bytes.
  */
 export function renderEnclaveBootScript(settings: EnclaveBootSettings): string[] {
-  return new BootScript()
+  const script = new BootScript();
+  if (settings.cloudWatchAgentConfig !== undefined) {
+    // First, so that the logs of a boot that fails later still reach CloudWatch.
+    script
+      .step('installing and starting the CloudWatch agent')
+      .run(`test -x ${AGENT_CTL} || dnf install -y amazon-cloudwatch-agent`)
+      .run(`install -d -m 0750 ${dirname(KERNEL_ATTESTATION_LOG_PATH)}`)
+      .writeFile({ path: AGENT_CONFIG_PATH, content: settings.cloudWatchAgentConfig, mode: '0644' })
+      .run(`${AGENT_CTL} -a fetch-config -m ec2 -s -c file:${AGENT_CONFIG_PATH}`);
+  }
+  return script
     .step('installing the Nitro Enclaves CLI')
     .run(`command -v nitro-cli >/dev/null 2>&1 || dnf install -y ${NITRO_CLI_PACKAGE}`)
     .step('writing the enclave configuration')
