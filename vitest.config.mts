@@ -2,7 +2,7 @@ import { defineConfig } from 'vitest/config';
 
 export default defineConfig({
   test: {
-    include: ['test/**/*.test.ts'],
+    include: ['test/**/*.test.ts', 'assets/gpu-runtime/test/**/*.test.ts'],
     // Synthesizing CDK apps is CPU-bound; a few workers keep a 2-core CI machine responsive.
     testTimeout: 60_000,
     hookTimeout: 60_000,

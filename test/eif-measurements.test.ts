@@ -5,7 +5,7 @@ import * as path from 'path';
 import * as zlib from 'zlib';
 import { describe, expect, it } from 'vitest';
 import { EifMeasurements } from '../lib/attestation-kms';
-import { decodeCbor } from '../lib/attestation-kms/cbor';
+import { decodeCbor } from '../lib/shared/cbor';
 import {
   EifSection,
   TEST_SIGNING_CERT_PEM,

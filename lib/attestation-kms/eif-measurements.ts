@@ -1,7 +1,7 @@
 import * as crypto from 'crypto';
 import * as fs from 'fs';
 import * as zlib from 'zlib';
-import { decodeCbor, CborError, CborValue } from './cbor';
+import { decodeCbor, CborError, CborValue } from '../shared/cbor';
 import {
   EIF_HEADER_SIZE,
   EIF_SECTION_HEADER_SIZE,

@@ -4,7 +4,7 @@ import * as iam from 'aws-cdk-lib/aws-iam';
 import * as kms from 'aws-cdk-lib/aws-kms';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import * as sns from 'aws-cdk-lib/aws-sns';
-import { Duration, RemovalPolicy, Stack, Token } from 'aws-cdk-lib';
+import { ArnFormat, Duration, RemovalPolicy, Stack, Token } from 'aws-cdk-lib';
 import { Construct } from 'constructs';
 import { renderAgentConfig, unknownGpuMeasurements } from './cloudwatch-agent-config';
 import {
@@ -82,7 +82,9 @@ export interface EnclaveGpuObservabilityProps {
 
   /**
    * A KMS key to encrypt the kernel-attestation log group with. When it is a key this
-   * stack owns, the CloudWatch Logs service of the stack's region is allowed to use it.
+   * stack owns, its policy lets the CloudWatch Logs service of the stack's region use it for
+   * this account's log groups; for an imported key, add that statement yourself. Not an
+   * `AttestationBoundKey`: its policy refuses everyone without an enclave attestation.
    *
    * @default - encrypted by CloudWatch Logs with an AWS owned key
    */
@@ -305,8 +307,19 @@ export class EnclaveGpuObservability extends Construct {
 
   private createKernelAttestationLog(props: EnclaveGpuObservabilityProps): logs.LogGroup {
     if (props.logEncryptionKey) {
-      const region = Stack.of(this).region;
-      props.logEncryptionKey.grantEncryptDecrypt(new iam.ServicePrincipal(`logs.${region}.amazonaws.com`));
+      // As the CloudWatch Logs guide asks: the regional service may use the key, for this account's log groups only.
+      const stack = Stack.of(this);
+      props.logEncryptionKey.addToResourcePolicy(new iam.PolicyStatement({
+        sid: 'CloudWatchLogsKernelAttestation',
+        principals: [new iam.ServicePrincipal(`logs.${stack.region}.amazonaws.com`)],
+        actions: ['kms:Encrypt*', 'kms:Decrypt*', 'kms:ReEncrypt*', 'kms:GenerateDataKey*', 'kms:Describe*'],
+        resources: ['*'],
+        conditions: {
+          ArnLike: {
+            'kms:EncryptionContext:aws:logs:arn': stack.formatArn({ service: 'logs', resource: 'log-group', resourceName: '*', arnFormat: ArnFormat.COLON_RESOURCE_NAME }),
+          },
+        },
+      }));
     }
     const logGroup = new logs.LogGroup(this, 'KernelAttestationLog', {
       retention: props.logRetention ?? logs.RetentionDays.ONE_YEAR,

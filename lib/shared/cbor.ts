@@ -1,7 +1,9 @@
 /**
- * A small CBOR (RFC 8949) decoder for the one CBOR structure the constructs read at synth
- * time: the signature section of an enclave image file. Definite lengths only, with a depth
- * and size limit, so a hostile file cannot make synthesis run away.
+ * A small, strict CBOR (RFC 8949) codec shared by the constructs (the signature section of
+ * an enclave image file) and the runtime (attestation documents, frames). Definite lengths
+ * only, with a depth limit and lengths checked against the bytes that remain, so hostile
+ * input cannot make it run away. Encoding is deterministic: shortest-form heads, map keys
+ * in insertion order.
  */
 export type CborValue = number | bigint | boolean | null | undefined | string | Buffer | CborValue[] | Map<CborValue, CborValue>;
 
@@ -92,5 +94,84 @@ function readItem(reader: Reader, depth: number): CborValue {
       if (info === 22) return null;
       if (info === 23) return undefined;
       throw new CborError(`unsupported simple value or float (additional information ${info}) at offset ${reader.offset - 1}`);
+  }
+}
+
+/**
+ * Encodes a value. Buffers become byte strings, strings text strings, arrays arrays, Maps
+ * maps (in insertion order), non-negative safe integers and bigints unsigned integers,
+ * negative ones negative integers, and booleans, null and undefined simple values.
+ */
+export function encodeCbor(value: CborValue): Buffer {
+  const parts: Buffer[] = [];
+  writeItem(parts, value, 0);
+  return Buffer.concat(parts);
+}
+
+function writeHead(parts: Buffer[], major: number, argument: number | bigint): void {
+  const n = BigInt(argument);
+  if (n < 0n || n > 0xffffffffffffffffn) {
+    throw new CborError(`argument ${n} does not fit a CBOR head`);
+  }
+  if (n < 24n) {
+    parts.push(Buffer.from([(major << 5) | Number(n)]));
+  } else if (n <= 0xffn) {
+    parts.push(Buffer.from([(major << 5) | 24, Number(n)]));
+  } else if (n <= 0xffffn) {
+    const b = Buffer.alloc(3);
+    b[0] = (major << 5) | 25;
+    b.writeUInt16BE(Number(n), 1);
+    parts.push(b);
+  } else if (n <= 0xffffffffn) {
+    const b = Buffer.alloc(5);
+    b[0] = (major << 5) | 26;
+    b.writeUInt32BE(Number(n), 1);
+    parts.push(b);
+  } else {
+    const b = Buffer.alloc(9);
+    b[0] = (major << 5) | 27;
+    b.writeBigUInt64BE(n, 1);
+    parts.push(b);
+  }
+}
+
+function writeItem(parts: Buffer[], value: CborValue, depth: number): void {
+  if (depth > MAX_DEPTH) {
+    throw new CborError(`nested deeper than ${MAX_DEPTH}`);
+  }
+  if (Buffer.isBuffer(value)) {
+    writeHead(parts, 2, value.length);
+    parts.push(value);
+  } else if (typeof value === 'string') {
+    const bytes = Buffer.from(value, 'utf8');
+    writeHead(parts, 3, bytes.length);
+    parts.push(bytes);
+  } else if (Array.isArray(value)) {
+    writeHead(parts, 4, value.length);
+    value.forEach((item) => writeItem(parts, item, depth + 1));
+  } else if (value instanceof Map) {
+    writeHead(parts, 5, value.size);
+    for (const [k, v] of value) {
+      writeItem(parts, k, depth + 1);
+      writeItem(parts, v, depth + 1);
+    }
+  } else if (typeof value === 'number' || typeof value === 'bigint') {
+    if (typeof value === 'number' && !Number.isSafeInteger(value)) {
+      throw new CborError(`only integers are encoded, got ${value}`);
+    }
+    const n = BigInt(value);
+    if (n >= 0n) {
+      writeHead(parts, 0, n);
+    } else {
+      writeHead(parts, 1, -1n - n);
+    }
+  } else if (value === false) {
+    parts.push(Buffer.from([0xf4]));
+  } else if (value === true) {
+    parts.push(Buffer.from([0xf5]));
+  } else if (value === null) {
+    parts.push(Buffer.from([0xf6]));
+  } else {
+    parts.push(Buffer.from([0xf7]));
   }
 }
