@@ -14,6 +14,7 @@ import {
   KERNEL_ATTESTATION_RECORDS,
   MetricDefinition,
   NAMESPACE,
+  RUNTIME_DIMENSION_SETS,
   RUNTIME_METRICS,
   agentGpuMetricName,
 } from './metric-catalogue';
@@ -152,8 +153,11 @@ export class EnclaveGpuObservability extends Construct {
         'Use EnclaveGpuMetrics.enclaveImageDimension(pcr0).',
       );
     }
+    if (props.instanceId !== undefined && !Token.isUnresolved(props.instanceId) && !/^i-[0-9a-f]{8,17}$/.test(props.instanceId)) {
+      throw new Error(`${this.node.path}: instanceId must be an EC2 instance id (i-...), got '${props.instanceId}'. Leave it out to cover every instance that runs the image.`);
+    }
     this.dimensions = {
-      ...(props.instanceId ? { [DIMENSIONS.instanceId]: props.instanceId } : {}),
+      ...(props.instanceId !== undefined ? { [DIMENSIONS.instanceId]: props.instanceId } : {}),
       [DIMENSIONS.enclaveImage]: props.enclaveImage,
     };
     this.period = props.period ?? Duration.minutes(5);
@@ -326,13 +330,17 @@ export class EnclaveGpuObservability extends Construct {
       removalPolicy: props.logRemovalPolicy ?? RemovalPolicy.RETAIN,
       encryptionKey: props.logEncryptionKey,
     });
-    logGroup.addMetricFilter('KernelAttestationRecords', {
-      filterPattern: logs.FilterPattern.exists('$.codeSha384'),
-      metricNamespace: NAMESPACE,
-      metricName: KERNEL_ATTESTATION_RECORDS.name,
-      metricValue: '1',
-      unit: cloudwatch.Unit.COUNT,
-      dimensions: { [DIMENSIONS.instanceId]: '$.instanceId', [DIMENSIONS.enclaveImage]: '$.enclaveImage' },
+    // One filter per dimension set the runtime publishes with, so per-instance and per-image views both work.
+    const fields: Record<string, string> = { [DIMENSIONS.instanceId]: '$.instanceId', [DIMENSIONS.enclaveImage]: '$.enclaveImage' };
+    RUNTIME_DIMENSION_SETS.forEach((dimensionSet) => {
+      logGroup.addMetricFilter(`KernelAttestationRecordsBy${dimensionSet.join('')}`, {
+        filterPattern: logs.FilterPattern.exists('$.codeSha384'),
+        metricNamespace: NAMESPACE,
+        metricName: KERNEL_ATTESTATION_RECORDS.name,
+        metricValue: '1',
+        unit: cloudwatch.Unit.COUNT,
+        dimensions: Object.fromEntries(dimensionSet.map((name) => [name, fields[name]])),
+      });
     });
     return logGroup;
   }
@@ -364,7 +372,7 @@ export class EnclaveGpuObservability extends Construct {
         .filter((m) => m === NvidiaGpuMeasurement.UTILIZATION_GPU || m === NvidiaGpuMeasurement.UTILIZATION_MEMORY)
         .map((m) => agent(agentGpuMetricName(m)));
       rows.push([
-        graph('GPU, as nvidia-smi reports it (%)', gpu),
+        ...(gpu.length > 0 ? [graph('GPU, as nvidia-smi reports it (%)', gpu)] : []),
         graph('Host memory and root disk used (%)', [agent(AGENT_HOST_METRICS.memoryUsedPercent), agent(AGENT_HOST_METRICS.diskUsedPercent)]),
       ]);
     }

@@ -93,8 +93,8 @@ export const RUNTIME_METRICS = {
 } as const satisfies Record<string, MetricDefinition>;
 
 /**
- * Derived from the kernel-attestation log by a metric filter, with the dimensions
- * `InstanceId` and `EnclaveImage` taken from each record.
+ * Derived from the kernel-attestation log by metric filters, one per dimension set of
+ * {@link RUNTIME_DIMENSION_SETS}, with the dimension values taken from each record.
  */
 export const KERNEL_ATTESTATION_RECORDS = {
   name: 'KernelAttestationRecords', unit: 'Count', statistic: 'Sum', publishedAs: 'value',
