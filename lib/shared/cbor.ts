@@ -82,7 +82,18 @@ function readItem(reader: Reader, depth: number): CborValue {
     case 5: {
       const length = readLength(reader, info);
       const map = new Map<CborValue, CborValue>();
-      for (let i = 0; i < length; i++) map.set(readItem(reader, depth + 1), readItem(reader, depth + 1));
+      const seen = new Set<string>();
+      for (let i = 0; i < length; i++) {
+        const keyOffset = reader.offset;
+        const key = readItem(reader, depth + 1);
+        // Compare keys by their encoding: a duplicate key would let two readers see two different maps.
+        const keyBytes = reader.data.subarray(keyOffset, reader.offset).toString('hex');
+        if (seen.has(keyBytes)) {
+          throw new CborError(`duplicate map key at offset ${keyOffset}`);
+        }
+        seen.add(keyBytes);
+        map.set(key, readItem(reader, depth + 1));
+      }
       return map;
     }
     case 6:

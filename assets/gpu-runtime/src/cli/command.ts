@@ -50,7 +50,9 @@ export async function dispatch(commands: readonly Command[], argv: readonly stri
   }
   let values: Record<string, string | boolean | string[] | undefined>;
   try {
-    ({ values } = parseArgs({ args: argv.slice(command.path.length), options: command.options, strict: true, allowPositionals: false }));
+    const parsed = parseArgs({ args: argv.slice(command.path.length), options: command.options, strict: true, allowPositionals: false });
+    // Commands declare only string options (some `multiple`) and boolean flags, so lists hold strings.
+    values = parsed.values as Record<string, string | boolean | string[] | undefined>;
   } catch (error) {
     io.stderr(`egpu ${command.path.join(' ')}: ${(error as Error).message}\n${help(command)}`);
     return 2;

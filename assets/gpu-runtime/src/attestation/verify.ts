@@ -1,0 +1,72 @@
+/**
+ * Verifies an AWS Nitro Enclaves attestation document: the checks of AWS's "Verifying the
+ * root of trust", in order, each failure an AttestationError naming what was wrong.
+ */
+import { X509Certificate } from 'node:crypto';
+import { AttestationError } from './attestation-error';
+import { verifyChain } from './chain';
+import { verifyEs384 } from './cose';
+import { DIGEST, parseAttestationDocument } from './document';
+import { resolveRoot, RootOption } from './root';
+
+export interface VerifyOptions {
+  /** The pinned root: 'aws' (the AWS Nitro root G1, the default) or a certificate. */
+  readonly root?: RootOption;
+  /** When the certificates must be valid; default now. */
+  readonly at?: Date;
+  /** The nonce the document must carry, when the verifier sent one. */
+  readonly expectedNonce?: Buffer;
+  /** PCR index to the value (hex, either case) the document must carry. */
+  readonly expectedPcrs?: Readonly<Record<number, string>>;
+}
+
+/** What a verified document attests. */
+export interface VerifiedAttestation {
+  readonly moduleId: string;
+  readonly timestamp: Date;
+  readonly digest: typeof DIGEST;
+  /** PCR index to its value, lower-case hex. */
+  readonly pcrs: Record<number, string>;
+  readonly publicKey?: Buffer;
+  readonly userData?: Buffer;
+  readonly nonce?: Buffer;
+  /** The leaf certificate that signed the document. */
+  readonly certificate: X509Certificate;
+}
+
+export function verifyAttestationDocument(bytes: Buffer, options: VerifyOptions = {}): VerifiedAttestation {
+  const at = options.at ?? new Date();
+  if (Number.isNaN(at.getTime())) {
+    // An invalid date compares false both ways and would pass every validity check.
+    throw new TypeError('verifyAttestationDocument: `at` is an invalid Date');
+  }
+  const doc = parseAttestationDocument(bytes);
+  const leaf = verifyChain(resolveRoot(options.root ?? 'aws'), doc.cabundle, doc.certificate, at);
+  if (!verifyEs384(doc.protectedHeader, doc.payload, doc.signature, leaf.publicKey)) {
+    throw new AttestationError('SIGNATURE', `the ES384 signature is not the leaf's (${doc.moduleId}) over this document`);
+  }
+  if (options.expectedNonce && !(doc.nonce && doc.nonce.equals(options.expectedNonce))) {
+    throw new AttestationError('NONCE_MISMATCH', doc.nonce
+      ? `nonce is ${doc.nonce.toString('hex')}, expected ${options.expectedNonce.toString('hex')}`
+      : `the document carries no nonce, expected ${options.expectedNonce.toString('hex')}`);
+  }
+  const pcrs = Object.fromEntries([...doc.pcrs].map(([index, value]) => [index, value.toString('hex')]));
+  for (const [index, expected] of Object.entries(options.expectedPcrs ?? {})) {
+    const actual: string | undefined = pcrs[Number(index)];
+    if (actual !== expected.toLowerCase()) {
+      throw new AttestationError('PCR_MISMATCH', actual === undefined
+        ? `PCR${index} is not in the document, expected ${expected.toLowerCase()}`
+        : `PCR${index} is ${actual}, expected ${expected.toLowerCase()}`);
+    }
+  }
+  return {
+    moduleId: doc.moduleId,
+    timestamp: new Date(doc.timestamp),
+    digest: doc.digest,
+    pcrs,
+    publicKey: doc.publicKey,
+    userData: doc.userData,
+    nonce: doc.nonce,
+    certificate: leaf,
+  };
+}
