@@ -1,0 +1,67 @@
+/**
+ * One ABE session, as both ends hold it after the handshake: the session id, the session
+ * key, and the per-direction counters that keep every K_n single-use.
+ *
+ * Sending: at most one FrameSealer per (n, direction), n strictly increasing, so no nonce
+ * repeats under any K_n. Receiving: a FrameOpener per operation, checked against the
+ * direction's replay window. The same n serves both directions (a launch's inputs go one
+ * way, its results come back the other) because the nonce carries the direction.
+ */
+import { AesGcmBackend } from './aes-gcm';
+import { AbeError } from './errors';
+import { FrameOpener, FrameSealer } from './frame';
+import { Direction, checkDirection } from './frame-header';
+import { SESSION_ID_BYTES, SESSION_KEY_BYTES, deriveOperationKey } from './key-schedule';
+import { ReplayWindow } from './replay-window';
+
+export class AbeSession {
+  private readonly lastSealed: [number, number] = [-1, -1];
+  private readonly windows: [ReplayWindow, ReplayWindow] = [new ReplayWindow(), new ReplayWindow()];
+  private closed = false;
+
+  /**
+   * @param sessionId the 16 bytes of the context's hello
+   * @param sessionKey the derived session key; the session owns it and zeroises it on close()
+   * @param backend the AES-GCM implementation for its frames (default: the active one)
+   */
+  constructor(
+    readonly sessionId: Buffer,
+    private readonly sessionKey: Buffer,
+    private readonly backend?: AesGcmBackend,
+  ) {
+    if (sessionId.length !== SESSION_ID_BYTES || sessionKey.length !== SESSION_KEY_BYTES) {
+      sessionKey.fill(0);
+      throw new AbeError('INVALID_ARGUMENT', `a session needs a ${SESSION_ID_BYTES}-byte id and a ${SESSION_KEY_BYTES}-byte key`);
+    }
+  }
+
+  /** The sealer of operation n in direction `dir`; refuses (NONCE_REUSE) an n not above the last sealed. */
+  sealer(n: number, dir: Direction, digest: Buffer): FrameSealer {
+    this.ensureOpen();
+    checkDirection(dir);
+    if (n <= this.lastSealed[dir]) {
+      throw new AbeError('NONCE_REUSE', `operation ${n} is not above the last sealed operation ${this.lastSealed[dir]} in direction ${dir}`);
+    }
+    const sealer = new FrameSealer({ key: deriveOperationKey(this.sessionKey, n), session: this.sessionId, n, dir, digest, backend: this.backend });
+    this.lastSealed[dir] = n;
+    return sealer;
+  }
+
+  /** The opener of operation n in direction `dir`; refuses (REPLAY) an n not above the last accepted. */
+  opener(n: number, dir: Direction, digest: Buffer): FrameOpener {
+    this.ensureOpen();
+    const window = this.windows[checkDirection(dir)];
+    window.check(n); // before deriving a key for nothing
+    return new FrameOpener({ key: deriveOperationKey(this.sessionKey, n), session: this.sessionId, n, dir, digest, window, backend: this.backend });
+  }
+
+  /** Zeroises the session key. Operations already created keep their own K_n until they end. */
+  close(): void {
+    this.closed = true;
+    this.sessionKey.fill(0);
+  }
+
+  private ensureOpen(): void {
+    if (this.closed) throw new AbeError('CLOSED', 'the session is closed; its key is gone');
+  }
+}
