@@ -1,0 +1,94 @@
+/**
+ * A connection that carries records: each a 4-byte big-endian length and a CBOR body,
+ * either an ABE frame (a CBOR array of 3) or a control message (a CBOR map). One record
+ * at most is buffered; a length beyond the frame limit ends the connection before anything
+ * is allocated for it.
+ */
+import type { Socket } from 'node:net';
+import { FrameReader } from '../abe/frame-reader';
+import { ControlMessage, decodeControl, encodeControl } from './control';
+import { WireError, toWireError } from './wire-error';
+
+const CBOR_ARRAY_OF_3 = 0x83;
+
+export interface RecordHandlers {
+  /** An ABE frame, length prefix included (parse it with abe/frame-codec). */
+  onFrame(frame: Buffer): void;
+  onControl(message: ControlMessage): void;
+  /** The connection ended: cleanly (no error) or on a protocol error or socket failure. */
+  onClose(error?: WireError): void;
+}
+
+export class RecordConnection {
+  private readonly reader = new FrameReader();
+  private closed = false;
+
+  constructor(readonly socket: Socket, private readonly handlers: RecordHandlers) {
+    socket.on('data', (chunk: Buffer) => this.receive(chunk));
+    socket.on('end', () => {
+      try {
+        this.reader.end();
+        this.finish();
+      } catch (error) {
+        this.finish(toWireError(error));
+      }
+    });
+    socket.on('error', () => this.finish(new WireError('INTERNAL', 'the connection failed')));
+    socket.on('close', () => this.finish());
+  }
+
+  /** Sends a record (a frame or an encoded control message); resolves when the socket can take more. */
+  send(record: Buffer): Promise<void> {
+    if (this.closed) return Promise.reject(new WireError('INTERNAL', 'the connection is closed'));
+    return this.socket.write(record) ? Promise.resolve() : new Promise((resolve) => this.socket.once('drain', resolve));
+  }
+
+  sendControl(message: ControlMessage): Promise<void> {
+    return this.send(encodeControl(message));
+  }
+
+  /** Sends an error message, then closes. */
+  async fail(error: WireError, n?: number): Promise<void> {
+    if (!this.closed) {
+      this.socket.end(encodeControl({ t: 'error', code: error.code, reason: error.reason, n, retryAfterMs: error.retryAfterMs }));
+    }
+    this.finish(error);
+  }
+
+  close(): void {
+    this.socket.end();
+    this.finish();
+  }
+
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
+  private receive(chunk: Buffer): void {
+    if (this.closed) return;
+    let records: Buffer[];
+    try {
+      records = this.reader.push(chunk);
+    } catch (error) {
+      void this.fail(toWireError(error));
+      return;
+    }
+    for (const record of records) {
+      if (this.closed) return;
+      try {
+        if (record.length > 4 && record[4] === CBOR_ARRAY_OF_3) this.handlers.onFrame(record);
+        else this.handlers.onControl(decodeControl(record));
+      } catch (error) {
+        void this.fail(toWireError(error));
+        return;
+      }
+    }
+  }
+
+  private finish(error?: WireError): void {
+    if (this.closed) return;
+    this.closed = true;
+    if (!this.socket.destroyed) this.socket.destroySoon();
+    this.handlers.onClose(error);
+  }
+}
