@@ -22,6 +22,9 @@ await esbuild.build({
   sourcemap: 'inline',
   legalComments: 'none',
   logLevel: 'warning',
+  // onnxruntime-node loads its native binding by a computed path, which a bundle cannot hold:
+  // it stays a runtime dependency, required (lazily, by `egpu context` at its first onnx.run).
+  external: ['onnxruntime-node'],
 });
 
 if (existsSync(join(here, 'binding.gyp'))) {

@@ -1,0 +1,81 @@
+/**
+ * `egpu context`: runs an execution context until SIGTERM or SIGINT, then ends every session
+ * (zeroising its keys and buffers) and exits 0.
+ */
+import { DEFAULT_MAX_SESSIONS, DEFAULT_MEMORY_CAP, ExecutionContext } from '../context/execution-context';
+import { UsageError } from '../errors';
+import { DEFAULT_ONNX_THREADS, MAX_ONNX_THREADS } from '../kernels/onnx-runtime';
+import { formatAddress } from '../protocol/transport';
+import { parsePcrAssignments } from './attest-inputs';
+import { Command, requireOption } from './command';
+
+const context: Command = {
+  path: ['context'],
+  summary: 'Run an execution context: the process that holds session keys and device buffers and runs kernels.\n'
+    + 'SGS connects to it, one connection per enclave session. It verifies each enclave\'s attestation\n'
+    + 'itself, runs the built-in kernels (add, relu, softmax, gemm) and onnx.run, and answers with sealed\n'
+    + 'results. Logs one line per session start and end to stderr; exits 0 on SIGTERM or SIGINT.',
+  usage: [
+    '  --listen ADDR          where SGS connects: unix:/path or tcp:host:port',
+    '  --root aws|FILE.pem    the root enclave documents must chain to (default aws; a PEM file in local mode)',
+    '  --expect-pcr N=HEX     a PCR value every enclave must attest; repeat for several',
+    `  --memory-cap BYTES     device memory per session (default ${DEFAULT_MEMORY_CAP})`,
+    `  --max-sessions N       concurrent sessions; more are refused BUSY (default ${DEFAULT_MAX_SESSIONS})`,
+    `  --threads N            onnxruntime intra-op threads (default ${DEFAULT_ONNX_THREADS})`,
+  ].join('\n'),
+  options: {
+    'listen': { type: 'string' },
+    'root': { type: 'string' },
+    'expect-pcr': { type: 'string', multiple: true },
+    'memory-cap': { type: 'string' },
+    'max-sessions': { type: 'string' },
+    'threads': { type: 'string' },
+  },
+  async run(values, io) {
+    const listen = requireOption(values, 'listen');
+    const expectedPcrs = Object.fromEntries(
+      Object.entries(parsePcrAssignments(values['expect-pcr'] as string[] | undefined, '--expect-pcr')).map(([n, v]) => [n, v.toString('hex')]),
+    );
+    const server = await ExecutionContext.start({
+      listen,
+      root: (values.root as string | undefined) ?? 'aws',
+      expectedPcrs: Object.keys(expectedPcrs).length > 0 ? expectedPcrs : undefined,
+      memoryCap: parseCount(values['memory-cap'], '--memory-cap', 0, Number.MAX_SAFE_INTEGER, DEFAULT_MEMORY_CAP),
+      maxSessions: parseCount(values['max-sessions'], '--max-sessions', 1, 65_536, DEFAULT_MAX_SESSIONS),
+      threads: parseCount(values.threads, '--threads', 1, MAX_ONNX_THREADS, DEFAULT_ONNX_THREADS),
+      log: (line) => io.stderr(`egpu context: ${line}\n`),
+    });
+    // The pid is this process's own: launchers such as tsx run the command in a child, and
+    // whoever wants to signal the context needs its pid.
+    io.stderr(`egpu context: listening on ${formatAddress(server.address)} (onnxruntime ${server.onnx.provider}, ${server.onnx.threads} thread${server.onnx.threads > 1 ? 's' : ''}), pid ${process.pid}\n`);
+    const signal = await untilSignal();
+    io.stderr(`egpu context: ${signal}: ending ${server.sessionCount} session${server.sessionCount === 1 ? '' : 's'}\n`);
+    await server.close();
+    return 0;
+  },
+};
+
+export const CONTEXT_COMMANDS: Command[] = [context];
+
+/** A decimal integer option within [min, max], or its default. */
+function parseCount(value: unknown, option: string, min: number, max: number, fallback: number): number {
+  if (value === undefined) return fallback;
+  const text = String(value);
+  const number = Number(text);
+  if (!/^\d{1,16}$/.test(text) || number < min || number > max) {
+    throw new UsageError(`${option} must be an integer from ${min} to ${max}, got '${text}'`);
+  }
+  return number;
+}
+
+function untilSignal(): Promise<NodeJS.Signals> {
+  return new Promise((resolve) => {
+    const stop = (signal: NodeJS.Signals) => {
+      process.off('SIGTERM', stop);
+      process.off('SIGINT', stop);
+      resolve(signal);
+    };
+    process.on('SIGTERM', stop);
+    process.on('SIGINT', stop);
+  });
+}

@@ -1,0 +1,132 @@
+/**
+ * The execution context (`egpu context`): a process per GPU (or the CPU in local mode) that
+ * SGS connects to, one connection per enclave session. It completes the handshake itself,
+ * holds the session keys and device buffers, runs the kernels, and answers with sealed
+ * results; SGS relays ciphertext and never holds a key (PROTOCOL.md, DESIGN.md section 4).
+ *
+ * Bounded throughout: sessions (maxSessions, refused BUSY beyond), device memory per
+ * session (memoryCap), records waiting per session, cached models (maxModels), and the time
+ * a handshake may take.
+ */
+import { Server, Socket } from 'node:net';
+import { DEFAULT_ONNX_THREADS, OnnxProvider, OnnxSettings, resolveOnnxProvider } from '../kernels/onnx-runtime';
+import { DEFAULT_MAX_MODELS, OnnxSessionCache } from '../kernels/onnx-session-cache';
+import { KernelRegistry, createKernelRegistry } from '../kernels/registry';
+import { encodeControl } from '../protocol/control';
+import { Address, listen, parseAddress } from '../protocol/transport';
+import { ContextRoot, attestationCheck } from './attestation-check';
+import { ContextSession, SessionEnvironment } from './context-session';
+import { removeStaleSocket } from './stale-socket';
+
+export const DEFAULT_MEMORY_CAP = 1024 ** 3;
+export const DEFAULT_MAX_SESSIONS = 256;
+export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 30_000;
+/** Eight full frames may wait per session before its socket is paused. */
+const MAX_QUEUED_BYTES = 8 * 1024 * 1024;
+/** What a refused connection is told to wait before trying again. */
+const BUSY_RETRY_MS = 1000;
+
+export interface ExecutionContextOptions {
+  /** unix:/path or tcp:host:port (vsock is refused by the transport). */
+  readonly listen: string | Address;
+  /** The root enclave documents must chain to: 'aws' (default), a certificate, or a PEM file's path. */
+  readonly root?: ContextRoot;
+  /** PCR index to the hex value every enclave's document must carry (the image allowlist). */
+  readonly expectedPcrs?: Readonly<Record<number, string>>;
+  /** Device memory per session, bytes (default 1 GiB). */
+  readonly memoryCap?: number;
+  /** Concurrent sessions (default 256); more are refused with BUSY. */
+  readonly maxSessions?: number;
+  /** onnxruntime intra-op threads (default 1). */
+  readonly threads?: number;
+  /** onnxruntime execution provider (default 'auto': CUDA where it loads, else CPU). */
+  readonly onnxProvider?: OnnxProvider | 'auto';
+  /** Models whose onnxruntime sessions stay cached (default 4). */
+  readonly maxModels?: number;
+  readonly handshakeTimeoutMs?: number;
+  /** One line per session start and end; default none. */
+  readonly log?: (line: string) => void;
+  /** The time attestation certificates are checked at; default now. */
+  readonly clock?: () => Date;
+}
+
+export class ExecutionContext {
+  /** Starts listening; resolves once connections are accepted. */
+  static async start(options: ExecutionContextOptions): Promise<ExecutionContext> {
+    const address = typeof options.listen === 'string' ? parseAddress(options.listen) : options.listen;
+    const memoryCap = options.memoryCap ?? DEFAULT_MEMORY_CAP;
+    const maxSessions = options.maxSessions ?? DEFAULT_MAX_SESSIONS;
+    const handshakeTimeoutMs = options.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS;
+    for (const [name, value, min] of [['memoryCap', memoryCap, 0], ['maxSessions', maxSessions, 1], ['handshakeTimeoutMs', handshakeTimeoutMs, 1]] as const) {
+      if (!Number.isSafeInteger(value) || value < min) throw new RangeError(`${name} must be an integer of at least ${min}, got ${value}`);
+    }
+    const threads = options.threads ?? DEFAULT_ONNX_THREADS;
+    const onnx: OnnxSettings = { threads, provider: await resolveOnnxProvider(options.onnxProvider ?? 'auto', threads) };
+    const models = new OnnxSessionCache(onnx, options.maxModels ?? DEFAULT_MAX_MODELS);
+    const environment: SessionEnvironment = {
+      check: attestationCheck({ root: options.root ?? 'aws', expectedPcrs: options.expectedPcrs, clock: options.clock }),
+      kernels: createKernelRegistry(models),
+      memoryCap,
+      handshakeTimeoutMs,
+      maxQueuedBytes: MAX_QUEUED_BYTES,
+      log: options.log ?? (() => undefined),
+    };
+    if (address.kind === 'unix') await removeStaleSocket(address.path);
+    const context = new ExecutionContext(environment, models, onnx, maxSessions);
+    context.server = await listen(address, (socket) => context.accept(socket));
+    context.address = boundAddress(address, context.server);
+    return context;
+  }
+
+  /** Where it listens (for tcp port 0, the port chosen). */
+  address!: Address;
+  private server!: Server;
+  private readonly sessions = new Set<ContextSession>();
+  private closing?: Promise<void>;
+
+  private constructor(
+    private readonly environment: SessionEnvironment,
+    private readonly models: OnnxSessionCache,
+    /** The onnxruntime settings in use: a direct run with onnxSessionOptions(onnx) computes the same bits. */
+    readonly onnx: OnnxSettings,
+    private readonly maxSessions: number,
+  ) {}
+
+  get kernels(): KernelRegistry {
+    return this.environment.kernels;
+  }
+
+  get sessionCount(): number {
+    return this.sessions.size;
+  }
+
+  /** Stops listening, ends every session (zeroising its keys and buffers) and releases cached models. */
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      const stopped = new Promise<void>((resolve) => this.server.close(() => resolve()));
+      const ended = [...this.sessions].map((session) => { session.close(); return session.closed; });
+      await Promise.all([stopped, ...ended]);
+      this.models.close();
+    })();
+    return this.closing;
+  }
+
+  private accept(socket: Socket): void {
+    if (this.closing || this.sessions.size >= this.maxSessions) {
+      const reason = this.closing ? 'the context is shutting down' : `the context serves at most ${this.maxSessions} sessions`;
+      this.environment.log(`refused a connection: BUSY: ${reason}`);
+      socket.on('error', () => undefined);
+      socket.end(encodeControl({ t: 'error', code: 'BUSY', reason, retryAfterMs: BUSY_RETRY_MS }), () => socket.destroy());
+      return;
+    }
+    const session = new ContextSession(socket, this.environment);
+    this.sessions.add(session);
+    void session.closed.then(() => this.sessions.delete(session));
+  }
+}
+
+function boundAddress(address: Address, server: Server): Address {
+  const bound = server.address();
+  if (address.kind === 'tcp' && bound !== null && typeof bound === 'object') return { ...address, port: bound.port };
+  return address;
+}

@@ -1,0 +1,229 @@
+/**
+ * Shared by the context tests: an enclave (the simulated NSM with an image's PCRs), a
+ * context listening on a Unix socket in a temporary directory, and a client that plays SGS
+ * and the EGP at once over that socket: it relays the handshake, seals requests under the
+ * session's keys and opens the sealed answers.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ENCLAVE_TO_HOST, HOST_TO_ENCLAVE } from '../../src/abe/frame-header';
+import { sealBuffer } from '../../src/abe/frame';
+import { Attester, EnclaveIdentity, answerHello } from '../../src/abe/handshake';
+import { decodeContextHello, encodeEnclaveReply } from '../../src/abe/handshake-messages';
+import { ImagePcrs } from '../../src/abe/key-schedule';
+import { AbeSession } from '../../src/abe/session';
+import { SimulatedNsm } from '../../src/attestation/simulated-nsm';
+import { ExecutionContext, ExecutionContextOptions } from '../../src/context/execution-context';
+import { noCodeDigest } from '../../src/kernels/registry';
+import { ControlMessage } from '../../src/protocol/control';
+import { DESCRIPTOR_BUFFER, OperationRequest, OperationResult, decodeResult, encodeRequest } from '../../src/protocol/op-descriptor';
+import { RecordConnection } from '../../src/protocol/record-connection';
+import { Address, connect } from '../../src/protocol/transport';
+import { WireError } from '../../src/protocol/wire-error';
+
+export function sha384(data: string | Uint8Array): Buffer {
+  return createHash('sha384').update(data).digest();
+}
+
+/** An enclave image: its PCRs, and a simulated NSM that attests them. */
+export class TestEnclave {
+  readonly nsm: SimulatedNsm;
+  readonly pcrs: ImagePcrs;
+
+  constructor(nsm = SimulatedNsm.create(), name = 'image') {
+    this.nsm = nsm;
+    this.pcrs = [sha384(`${name}-0`), sha384(`${name}-1`), sha384(`${name}-2`)];
+  }
+
+  /** The PCR allowlist a context pins for this image. */
+  get expectedPcrs(): Record<number, string> {
+    return { 0: this.pcrs[0].toString('hex'), 1: this.pcrs[1].toString('hex'), 2: this.pcrs[2].toString('hex') };
+  }
+
+  identity(attestedPcrs: ImagePcrs = this.pcrs): EnclaveIdentity {
+    const attester: Attester = {
+      attest: (request) => this.nsm.attest({ pcrs: { 0: attestedPcrs[0], 1: attestedPcrs[1], 2: attestedPcrs[2] }, userData: request.userData, nonce: request.nonce }),
+    };
+    return { attester, pcrs: this.pcrs };
+  }
+}
+
+/** A temporary directory for sockets; removed by the returned cleanup. */
+export function socketDir(): { dir: string; path: (name: string) => string; remove: () => void } {
+  const dir = mkdtempSync(join(tmpdir(), 'egpu-ctx-'));
+  return { dir, path: (name) => join(dir, name), remove: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+/** A context on a fresh Unix socket, pinned to `enclave`'s simulated root and PCRs. */
+export async function startContext(enclave: TestEnclave, options: Partial<ExecutionContextOptions> = {}): Promise<{ context: ExecutionContext; stop: () => Promise<void> }> {
+  const sockets = socketDir();
+  const context = await ExecutionContext.start({
+    listen: `unix:${sockets.path('context.sock')}`,
+    root: enclave.nsm.rootCertificate,
+    expectedPcrs: enclave.expectedPcrs,
+    onnxProvider: 'cpu',
+    ...options,
+  });
+  return { context, stop: async () => { await context.close(); sockets.remove(); } };
+}
+
+export type TestRecord = { frame: Buffer } | { control: ControlMessage } | { closed: WireError | undefined };
+
+/** The answer to one operation, opened. */
+export interface Answer {
+  readonly result: OperationResult;
+  readonly data?: Buffer;
+  readonly done: Extract<ControlMessage, { t: 'done' }>;
+}
+
+/** Plays SGS and the EGP over one connection to the context. */
+export class TestClient {
+  static async connect(address: Address): Promise<TestClient> {
+    return new TestClient(await connect(address));
+  }
+
+  readonly connection: RecordConnection;
+  session?: AbeSession;
+  /** The next operation number to use. */
+  n = 1;
+  private readonly records: TestRecord[] = [];
+  private waiter?: () => void;
+  private closedWith?: { error: WireError | undefined };
+
+  private constructor(socket: import('node:net').Socket) {
+    this.connection = new RecordConnection(socket, {
+      onFrame: (frame) => this.push({ frame }),
+      onControl: (control) => this.push({ control }),
+      onClose: (error) => {
+        this.closedWith = { error };
+        this.push({ closed: error });
+      },
+    });
+  }
+
+  get isClosed(): boolean {
+    return this.closedWith !== undefined;
+  }
+
+  /** The next record, or {closed} once the connection ended. */
+  async next(): Promise<TestRecord> {
+    while (this.records.length === 0) {
+      if (this.closedWith) return { closed: this.closedWith.error };
+      await new Promise<void>((resolve) => { this.waiter = resolve; });
+    }
+    return this.records.shift()!;
+  }
+
+  async nextControl(): Promise<ControlMessage> {
+    const record = await this.next();
+    if (!('control' in record)) throw new Error(`expected a control message, got ${describe(record)}`);
+    return record.control;
+  }
+
+  /** Waits for the context's error message (if any) and the close; returns the error's code. */
+  async refusal(): Promise<{ code?: string; n?: number; closed: true }> {
+    let code: string | undefined;
+    let n: number | undefined;
+    for (;;) {
+      const record = await this.next();
+      if ('closed' in record) return { code, n, closed: true };
+      if ('control' in record && record.control.t === 'error') ({ code, n } = record.control);
+    }
+  }
+
+  /** The handshake, relayed as SGS would: hello-request, hello, reply, ready. */
+  async handshake(identity: EnclaveIdentity): Promise<AbeSession> {
+    await this.connection.sendControl({ t: 'hello-request' });
+    const hello = await this.nextControl();
+    if (hello.t !== 'hello') throw new Error(`expected hello, got ${hello.t}`);
+    const { reply, session } = await answerHello(decodeContextHello(hello.hello), identity);
+    await this.connection.sendControl({ t: 'reply', reply: encodeEnclaveReply(reply) });
+    const ready = await this.nextControl();
+    if (ready.t !== 'ready') throw new Error(`expected ready, got ${JSON.stringify(ready)}`);
+    if (!ready.session.equals(session.sessionId)) throw new Error('ready names another session');
+    this.session = session;
+    return session;
+  }
+
+  /** The frames of an operation: its request (chunk 0) and, for htod, its data. */
+  frames(request: OperationRequest | Buffer, options: { digest?: Buffer; data?: Buffer; n?: number } = {}): { n: number; digest: Buffer; frames: Buffer[] } {
+    const n = options.n ?? this.n++;
+    const digest = options.digest ?? noCodeDigest();
+    const sealer = this.session!.sealer(n, ENCLAVE_TO_HOST, digest);
+    const descriptor = Buffer.isBuffer(request) ? request : encodeRequest(request);
+    const frames = [sealer.seal(DESCRIPTOR_BUFFER, descriptor, options.data === undefined)];
+    if (options.data !== undefined) {
+      const target = !Buffer.isBuffer(request) && 'buffer' in request ? request.buffer : 1;
+      frames.push(...sealBuffer(sealer, target, options.data, true));
+    }
+    return { n, digest, frames };
+  }
+
+  /** Sends an operation without waiting for its answer (pipelining); returns what receive() needs. */
+  async send(request: OperationRequest | Buffer, options: { digest?: Buffer; data?: Buffer } = {}): Promise<{ n: number; digest: Buffer }> {
+    const { n, digest, frames } = this.frames(request, options);
+    for (const frame of frames) await this.connection.send(frame);
+    return { n, digest };
+  }
+
+  /** Reads and opens the answer to operation n: the result, dtoh's data, and the done message. */
+  async receive(n: number, digest: Buffer): Promise<Answer> {
+    const opener = this.session!.opener(n, HOST_TO_ENCLAVE, digest);
+    const first = await this.next();
+    if (!('frame' in first)) throw new Error(`expected the result of operation ${n}, got ${describe(first)}`);
+    let chunk = opener.open(first.frame);
+    const result = decodeResult(Buffer.from(chunk.plaintext));
+    const parts: Buffer[] = [];
+    while (!chunk.last) {
+      const record = await this.next();
+      if (!('frame' in record)) throw new Error(`expected a data chunk of operation ${n}, got ${describe(record)}`);
+      chunk = opener.open(record.frame);
+      parts.push(Buffer.from(chunk.plaintext));
+    }
+    const done = await this.nextControl();
+    if (done.t !== 'done' || done.n !== n) throw new Error(`expected done for operation ${n}, got ${JSON.stringify(done)}`);
+    return { result, data: result.ok && result.size !== undefined ? Buffer.concat(parts) : undefined, done };
+  }
+
+  async call(request: OperationRequest | Buffer, options: { digest?: Buffer; data?: Buffer } = {}): Promise<Answer> {
+    const { n, digest } = await this.send(request, options);
+    return this.receive(n, digest);
+  }
+
+  close(): void {
+    this.connection.close();
+  }
+
+  private push(record: TestRecord): void {
+    if (!('closed' in record)) this.records.push(record);
+    const waiter = this.waiter;
+    this.waiter = undefined;
+    waiter?.();
+  }
+}
+
+/** f32 values as the little-endian bytes a buffer holds. */
+export function f32Bytes(values: ArrayLike<number>): Buffer {
+  const array = Float32Array.from(values);
+  return Buffer.from(array.buffer, array.byteOffset, array.byteLength);
+}
+
+export function f32Values(bytes: Buffer): Float32Array {
+  const copy = Buffer.from(bytes);
+  return new Float32Array(copy.buffer, copy.byteOffset, copy.length / 4);
+}
+
+export function randomF32(count: number, scale = 1): Float32Array {
+  const bytes = randomBytes(4 * count);
+  const values = new Float32Array(count);
+  for (let i = 0; i < count; i++) values[i] = ((bytes.readUInt32LE(4 * i) / 0xffff_ffff) * 2 - 1) * scale;
+  return values;
+}
+
+function describe(record: TestRecord): string {
+  if ('frame' in record) return 'a frame';
+  if ('control' in record) return JSON.stringify(record.control, (_k, v: unknown) => (v && typeof v === 'object' && 'type' in v && (v as { type: string }).type === 'Buffer' ? '<bytes>' : v));
+  return `the close (${record.closed?.code ?? 'clean'})`;
+}
