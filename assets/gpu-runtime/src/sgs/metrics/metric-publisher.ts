@@ -1,0 +1,107 @@
+/**
+ * Sends metric data to CloudWatch with PutMetricData, in batches within its limits, from a
+ * bounded buffer. When CloudWatch is unreachable (no route, throttled, no credentials) the
+ * data stay buffered and go with the next flush; beyond `maxBufferedData` the oldest are
+ * dropped and counted, so an outage costs old data points, never SGS's memory.
+ */
+import { MetricDatum, PutMetricDataCommand } from '@aws-sdk/client-cloudwatch';
+import { NAMESPACE } from '../../../../../lib/observability/metric-catalogue';
+import { MAX_DATA_PER_CALL } from './metric-data';
+
+/** What the publisher needs of a CloudWatchClient (tests mock the client itself). */
+export interface CloudWatchSender {
+  send(command: PutMetricDataCommand, options?: { abortSignal?: AbortSignal }): Promise<unknown>;
+}
+
+/**
+ * A PutMetricData request is at most 1 MB. The size of a datum is estimated from its JSON,
+ * times a margin for the wire protocol's more verbose field names, and batches stay under
+ * this estimate: a batch of 1000 value data is about 200 KB, so the limit only bites for
+ * distributions with many values.
+ */
+const MAX_ESTIMATED_BATCH_BYTES = 300 * 1024;
+const PROTOCOL_MARGIN = 3;
+
+export interface PublisherOptions {
+  readonly maxBufferedData: number;
+  /** Longest one PutMetricData call may take before it is abandoned (and retried later). */
+  readonly callTimeoutMs?: number;
+  readonly log?: (line: string) => void;
+}
+
+export class MetricPublisher {
+  private buffer: MetricDatum[] = [];
+  private droppedCount = 0;
+  private sentCount = 0;
+  private inFlight: Promise<boolean> | undefined;
+  private failing = false;
+
+  constructor(private readonly client: CloudWatchSender, private readonly options: PublisherOptions) {}
+
+  get buffered(): number {
+    return this.buffer.length;
+  }
+
+  /** Data dropped, oldest first, because the buffer was full. */
+  get dropped(): number {
+    return this.droppedCount;
+  }
+
+  get sent(): number {
+    return this.sentCount;
+  }
+
+  enqueue(data: readonly MetricDatum[]): void {
+    this.buffer.push(...data);
+    const excess = this.buffer.length - this.options.maxBufferedData;
+    if (excess > 0) {
+      this.buffer.splice(0, excess);
+      this.droppedCount += excess;
+      this.options.log?.(`sgs: metrics buffer full (${this.options.maxBufferedData}): dropped the ${excess} oldest data, ${this.droppedCount} in all`);
+    }
+  }
+
+  /**
+   * Sends everything buffered, batch after batch; stops at the first failure and keeps the
+   * rest. Resolves true when the buffer was emptied. Concurrent calls share one run.
+   */
+  flush(): Promise<boolean> {
+    this.inFlight ??= this.sendAll().finally(() => { this.inFlight = undefined; });
+    return this.inFlight;
+  }
+
+  private async sendAll(): Promise<boolean> {
+    while (this.buffer.length > 0) {
+      const count = nextBatchSize(this.buffer);
+      const batch = this.buffer.slice(0, count);
+      const droppedBefore = this.droppedCount;
+      try {
+        const abortSignal = AbortSignal.timeout(this.options.callTimeoutMs ?? 10_000);
+        await this.client.send(new PutMetricDataCommand({ Namespace: NAMESPACE, MetricData: batch }), { abortSignal });
+      } catch (error) {
+        if (!this.failing) this.options.log?.(`sgs: PutMetricData failed (${(error as Error).name}: ${(error as Error).message}); ${this.buffer.length} data kept for the next flush`);
+        this.failing = true;
+        return false;
+      }
+      if (this.failing) this.options.log?.('sgs: PutMetricData works again');
+      this.failing = false;
+      // Data dropped while the call was out went from the front, that is from this batch first.
+      this.buffer.splice(0, Math.max(0, count - (this.droppedCount - droppedBefore)));
+      this.sentCount += count;
+    }
+    return true;
+  }
+}
+
+/** How many data from the front of `buffer` fit in one PutMetricData call. */
+function nextBatchSize(buffer: readonly MetricDatum[]): number {
+  let bytes = 0;
+  let count = 0;
+  while (count < buffer.length && count < MAX_DATA_PER_CALL) {
+    const size = JSON.stringify(buffer[count]).length * PROTOCOL_MARGIN;
+    if (count > 0 && bytes + size > MAX_ESTIMATED_BATCH_BYTES) break;
+    bytes += size;
+    count++;
+  }
+  return count;
+}
