@@ -1,31 +1,50 @@
 /**
  * `npm run bench`: ABE frame throughput against OpenSSL's single-core AES-256-GCM measured
- * in the same run, and handshake latency. Figures only, never assertions (DESIGN.md 6),
- * except that the issue's bar (sealing at 1 MiB >= 80% of OpenSSL) is printed as met or not.
+ * in the same run, handshake latency, and the offload path end to end (bench/offload.ts:
+ * ResNet-50 through real SGS and context processes, and a 4-byte kernel's round trip next to
+ * a plain socket round trip). Figures only, never assertions (DESIGN.md 6), except that the
+ * issue's bars are printed as met or not.
+ *
+ *   npm run --silent bench              the tables
+ *   npm run --silent bench -- --json    exactly one JSON object on stdout, nothing else
  */
+import * as os from 'node:os';
 import { activeBackend, nodeCryptoBackend } from '../assets/gpu-runtime/src/abe/aes-gcm';
 import { CHUNKS_PER_OPERATION, openThroughput, sealThroughput } from './abe-throughput';
 import { handshakeLatency } from './handshake';
+import { measureOffload } from './offload';
 import { opensslSpeed } from './openssl-speed';
 
 const SIZES = [{ label: '1 KiB', bytes: 1024 }, { label: '64 KiB', bytes: 64 * 1024 }, { label: '1 MiB', bytes: 1024 * 1024 }];
 const OPTIONS = { runs: 5, secondsPerRun: 0.25 };
 const REQUIRED_RATIO = 0.8;
+/** The issue's offload bars: overhead p50 per ResNet-50 request, and small-op RTT against a raw round trip. */
+const OVERHEAD_TARGET_MS = 0.5;
+const SMALL_OP_TARGET_RATIO = 3;
+
+const json = process.argv.includes('--json');
+/** Text output, silenced in --json mode so stdout carries the one JSON object alone. */
+const print = (line = '') => {
+  if (!json) console.log(line);
+};
 
 const gbps = (value: number | undefined) => (value === undefined ? 'n/a' : value.toFixed(2)).padStart(10);
 const percent = (value: number | undefined) => (value === undefined ? 'n/a' : `${Math.round(value * 100)}%`).padStart(10);
 const ms = ({ medianMs, minMs }: { medianMs: number; minMs: number }) => `${medianMs.toFixed(2)} ms median, ${minMs.toFixed(2)} ms min`;
 
 async function main(): Promise<void> {
+  const started = Date.now();
   const backends = activeBackend === nodeCryptoBackend ? [activeBackend] : [activeBackend, nodeCryptoBackend];
-  console.log(`ABE v1 frames: AES-256-GCM backend in use: ${activeBackend.name}${activeBackend === nodeCryptoBackend ? ' (addon not built: npm run build:runtime)' : ''}`);
-  console.log(`node ${process.version}, OpenSSL ${process.versions.openssl}; best of ${OPTIONS.runs} runs of ${OPTIONS.secondsPerRun} s; ${CHUNKS_PER_OPERATION} chunks per operation; GB/s = 10^9 bytes/s of plaintext`);
-  console.log('');
-  console.log('seal/new: each frame in new memory; seal/reuse: frames written into a reused buffer (FrameSealer.seal(..., into))');
-  console.log('');
+  print(`ABE v1 frames: AES-256-GCM backend in use: ${activeBackend.name}${activeBackend === nodeCryptoBackend ? ' (addon not built: npm run build:runtime)' : ''}`);
+  print(`node ${process.version}, OpenSSL ${process.versions.openssl}; best of ${OPTIONS.runs} runs of ${OPTIONS.secondsPerRun} s; ${CHUNKS_PER_OPERATION} chunks per operation; GB/s = 10^9 bytes/s of plaintext`);
+  print();
+  print('seal/new: each frame in new memory; seal/reuse: frames written into a reused buffer (FrameSealer.seal(..., into))');
+  print();
   const columns = ['seal/new', 'seal/reuse', 'open', 'openssl', 'new/ssl', 'reuse/ssl', 'open/ssl'];
-  console.log(`${'size'.padEnd(7)} ${'backend'.padEnd(12)} ${columns.map((c) => c.padStart(10)).join(' ')}`);
+  print(`${'size'.padEnd(7)} ${'backend'.padEnd(12)} ${columns.map((c) => c.padStart(10)).join(' ')}`);
   let sealRatioAt1MiB: number | undefined;
+  let sealGbpsAt1MiB: number | undefined;
+  let opensslAt1MiB: number | undefined;
   for (const size of SIZES) {
     const openssl = opensslSpeed(size.bytes);
     for (const backend of backends) {
@@ -33,23 +52,58 @@ async function main(): Promise<void> {
       const sealReuse = sealThroughput(size.bytes, backend, OPTIONS, true);
       const open = openThroughput(size.bytes, backend, OPTIONS);
       const ratio = (value: number) => (openssl === undefined ? undefined : value / openssl);
-      if (backend === activeBackend && size.bytes === 1024 * 1024) sealRatioAt1MiB = ratio(sealReuse);
+      if (backend === activeBackend && size.bytes === 1024 * 1024) {
+        sealRatioAt1MiB = ratio(sealReuse);
+        sealGbpsAt1MiB = sealReuse;
+        opensslAt1MiB = openssl;
+      }
       const cells = [gbps(sealNew), gbps(sealReuse), gbps(open), gbps(openssl), percent(ratio(sealNew)), percent(ratio(sealReuse)), percent(ratio(open))];
-      console.log(`${size.label.padEnd(7)} ${backend.name.padEnd(12)} ${cells.join(' ')}`);
+      print(`${size.label.padEnd(7)} ${backend.name.padEnd(12)} ${cells.join(' ')}`);
     }
   }
-  console.log('');
-  console.log(sealRatioAt1MiB === undefined
+  print();
+  print(sealRatioAt1MiB === undefined
     ? 'Sealing at 1 MiB vs OpenSSL: not measured (no openssl binary on PATH)'
     : `Sealing (reused frame buffer) at 1 MiB is ${Math.round(sealRatioAt1MiB * 100)}% of OpenSSL single-core (required: >= ${REQUIRED_RATIO * 100}%): ${sealRatioAt1MiB >= REQUIRED_RATIO ? 'met' : 'NOT met'}`);
 
   const handshake = await handshakeLatency(30);
-  console.log('');
-  console.log('Handshake (30 calls each):');
-  console.log(`  key agreement only (2 key pairs, 2 ECDH P-384, 2 HKDF):  ${ms(handshake.keyAgreement)}`);
-  console.log(`  attestation document signing (simulated NSM):           ${ms(handshake.attest)}`);
-  console.log(`  attestation verification (chain, ES384, nonce, PCRs):   ${ms(handshake.verify)}`);
-  console.log(`  whole handshake with simulated NSM and verifier:        ${ms(handshake.full)}`);
+  print();
+  print('Handshake (30 calls each):');
+  print(`  key agreement only (2 key pairs, 2 ECDH P-384, 2 HKDF):  ${ms(handshake.keyAgreement)}`);
+  print(`  attestation document signing (simulated NSM):           ${ms(handshake.attest)}`);
+  print(`  attestation verification (chain, ES384, nonce, PCRs):   ${ms(handshake.verify)}`);
+  print(`  whole handshake with simulated NSM and verifier:        ${ms(handshake.full)}`);
+
+  const offload = await measureOffload();
+  const { resnet50, smallOp } = offload;
+  print();
+  print('Offload path (EGP in this process -> egpu sgs -> egpu context, Unix sockets, simulated NSM):');
+  print(`  ResNet-50, ${resnet50.requests} requests, p50: direct onnxruntime ${resnet50.directMs.toFixed(2)} ms, offloaded ${resnet50.offloadMs.toFixed(2)} ms (compute ${resnet50.computeMs.toFixed(2)} ms); ${resnet50.identical}/${resnet50.requests} outputs bit-identical`);
+  print(`  breakdown p50 (ms): ${Object.entries(resnet50.breakdownMs).map(([part, value]) => `${part} ${value.toFixed(3)}`).join(', ')}`);
+  print(`  overhead (end to end - compute): p50 ${resnet50.overheadMs.toFixed(3)} ms, p99 ${resnet50.overheadP99Ms.toFixed(3)} ms (target p50 <= ${OVERHEAD_TARGET_MS} ms): ${resnet50.overheadMs <= OVERHEAD_TARGET_MS ? 'met' : 'NOT met'}`);
+  print(`  4-byte kernel round trip: p50 ${smallOp.offloadRttUs} us (p99 ${smallOp.offloadRttP99Us}); raw socket round trip p50 ${smallOp.rawRttUs} us (p99 ${smallOp.rawRttP99Us}): ${smallOp.ratio}x (target <= ${SMALL_OP_TARGET_RATIO}x): ${smallOp.ratio <= SMALL_OP_TARGET_RATIO ? 'met' : 'NOT met'}`);
+
+  if (json) {
+    const report = {
+      resnet50,
+      smallOp,
+      seal: {
+        ratioVsOpenssl: sealRatioAt1MiB === undefined ? null : Math.round(sealRatioAt1MiB * 1000) / 1000,
+        sealGbps: sealGbpsAt1MiB === undefined ? null : Math.round(sealGbpsAt1MiB * 100) / 100,
+        opensslGbps: opensslAt1MiB === undefined ? null : Math.round(opensslAt1MiB * 100) / 100,
+        backend: activeBackend.name,
+      },
+      handshake: { medianMs: Math.round(handshake.full.medianMs * 100) / 100 },
+      targets: {
+        overheadMs: { target: OVERHEAD_TARGET_MS, met: resnet50.overheadMs <= OVERHEAD_TARGET_MS },
+        smallOpRatio: { target: SMALL_OP_TARGET_RATIO, met: smallOp.ratio <= SMALL_OP_TARGET_RATIO },
+        sealRatio: { target: REQUIRED_RATIO, met: sealRatioAt1MiB !== undefined && sealRatioAt1MiB >= REQUIRED_RATIO },
+      },
+      machine: { node: process.version, openssl: process.versions.openssl, cpus: os.cpus().length, loadAverage: os.loadavg().map((l) => Math.round(l * 100) / 100) },
+      durationS: Math.round((Date.now() - started) / 100) / 10,
+    };
+    process.stdout.write(`${JSON.stringify(report)}\n`);
+  }
 }
 
 main().catch((error: unknown) => {

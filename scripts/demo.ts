@@ -1,7 +1,9 @@
 /**
- * The README's main job, for now: synthesize the example app to CloudFormation, then show
- * where the template is and what it holds, check the guarantees it must keep, and run
- * cdk-nag's AwsSolutions pack over it. Exits non-zero when a check fails.
+ * The README's main job: synthesize the example app to CloudFormation, then show where the
+ * template is and what it holds, check the guarantees it must keep, and run cdk-nag's
+ * AwsSolutions pack over it; then run the whole offload path locally (offload-demo.ts:
+ * SGS and an execution context as child processes, ResNet-50 through the EGP, every output
+ * checked against onnxruntime run directly). Exits non-zero when a check fails.
  *
  *   npm run demo                       # with the placeholder enclave image
  *   ENCLAVE_EIF=my.eif npm run demo    # with your own
@@ -13,6 +15,7 @@ import { AwsSolutionsChecks } from 'cdk-nag';
 import { IConstruct } from 'constructs';
 import { buildInferenceApp, PLACEHOLDER_EIF } from '../examples/inference-app';
 import { NVIDIA_GPU_MEASUREMENTS } from '../lib/observability/metric-catalogue';
+import { runOffloadDemo } from './offload-demo';
 import { cfnValueAsText } from './template-text';
 
 const OUTDIR = path.resolve(__dirname, '..', 'cdk.out', 'demo');
@@ -130,4 +133,17 @@ function acknowledgements(root: IConstruct): Array<[string, string, string]> {
       .flatMap((m) => Object.entries(m.data as Record<string, string>).map(([id, reason]): [string, string, string] => [c.node.path, id.replace(/^annotation::/i, ''), reason])));
 }
 
-process.exitCode = main();
+/** Both parts run, whatever the first gives; the exit status is non-zero when either failed. */
+async function run(): Promise<number> {
+  const synthesized = main();
+  const offloaded = await runOffloadDemo();
+  return synthesized !== 0 ? synthesized : offloaded;
+}
+
+run().then(
+  (status) => { process.exitCode = status; },
+  (error: unknown) => {
+    console.error(error);
+    process.exitCode = 1;
+  },
+);

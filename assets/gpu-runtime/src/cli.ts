@@ -5,9 +5,12 @@
 import { ARTEFACT_COMMANDS } from './cli/artefact-command';
 import { ATTEST_COMMANDS } from './cli/attest-command';
 import { Command, dispatch } from './cli/command';
+import { CONTEXT_COMMANDS } from './cli/context-command';
+import { EGP_COMMANDS } from './cli/egp-command';
+import { SGS_COMMANDS } from './cli/sgs-command';
 
 /** Every command, by group. */
-export const COMMANDS: Command[] = [...ATTEST_COMMANDS, ...ARTEFACT_COMMANDS];
+export const COMMANDS: Command[] = [...ATTEST_COMMANDS, ...ARTEFACT_COMMANDS, ...SGS_COMMANDS, ...CONTEXT_COMMANDS, ...EGP_COMMANDS];
 
 if (require.main === module) {
   dispatch(COMMANDS, process.argv.slice(2)).then(

@@ -1,0 +1,30 @@
+/**
+ * Shared by the EGP integration tests: f32 buffers as bytes and back, and a client on a
+ * local stack (real `egpu sgs` and `egpu context` processes).
+ */
+import { expect } from 'vitest';
+import { EgpClient, EgpConnectOptions } from '../../src/egp/client';
+import type { LocalStack } from '../../src/egp/local-stack';
+
+export function f32Bytes(values: readonly number[]): Buffer {
+  return Buffer.from(new Float32Array(values).buffer);
+}
+
+export function f32Values(bytes: Buffer): number[] {
+  return [...new Float32Array(bytes.buffer, bytes.byteOffset, bytes.length / 4)];
+}
+
+export function connect(stack: LocalStack, options: Partial<EgpConnectOptions> = {}): Promise<EgpClient> {
+  return EgpClient.connect({ sgs: stack.sgsAddress, enclave: stack.enclave, ...options });
+}
+
+/** Runs `action` and checks it rejects with an error named `name` and code `code`; returns the error. */
+export async function rejection(action: () => Promise<unknown>, code: string, name = 'EgpError'): Promise<Error & { code: string; reason: string }> {
+  try {
+    await action();
+  } catch (error) {
+    expect(error).toMatchObject({ name, code });
+    return error as Error & { code: string; reason: string };
+  }
+  throw new Error(`expected ${code}, but it resolved`);
+}

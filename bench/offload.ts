@@ -1,0 +1,164 @@
+/**
+ * The offload path, end to end, against real `egpu sgs` and `egpu context` processes on Unix
+ * sockets (assets/gpu-runtime/src/egp/local-stack.ts):
+ *
+ *   resnet50   ResNet-50 requests (1x3x224x224 in, 1000 logits out) through the EGP, each also
+ *              run directly with onnxruntime in this process (same session options); overhead
+ *              = the app's end-to-end latency minus the context's computeUs for that request
+ *   smallOp    a 4-byte kernel (add of one f32) through EGP -> SGS -> context and back, one at a
+ *              time, next to a plain round trip over the same kind of socket to an echo process
+ *
+ * Latencies are medians (p50) and 99th percentiles of many calls after a warm-up; the figures
+ * are the machine's at the moment, other work included.
+ */
+import { ChildProcess, spawn } from 'node:child_process';
+import { join } from 'node:path';
+import * as net from 'node:net';
+import { EgpClient } from '../assets/gpu-runtime/src/egp/client';
+import { LocalStack, startLocalStack } from '../assets/gpu-runtime/src/egp/local-stack';
+import { nowUs, quantile } from '../assets/gpu-runtime/src/egp/timing';
+import { ensureResnet50 } from '../scripts/build-resnet50';
+import { BREAKDOWN, RequestSample, ResnetOffload, percentiles } from '../scripts/resnet-offload';
+
+export interface OffloadReport {
+  readonly resnet50: {
+    readonly requests: number;
+    readonly directMs: number;
+    readonly offloadMs: number;
+    readonly computeMs: number;
+    readonly overheadMs: number;
+    readonly overheadP99Ms: number;
+    readonly identical: number;
+    /** p50 of each part of a request (ms): seal, transport, queue, compute, open. */
+    readonly breakdownMs: Record<(typeof BREAKDOWN)[number], number>;
+    readonly modelUploadMs: number;
+  };
+  readonly smallOp: {
+    readonly rawRttUs: number;
+    readonly offloadRttUs: number;
+    readonly rawRttP99Us: number;
+    readonly offloadRttP99Us: number;
+    readonly ratio: number;
+  };
+}
+
+export interface OffloadOptions {
+  readonly resnetRequests: number;
+  readonly warmupRequests: number;
+  readonly smallOps: number;
+  readonly warmupSmallOps: number;
+}
+
+export const DEFAULT_OFFLOAD_OPTIONS: OffloadOptions = { resnetRequests: 40, warmupRequests: 3, smallOps: 3000, warmupSmallOps: 1000 };
+
+const ms = (us: number) => Math.round(us) / 1000;
+
+export async function measureOffload(options: OffloadOptions = DEFAULT_OFFLOAD_OPTIONS): Promise<OffloadReport> {
+  const model = ensureResnet50();
+  const stack = await startLocalStack();
+  try {
+    const smallOp = await measureSmallOp(stack, options);
+    const resnet50 = await measureResnet(stack, model.bytes, options);
+    return { resnet50, smallOp };
+  } finally {
+    await stack.stop();
+  }
+}
+
+async function measureResnet(stack: LocalStack, model: Buffer, options: OffloadOptions): Promise<OffloadReport['resnet50']> {
+  const offload = await ResnetOffload.prepare(stack, model);
+  const samples: RequestSample[] = [];
+  try {
+    for (let i = 0; i < options.warmupRequests; i++) await offload.request();
+    for (let i = 0; i < options.resnetRequests; i++) samples.push(await offload.request());
+  } finally {
+    await offload.close();
+  }
+  const p50 = (key: keyof Omit<RequestSample, 'identical'>) => ms(percentiles(samples, key).p50);
+  return {
+    requests: samples.length,
+    directMs: p50('directUs'),
+    offloadMs: p50('e2eUs'),
+    computeMs: p50('computeUs'),
+    overheadMs: p50('overheadUs'),
+    overheadP99Ms: ms(percentiles(samples, 'overheadUs').p99),
+    identical: samples.filter((s) => s.identical).length,
+    breakdownMs: Object.fromEntries(BREAKDOWN.map((part) => [part, p50(`${part}Us`)])) as Record<(typeof BREAKDOWN)[number], number>,
+    modelUploadMs: ms(offload.uploadUs),
+  };
+}
+
+async function measureSmallOp(stack: LocalStack, options: OffloadOptions): Promise<OffloadReport['smallOp']> {
+  const gpu = await EgpClient.connect({ sgs: stack.sgsAddress, enclave: stack.enclave });
+  const offload: number[] = [];
+  try {
+    const [a, b, out] = await Promise.all([gpu.malloc(4), gpu.malloc(4), gpu.malloc(4)]);
+    await Promise.all([gpu.memcpyHtoD(a, Buffer.alloc(4)), gpu.memcpyHtoD(b, Buffer.alloc(4))]);
+    const args = { a, b, out, count: 1 };
+    for (let i = 0; i < options.warmupSmallOps + options.smallOps; i++) {
+      const start = nowUs();
+      await gpu.launchKernel('add', args);
+      if (i >= options.warmupSmallOps) offload.push(nowUs() - start);
+    }
+  } finally {
+    gpu.close();
+  }
+  const raw = await rawRoundTrips(join(stack.dir, 'echo.sock'), options.warmupSmallOps + options.smallOps, options.warmupSmallOps);
+  const rawRttUs = quantile(raw, 0.5);
+  const offloadRttUs = quantile(offload, 0.5);
+  return {
+    rawRttUs: Math.round(rawRttUs * 10) / 10,
+    offloadRttUs: Math.round(offloadRttUs * 10) / 10,
+    rawRttP99Us: Math.round(quantile(raw, 0.99) * 10) / 10,
+    offloadRttP99Us: Math.round(quantile(offload, 0.99) * 10) / 10,
+    ratio: Math.round((offloadRttUs / rawRttUs) * 100) / 100,
+  };
+}
+
+/** The echo process: a Node server on a Unix socket writing back what it reads. */
+const ECHO_SOURCE = `
+const net = require('node:net');
+const server = net.createServer((s) => s.on('data', (d) => s.write(d)));
+server.listen(process.argv[1], () => process.stdout.write('ready\\n'));
+process.on('SIGTERM', () => process.exit(0));
+`;
+
+/**
+ * Round trips of a 200-byte message (about an ABE frame of a small launch) to an echo
+ * process over a Unix socket: the same kind of link, with none of the protocol.
+ */
+async function rawRoundTrips(path: string, calls: number, warmup: number): Promise<number[]> {
+  const echo: ChildProcess = spawn(process.execPath, ['-e', ECHO_SOURCE, path], { stdio: ['ignore', 'pipe', 'inherit'] });
+  await new Promise<void>((resolve, reject) => {
+    echo.stdout!.once('data', () => resolve());
+    echo.once('exit', (code) => reject(new Error(`the echo process exited (${code})`)));
+  });
+  const socket = await new Promise<net.Socket>((resolve, reject) => {
+    const s = net.createConnection(path, () => resolve(s));
+    s.once('error', reject);
+  });
+  const message = Buffer.alloc(200, 7);
+  const times: number[] = [];
+  try {
+    for (let i = 0; i < calls; i++) {
+      const start = nowUs();
+      await new Promise<void>((resolve) => {
+        let received = 0;
+        const onData = (chunk: Buffer) => {
+          received += chunk.length;
+          if (received >= message.length) {
+            socket.off('data', onData);
+            resolve();
+          }
+        };
+        socket.on('data', onData);
+        socket.write(message);
+      });
+      if (i >= warmup) times.push(nowUs() - start);
+    }
+  } finally {
+    socket.destroy();
+    echo.kill('SIGTERM');
+  }
+  return times;
+}
