@@ -182,6 +182,7 @@ describe('EnclaveGpuInstance defaults', () => {
       'systemctl enable --now nitro-enclaves-allocator.service',
       'systemctl enable --now nitro-enclaves-vsock-proxy.service',
       'systemctl enable --now enclave-gpu-enclave.service',
+      'systemctl enable --now enclave-gpu-health.timer',
     ]);
     expect(userData.indexOf('systemctl daemon-reload')).toBeLessThan(userData.indexOf('systemctl enable'));
   });
@@ -198,6 +199,16 @@ describe('EnclaveGpuInstance defaults', () => {
     );
     expect(userData).not.toContain('--debug-mode');
     expect(userData).toContain('Requires=nitro-enclaves-allocator.service');
+  });
+
+  it('checks the enclave every 30 s and reports the instance unhealthy to Auto Scaling after three failures', () => {
+    const script = /cat > '\/usr\/local\/libexec\/enclave-gpu\/health-check' <<'ENCLAVE_GPU_EOF'\n([\s\S]*?)ENCLAVE_GPU_EOF/.exec(userData)![1];
+    expect(script).toContain('e.get("EnclaveName")=="enclave-gpu"');
+    expect(script).toContain('if [ "$failures" -ge 3 ]; then');
+    expect(script).toContain('aws autoscaling set-instance-health --instance-id "$instance_id" --health-status Unhealthy --region ${AWS::Region}');
+    expect(userData).toContain("chmod 0755 '/usr/local/libexec/enclave-gpu/health-check'");
+    expect(userData).toContain('[Timer]\nOnBootSec=120s\nOnUnitActiveSec=30s\n');
+    expect(userData).toContain('[Service]\nType=oneshot\nExecStart=/usr/local/libexec/enclave-gpu/health-check\n');
   });
 
   it('stops the script on the first failing step', () => {

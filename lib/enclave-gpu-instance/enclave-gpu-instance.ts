@@ -1,147 +1,23 @@
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as iam from 'aws-cdk-lib/aws-iam';
-import { Aws, Size, Stack, Tags, Token, Validations } from 'aws-cdk-lib';
+import { Tags, Validations } from 'aws-cdk-lib';
 import { Construct } from 'constructs';
 import { AttestationBoundKey } from '../attestation-kms/attestation-bound-key';
-import { EifMeasurements } from '../attestation-kms/eif-measurements';
 import { Pcrs } from '../attestation-kms/pcrs';
 import { EnclaveGpuObservability } from '../observability/enclave-gpu-observability';
-import { enclaveImageDimension } from '../observability/metric-catalogue';
-import { renderEnclaveBootScript } from './boot/enclave-boot-script';
-import { EnclaveImage } from './enclave-image';
-import { EnclaveResources } from './enclave-resources';
-import { resolveEnclaveResources } from './enclave-sizing';
-import { createParentRole, EnclaveParentPolicy } from './instance-role';
-import { checkInstanceType } from './instance-type-check';
-import { propError, requireWholeNumber } from './validation';
+import { DEFAULT_INSTANCE_TYPE, DEFAULT_MACHINE_IMAGE_PARAMETER, EnclaveHost } from './enclave-host';
+import { EnclaveHostProps } from './enclave-host-props';
 
 /**
  * Properties of an {@link EnclaveGpuInstance}.
  */
-export interface EnclaveGpuInstanceProps {
-  /**
-   * The VPC to launch the instance in.
-   */
-  readonly vpc: ec2.IVpc;
-
-  /**
-   * The enclave image file the instance runs in its Nitro enclave.
-   */
-  readonly enclaveImage: EnclaveImage;
-
-  /**
-   * The instance type: a GPU instance type that supports Nitro Enclaves (families g4dn,
-   * g5, g6, g6e and gr6 in the checked-in catalogue).
-   *
-   * @default g5.2xlarge (8 vCPUs, 32 GiB, one NVIDIA A10G)
-   */
-  readonly instanceType?: ec2.InstanceType;
-
-  /**
-   * Allow an instance type that is not in the catalogue. The enclave's vCPU and memory
-   * checks against the instance's size are then skipped; check them yourself.
-   *
-   * @default false
-   */
-  readonly allowUnlistedInstanceType?: boolean;
-
-  /**
-   * vCPUs and memory reserved for the enclave.
-   *
-   * @default - 2 vCPUs and 4096 MiB
-   */
-  readonly enclave?: EnclaveResources;
-
-  /**
-   * The AMI. It must be Amazon Linux 2023 based (the boot script uses `dnf`), x86_64 for
-   * the catalogue's instance types, with the NVIDIA driver installed.
-   *
-   * @default - the AWS Deep Learning Base OSS Nvidia Driver GPU AMI (Amazon Linux 2023),
-   * resolved at deploy time from the public SSM parameter
-   * `/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-amazon-linux-2023/latest/ami-id`
-   */
-  readonly machineImage?: ec2.IMachineImage;
-
-  /**
-   * Where in the VPC to place the instance. It needs outbound HTTPS to Systems Manager,
-   * S3, KMS and CloudWatch (through a NAT gateway or VPC endpoints).
-   *
-   * @default - private subnets with egress
-   */
-  readonly vpcSubnets?: ec2.SubnetSelection;
-
-  /**
-   * The instance role, trusted by `ec2.amazonaws.com`. The construct attaches a policy
-   * with exactly what the instance needs: the Session Manager channel actions, read access
-   * to the enclave image object, and `cloudwatch:PutMetricData` in the `EnclaveGPU`
-   * namespace only.
-   *
-   * @default - a new role
-   */
-  readonly role?: iam.IRole;
-
-  /**
-   * The KMS key the enclave may use, bound to its measurements. Pass one to share it
-   * between instances or to set its alias and removal policy; the instance role is granted
-   * `grantEnclaveDecrypt` and `grantEnclaveGenerateDataKey` on it either way.
-   *
-   * @default - a new AttestationBoundKey bound to the enclave image's PCR0, PCR1 and PCR2
-   * (and PCR8 for a signed image), plus PCR3 when `role` has a concrete ARN
-   */
-  readonly key?: AttestationBoundKey;
-
-  /**
-   * CloudWatch for the instance: `true` creates an `EnclaveGpuObservability` (dashboard,
-   * alarms, kernel-attestation log group) for this instance, `false` creates none and skips
-   * the CloudWatch agent, or pass one you built (for example to share it between instances).
-   *
-   * @default true
-   */
-  readonly observability?: boolean | EnclaveGpuObservability;
-
-  /**
-   * The security group.
-   *
-   * @default - a new group with no inbound rules and outbound HTTPS (TCP 443) only
-   */
-  readonly securityGroup?: ec2.ISecurityGroup;
-
-  /**
-   * Run the enclave with `--debug-mode`. Its console becomes readable from the parent and
-   * its attestation documents carry all-zero PCRs, so keys bound to the real measurements
-   * are out of its reach. For development only.
-   *
-   * @default false
-   */
-  readonly debugMode?: boolean;
-
-  /**
-   * Size of the encrypted gp3 root volume. The default AMI's snapshot is 75 GiB.
-   *
-   * @default Size.gibibytes(100)
-   */
-  readonly rootVolumeSize?: Size;
-
+export interface EnclaveGpuInstanceProps extends EnclaveHostProps {
   /**
    * Protect the instance from termination through the EC2 API.
    *
    * @default false - the instance holds no state: the enclave image is fetched from S3 at boot
    */
   readonly terminationProtection?: boolean;
-
-  /**
-   * The vsock context id (CID) of the enclave.
-   *
-   * @default 16
-   */
-  readonly enclaveCid?: number;
-
-  /**
-   * The vsock port on the parent instance that forwards to the region's KMS endpoint.
-   *
-   * @default 8000
-   */
-  readonly kmsProxyVsockPort?: number;
 
   /**
    * The `Name` tag of the instance.
@@ -171,11 +47,10 @@ export interface EnclaveGpuInstanceProps {
  */
 export class EnclaveGpuInstance extends Construct implements ec2.IConnectable, iam.IGrantable {
   /** The instance type used when none is given. */
-  public static readonly DEFAULT_INSTANCE_TYPE = 'g5.2xlarge';
+  public static readonly DEFAULT_INSTANCE_TYPE: string = DEFAULT_INSTANCE_TYPE;
 
   /** The public SSM parameter of the default AMI. */
-  public static readonly DEFAULT_MACHINE_IMAGE_PARAMETER =
-    '/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-amazon-linux-2023/latest/ami-id';
+  public static readonly DEFAULT_MACHINE_IMAGE_PARAMETER: string = DEFAULT_MACHINE_IMAGE_PARAMETER;
 
   /** The tag key put on every resource of this construct, for cost allocation. */
   public static readonly TAG_KEY = 'EnclaveGPU';
@@ -212,45 +87,22 @@ export class EnclaveGpuInstance extends Construct implements ec2.IConnectable, i
 
   constructor(scope: Construct, id: string, props: EnclaveGpuInstanceProps) {
     super(scope, id);
+    const host = new EnclaveHost(this, props);
+    this.enclaveCpuCount = host.resources.cpuCount;
+    this.enclaveMemoryMiB = host.resources.memoryMiB;
+    this.enclavePcrs = host.image.pcrs;
+    this.role = host.role;
+    this.grantPrincipal = host.role;
+    this.key = host.key;
 
-    const instanceType = props.instanceType ?? new ec2.InstanceType(EnclaveGpuInstance.DEFAULT_INSTANCE_TYPE);
-    const typeInfo = checkInstanceType(this, instanceType, props.allowUnlistedInstanceType ?? false);
-    const rootVolumeSize = props.rootVolumeSize ?? Size.gibibytes(100);
-    if (!props.machineImage && rootVolumeSize.toGibibytes() < 75) {
-      throw propError(this, 'rootVolumeSize', `${rootVolumeSize.toGibibytes()} GiB is smaller than the default AMI's 75 GiB snapshot`, 'Use at least Size.gibibytes(75)');
-    }
-    if (!props.machineImage && typeInfo && typeInfo.architecture !== 'x86_64') {
-      throw propError(this, 'instanceType', `'${instanceType}' is ${typeInfo.architecture} but the default AMI is x86_64`, 'Pass a machineImage for that architecture');
-    }
-    const enclaveCid = requireWholeNumber(this, 'enclaveCid', props.enclaveCid ?? 16, 4, 0xffffffff - 1);
-    const kmsProxyVsockPort = requireWholeNumber(this, 'kmsProxyVsockPort', props.kmsProxyVsockPort ?? 8000, 1, 0xffffffff - 1);
-
-    const image = props.enclaveImage.bind(this);
-    const resources = resolveEnclaveResources(this, props.enclave, typeInfo, image.sizeBytes);
-    this.enclaveCpuCount = resources.cpuCount;
-    this.enclaveMemoryMiB = resources.memoryMiB;
-    this.enclavePcrs = image.pcrs;
-
-    this.role = props.role ?? createParentRole(this, 'Role');
-    this.grantPrincipal = this.role;
-    const parentPolicy = new EnclaveParentPolicy(this, 'Policy', this.role, image);
-    this.key = props.key ?? this.createKey(image.pcrs, props.role);
-    this.key.grantEnclaveDecrypt(this.role);
-    this.key.grantEnclaveGenerateDataKey(this.role);
-
-    const securityGroup = props.securityGroup ?? this.createSecurityGroup(props.vpc);
-
-    const userData = ec2.UserData.forLinux();
     this.instance = new ec2.Instance(this, 'Instance', {
       vpc: props.vpc,
-      vpcSubnets: props.vpcSubnets ?? { subnetType: ec2.SubnetType.PRIVATE_WITH_EGRESS },
-      instanceType,
-      machineImage: props.machineImage ?? ec2.MachineImage.fromSsmParameter(EnclaveGpuInstance.DEFAULT_MACHINE_IMAGE_PARAMETER, {
-        os: ec2.OperatingSystemType.LINUX,
-      }),
-      role: this.role,
-      securityGroup,
-      userData,
+      vpcSubnets: host.vpcSubnets,
+      instanceType: host.instanceType,
+      machineImage: host.machineImage,
+      role: host.role,
+      securityGroup: host.securityGroup,
+      userData: host.userData,
       userDataCausesReplacement: true,
       enclaveEnabled: true,
       httpTokens: ec2.HttpTokens.REQUIRED,
@@ -258,33 +110,13 @@ export class EnclaveGpuInstance extends Construct implements ec2.IConnectable, i
       disableApiTermination: props.terminationProtection ?? false,
       instanceName: props.instanceName,
       propagateTagsToVolumeOnCreation: true,
-      blockDevices: [{
-        deviceName: '/dev/xvda',
-        volume: ec2.BlockDeviceVolume.ebs(rootVolumeSize.toGibibytes(), {
-          encrypted: true,
-          volumeType: ec2.EbsDeviceVolumeType.GP3,
-          deleteOnTermination: true,
-        }),
-      }],
+      blockDevices: [host.rootVolume],
     });
     this.instanceId = this.instance.instanceId;
     this.connections = this.instance.connections;
-
     // The boot script needs these permissions from its first line: attach them before the instance starts.
-    this.instance.node.addDependency(parentPolicy);
-    this.observability = this.resolveObservability(props.observability ?? true, image.pcrs);
-    parentPolicy.policy.addStatements(...this.observability?.agentPolicyStatements() ?? []);
-    // Rendered after the instance exists: the dashboard and alarms need its id, the boot script the log group.
-    userData.addCommands(...renderEnclaveBootScript({
-      enclave: resources,
-      enclaveName: 'enclave-gpu',
-      enclaveCid,
-      debugMode: props.debugMode ?? false,
-      eif: { s3Url: image.bucket.s3UrlForObject(image.objectKey), sha256: image.sha256, region: Stack.of(this).region },
-      kmsEndpoint: { address: `kms.${Aws.REGION}.${Aws.URL_SUFFIX}`, port: 443 },
-      kmsProxyVsockPort,
-      cloudWatchAgentConfig: this.observability?.cloudWatchAgentConfig(),
-    }));
+    this.instance.node.addDependency(host.parentPolicy);
+    this.observability = host.finish(this.instance.instanceId);
 
     if (!props.terminationProtection) {
       Validations.of(this.instance).acknowledge({
@@ -294,32 +126,6 @@ export class EnclaveGpuInstance extends Construct implements ec2.IConnectable, i
     }
     Tags.of(this).add(EnclaveGpuInstance.TAG_KEY, 'true');
     this.node.addValidation({ validate: () => this.validateNoHibernation() });
-  }
-
-  private resolveObservability(option: boolean | EnclaveGpuObservability, pcrs: Pcrs | undefined): EnclaveGpuObservability | undefined {
-    if (typeof option !== 'boolean') {
-      return option;
-    }
-    if (!option) {
-      return undefined;
-    }
-    if (!pcrs?.pcr0 || Token.isUnresolved(pcrs.pcr0)) {
-      throw propError(this, 'observability', "needs the enclave image's PCR0 for the EnclaveImage dimension", 'Use an enclaveImage with a known PCR0, pass your own EnclaveGpuObservability, or set observability: false');
-    }
-    return new EnclaveGpuObservability(this, 'Observability', {
-      enclaveImage: enclaveImageDimension(pcrs.pcr0),
-      instanceId: this.instance.instanceId,
-    });
-  }
-
-  /** A key bound to the image's measurements, and to the role's when its ARN is known at synth. */
-  private createKey(imagePcrs: Pcrs | undefined, role: iam.IRole | undefined): AttestationBoundKey {
-    if (!imagePcrs) {
-      throw propError(this, 'key', 'is required when the enclave image has no known PCRs', 'Pass an AttestationBoundKey, or an enclaveImage with PCRs');
-    }
-    const roleArn = role?.roleArn;
-    const pcr3 = roleArn && !Token.isUnresolved(roleArn) ? EifMeasurements.pcr3ForRole(roleArn) : undefined;
-    return new AttestationBoundKey(this, 'Key', { pcrs: { ...imagePcrs, ...(pcr3 ? { pcr3 } : {}) } });
   }
 
   /**
@@ -332,19 +138,5 @@ export class EnclaveGpuInstance extends Construct implements ec2.IConnectable, i
     return hibernation?.configured === true
       ? ['hibernationOptions.configured is true: an instance with Nitro Enclaves enabled cannot hibernate. Remove the hibernation override.']
       : [];
-  }
-
-  private createSecurityGroup(vpc: ec2.IVpc): ec2.SecurityGroup {
-    const securityGroup = new ec2.SecurityGroup(this, 'SecurityGroup', {
-      vpc,
-      description: 'Enclave GPU parent instance: no inbound, outbound HTTPS only',
-      allowAllOutbound: false,
-    });
-    securityGroup.addEgressRule(
-      ec2.Peer.anyIpv4(),
-      ec2.Port.tcp(443),
-      'HTTPS to Systems Manager, S3, KMS, CloudWatch and the package repositories',
-    );
-    return securityGroup;
   }
 }

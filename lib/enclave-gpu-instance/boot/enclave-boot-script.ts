@@ -4,6 +4,7 @@ import { ALLOCATOR_CONFIG_PATH, renderAllocatorConfig } from './allocator-config
 import { BootScript, dirname, shellQuote } from './boot-script';
 import { EnclaveResourceSettings } from './enclave-resource-settings';
 import { ENCLAVE_SERVICE, ENCLAVE_SERVICE_PATH, renderEnclaveService } from './enclave-service';
+import { HEALTH_SCRIPT_PATH, HEALTH_SERVICE, HEALTH_TIMER, renderHealthCheckScript, renderHealthService, renderHealthTimer } from './health-monitor';
 import { ALLOCATOR_SERVICE, NITRO_CLI_PACKAGE, VSOCK_PROXY_SERVICE } from './nitro-cli-services';
 import {
   ProxyEndpoint,
@@ -28,6 +29,8 @@ export interface EnclaveBootSettings {
   readonly kmsEndpoint: ProxyEndpoint;
   /** The vsock port on the parent that forwards to KMS. */
   readonly kmsProxyVsockPort: number;
+  /** The region, for the health check's Auto Scaling call. */
+  readonly region: string;
   /** The CloudWatch agent configuration (JSON), or undefined to leave the agent alone. */
   readonly cloudWatchAgentConfig?: string;
 }
@@ -87,6 +90,11 @@ export function renderEnclaveBootScript(settings: EnclaveBootSettings): string[]
       `systemctl enable --now ${VSOCK_PROXY_SERVICE}`,
       `systemctl enable --now ${ENCLAVE_SERVICE}`,
     )
+    .step('installing the enclave health check')
+    .writeFile({ path: HEALTH_SCRIPT_PATH, content: renderHealthCheckScript('enclave-gpu', settings.region), mode: '0755' })
+    .writeFile({ path: `/etc/systemd/system/${HEALTH_SERVICE}`, content: renderHealthService(), mode: '0644' })
+    .writeFile({ path: `/etc/systemd/system/${HEALTH_TIMER}`, content: renderHealthTimer(), mode: '0644' })
+    .run('systemctl daemon-reload', `systemctl enable --now ${HEALTH_TIMER}`)
     .step('enclave started')
     .render();
 }

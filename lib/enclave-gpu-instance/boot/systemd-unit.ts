@@ -1,6 +1,6 @@
 /** One `[Section]` of a systemd unit file: its `Key=Value` lines in order (keys may repeat). */
 export interface SystemdSection {
-  readonly name: 'Unit' | 'Service' | 'Install';
+  readonly name: 'Unit' | 'Service' | 'Timer' | 'Install';
   readonly entries: ReadonlyArray<readonly [key: string, value: string]>;
 }
 

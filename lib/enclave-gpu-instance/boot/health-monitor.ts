@@ -1,0 +1,52 @@
+import { renderSystemdUnit } from './systemd-unit';
+
+export const HEALTH_SCRIPT_PATH = '/usr/local/libexec/enclave-gpu/health-check';
+export const HEALTH_SERVICE = 'enclave-gpu-health.service';
+export const HEALTH_TIMER = 'enclave-gpu-health.timer';
+
+/** Consecutive failed checks before the instance reports itself unhealthy. */
+export const HEALTH_FAILURES_BEFORE_UNHEALTHY = 3;
+
+/**
+ * A check, run every 30 s by a systemd timer, that the enclave is RUNNING. After three
+ * failures in a row it tells EC2 Auto Scaling the instance is unhealthy
+ * (`autoscaling:SetInstanceHealth`), so a fleet replaces it. On an instance outside a group,
+ * or without that permission, the call fails and the failure is only logged: one script for
+ * instances and fleets alike, so both render the same boot configuration.
+ */
+export function renderHealthCheckScript(enclaveName: string, region: string): string {
+  return [
+    '#!/bin/bash',
+    '# Rendered by cdk-enclave-gpu: is the enclave running? Report the instance unhealthy after repeated failures.',
+    'set -u',
+    'state_file=/run/enclave-gpu/health-failures',
+    'install -d -m 0700 /run/enclave-gpu',
+    `state=$(nitro-cli describe-enclaves 2>/dev/null | python3 -c 'import json,sys; print(next((e.get("State","") for e in json.load(sys.stdin) if e.get("EnclaveName")=="${enclaveName}"), "ABSENT"))' 2>/dev/null || echo UNKNOWN)`,
+    'if [ "$state" = "RUNNING" ]; then rm -f "$state_file"; exit 0; fi',
+    'failures=$(( $(cat "$state_file" 2>/dev/null || echo 0) + 1 ))',
+    'echo "$failures" > "$state_file"',
+    `echo "enclave ${enclaveName} is $state (failed check $failures)"`,
+    `if [ "$failures" -ge ${HEALTH_FAILURES_BEFORE_UNHEALTHY} ]; then`,
+    '  token=$(curl -sf -X PUT http://169.254.169.254/latest/api/token -H "X-aws-ec2-metadata-token-ttl-seconds: 60")',
+    '  instance_id=$(curl -sf -H "X-aws-ec2-metadata-token: $token" http://169.254.169.254/latest/meta-data/instance-id)',
+    `  aws autoscaling set-instance-health --instance-id "$instance_id" --health-status Unhealthy --region ${region} \\`,
+    '    || echo "not reported to Auto Scaling (not in a group, or no permission)"',
+    'fi',
+    '',
+  ].join('\n');
+}
+
+export function renderHealthService(): string {
+  return renderSystemdUnit([
+    { name: 'Unit', entries: [['Description', 'Enclave GPU health check (cdk-enclave-gpu)']] },
+    { name: 'Service', entries: [['Type', 'oneshot'], ['ExecStart', HEALTH_SCRIPT_PATH]] },
+  ]);
+}
+
+export function renderHealthTimer(): string {
+  return renderSystemdUnit([
+    { name: 'Unit', entries: [['Description', 'Run the enclave GPU health check every 30 s']] },
+    { name: 'Timer', entries: [['OnBootSec', '120s'], ['OnUnitActiveSec', '30s']] },
+    { name: 'Install', entries: [['WantedBy', 'timers.target']] },
+  ]);
+}

@@ -1,0 +1,130 @@
+import * as ec2 from 'aws-cdk-lib/aws-ec2';
+import * as iam from 'aws-cdk-lib/aws-iam';
+import { Size } from 'aws-cdk-lib';
+import { AttestationBoundKey } from '../attestation-kms/attestation-bound-key';
+import { EnclaveGpuObservability } from '../observability/enclave-gpu-observability';
+import { EnclaveImage } from './enclave-image';
+import { EnclaveResources } from './enclave-resources';
+
+/**
+ * What every parent of a GPU enclave needs, one instance (`EnclaveGpuInstance`) or a fleet
+ * (`EnclaveGpuFleet`): both render the same boot configuration from these.
+ */
+export interface EnclaveHostProps {
+  /**
+   * The VPC to launch the instances in.
+   */
+  readonly vpc: ec2.IVpc;
+
+  /**
+   * The enclave image file the instance runs in its Nitro enclave.
+   */
+  readonly enclaveImage: EnclaveImage;
+
+  /**
+   * The instance type: a GPU instance type that supports Nitro Enclaves (families g4dn,
+   * g5, g6, g6e and gr6 in the checked-in catalogue).
+   *
+   * @default g5.2xlarge (8 vCPUs, 32 GiB, one NVIDIA A10G)
+   */
+  readonly instanceType?: ec2.InstanceType;
+
+  /**
+   * Allow an instance type that is not in the catalogue. The enclave's vCPU and memory
+   * checks against the instance's size are then skipped; check them yourself.
+   *
+   * @default false
+   */
+  readonly allowUnlistedInstanceType?: boolean;
+
+  /**
+   * vCPUs and memory reserved for the enclave.
+   *
+   * @default - 2 vCPUs and 4096 MiB
+   */
+  readonly enclave?: EnclaveResources;
+
+  /**
+   * The AMI. It must be Amazon Linux 2023 based (the boot script uses `dnf`), x86_64 for
+   * the catalogue's instance types, with the NVIDIA driver installed.
+   *
+   * @default - the AWS Deep Learning Base OSS Nvidia Driver GPU AMI (Amazon Linux 2023),
+   * resolved at deploy time from the public SSM parameter
+   * `/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-amazon-linux-2023/latest/ami-id`
+   */
+  readonly machineImage?: ec2.IMachineImage;
+
+  /**
+   * Where in the VPC to place the instance. It needs outbound HTTPS to Systems Manager,
+   * S3, KMS and CloudWatch (through a NAT gateway or VPC endpoints).
+   *
+   * @default - private subnets with egress
+   */
+  readonly vpcSubnets?: ec2.SubnetSelection;
+
+  /**
+   * The instance role, trusted by `ec2.amazonaws.com`. The construct attaches a policy
+   * with exactly what the instance needs: the Session Manager channel actions, read access
+   * to the enclave image object, and `cloudwatch:PutMetricData` in the `EnclaveGPU`
+   * namespace only.
+   *
+   * @default - a new role
+   */
+  readonly role?: iam.IRole;
+
+  /**
+   * The KMS key the enclave may use, bound to its measurements. Pass one to share it
+   * between instances or to set its alias and removal policy; the instance role is granted
+   * `grantEnclaveDecrypt` and `grantEnclaveGenerateDataKey` on it either way.
+   *
+   * @default - a new AttestationBoundKey bound to the enclave image's PCR0, PCR1 and PCR2
+   * (and PCR8 for a signed image), plus PCR3 when `role` has a concrete ARN
+   */
+  readonly key?: AttestationBoundKey;
+
+  /**
+   * CloudWatch: `true` creates an `EnclaveGpuObservability` (dashboard, alarms,
+   * kernel-attestation log group) for this instance or fleet, `false` creates none and skips
+   * the CloudWatch agent, or pass one you built (for example to share it between stacks).
+   *
+   * @default true
+   */
+  readonly observability?: boolean | EnclaveGpuObservability;
+
+  /**
+   * The security group.
+   *
+   * @default - a new group with no inbound rules and outbound HTTPS (TCP 443) only
+   */
+  readonly securityGroup?: ec2.ISecurityGroup;
+
+  /**
+   * Run the enclave with `--debug-mode`. Its console becomes readable from the parent and
+   * its attestation documents carry all-zero PCRs, so keys bound to the real measurements
+   * are out of its reach. For development only.
+   *
+   * @default false
+   */
+  readonly debugMode?: boolean;
+
+  /**
+   * Size of the encrypted gp3 root volume. The default AMI's snapshot is 75 GiB.
+   *
+   * @default Size.gibibytes(100)
+   */
+  readonly rootVolumeSize?: Size;
+
+  /**
+   * The vsock context id (CID) of the enclave.
+   *
+   * @default 16
+   */
+  readonly enclaveCid?: number;
+
+  /**
+   * The vsock port on the parent instance that forwards to the region's KMS endpoint.
+   *
+   * @default 8000
+   */
+  readonly kmsProxyVsockPort?: number;
+}

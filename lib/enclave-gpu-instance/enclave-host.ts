@@ -1,0 +1,140 @@
+import * as ec2 from 'aws-cdk-lib/aws-ec2';
+import * as iam from 'aws-cdk-lib/aws-iam';
+import { Aws, Size, Stack, Token } from 'aws-cdk-lib';
+import { Construct } from 'constructs';
+import { AttestationBoundKey } from '../attestation-kms/attestation-bound-key';
+import { EifMeasurements } from '../attestation-kms/eif-measurements';
+import { Pcrs } from '../attestation-kms/pcrs';
+import { EnclaveGpuObservability } from '../observability/enclave-gpu-observability';
+import { enclaveImageDimension } from '../observability/metric-catalogue';
+import { EnclaveResourceSettings } from './boot/enclave-resource-settings';
+import { renderEnclaveBootScript } from './boot/enclave-boot-script';
+import { EnclaveHostProps } from './enclave-host-props';
+import { EnclaveImageConfig } from './enclave-image';
+import { resolveEnclaveResources } from './enclave-sizing';
+import { createParentRole, EnclaveParentPolicy } from './instance-role';
+import { checkInstanceType } from './instance-type-check';
+import { propError, requireWholeNumber } from './validation';
+
+/** The instance type used when none is given. */
+export const DEFAULT_INSTANCE_TYPE = 'g5.2xlarge';
+
+/** The public SSM parameter of the default AMI. */
+export const DEFAULT_MACHINE_IMAGE_PARAMETER = '/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-amazon-linux-2023/latest/ami-id';
+
+/** Snapshot size of the default AMI: a smaller root volume cannot launch. */
+const DEFAULT_AMI_SNAPSHOT_GIB = 75;
+
+/**
+ * The part of an enclave parent that an instance and a fleet share: validated settings, the
+ * role and its policy, the attestation-bound key, the security group, the root volume and
+ * the boot script. One builder, so the same props always render the same bytes.
+ *
+ * Internal: the constructs expose what users need of it.
+ */
+export class EnclaveHost {
+  readonly instanceType: ec2.InstanceType;
+  readonly machineImage: ec2.IMachineImage;
+  readonly resources: EnclaveResourceSettings;
+  readonly image: EnclaveImageConfig;
+  readonly role: iam.IRole;
+  readonly parentPolicy: EnclaveParentPolicy;
+  readonly key: AttestationBoundKey;
+  readonly securityGroup: ec2.ISecurityGroup;
+  readonly rootVolume: ec2.BlockDevice;
+  readonly userData = ec2.UserData.forLinux();
+  private readonly enclaveCid: number;
+  private readonly kmsProxyVsockPort: number;
+
+  constructor(private readonly scope: Construct, private readonly props: EnclaveHostProps) {
+    this.instanceType = props.instanceType ?? new ec2.InstanceType(DEFAULT_INSTANCE_TYPE);
+    const typeInfo = checkInstanceType(scope, this.instanceType, props.allowUnlistedInstanceType ?? false);
+    const rootVolumeSize = props.rootVolumeSize ?? Size.gibibytes(100);
+    if (!props.machineImage && rootVolumeSize.toGibibytes() < DEFAULT_AMI_SNAPSHOT_GIB) {
+      throw propError(scope, 'rootVolumeSize', `${rootVolumeSize.toGibibytes()} GiB is smaller than the default AMI's ${DEFAULT_AMI_SNAPSHOT_GIB} GiB snapshot`, `Use at least Size.gibibytes(${DEFAULT_AMI_SNAPSHOT_GIB})`);
+    }
+    if (!props.machineImage && typeInfo && typeInfo.architecture !== 'x86_64') {
+      throw propError(scope, 'instanceType', `'${this.instanceType}' is ${typeInfo.architecture} but the default AMI is x86_64`, 'Pass a machineImage for that architecture');
+    }
+    this.machineImage = props.machineImage ?? ec2.MachineImage.fromSsmParameter(DEFAULT_MACHINE_IMAGE_PARAMETER, { os: ec2.OperatingSystemType.LINUX });
+    this.enclaveCid = requireWholeNumber(scope, 'enclaveCid', props.enclaveCid ?? 16, 4, 0xffffffff - 1);
+    this.kmsProxyVsockPort = requireWholeNumber(scope, 'kmsProxyVsockPort', props.kmsProxyVsockPort ?? 8000, 1, 0xffffffff - 1);
+
+    this.image = props.enclaveImage.bind(scope);
+    this.resources = resolveEnclaveResources(scope, props.enclave, typeInfo, this.image.sizeBytes);
+
+    this.role = props.role ?? createParentRole(scope, 'Role');
+    this.parentPolicy = new EnclaveParentPolicy(scope, 'Policy', this.role, this.image);
+    this.key = props.key ?? this.createKey(props.role);
+    this.key.grantEnclaveDecrypt(this.role);
+    this.key.grantEnclaveGenerateDataKey(this.role);
+    this.securityGroup = props.securityGroup ?? createSecurityGroup(scope, props.vpc);
+    this.rootVolume = {
+      deviceName: '/dev/xvda',
+      volume: ec2.BlockDeviceVolume.ebs(rootVolumeSize.toGibibytes(), { encrypted: true, volumeType: ec2.EbsDeviceVolumeType.GP3, deleteOnTermination: true }),
+    };
+  }
+
+  /** The subnets: private with egress unless given. */
+  get vpcSubnets(): ec2.SubnetSelection {
+    return this.props.vpcSubnets ?? { subnetType: ec2.SubnetType.PRIVATE_WITH_EGRESS };
+  }
+
+  /**
+   * Creates (or takes) the observability construct and writes the boot script. Called once
+   * the instance or group exists: a single instance's dashboard needs its id.
+   *
+   * @param instanceId the instance, for per-instance metrics; undefined for a fleet
+   */
+  finish(instanceId: string | undefined): EnclaveGpuObservability | undefined {
+    const observability = this.resolveObservability(this.props.observability ?? true, instanceId);
+    this.parentPolicy.policy.addStatements(...observability?.agentPolicyStatements() ?? []);
+    this.userData.addCommands(...renderEnclaveBootScript({
+      enclave: this.resources,
+      enclaveName: 'enclave-gpu',
+      enclaveCid: this.enclaveCid,
+      debugMode: this.props.debugMode ?? false,
+      eif: { s3Url: this.image.bucket.s3UrlForObject(this.image.objectKey), sha256: this.image.sha256, region: Stack.of(this.scope).region },
+      kmsEndpoint: { address: `kms.${Aws.REGION}.${Aws.URL_SUFFIX}`, port: 443 },
+      kmsProxyVsockPort: this.kmsProxyVsockPort,
+      region: Aws.REGION,
+      cloudWatchAgentConfig: observability?.cloudWatchAgentConfig(),
+    }));
+    return observability;
+  }
+
+  private resolveObservability(option: boolean | EnclaveGpuObservability, instanceId: string | undefined): EnclaveGpuObservability | undefined {
+    if (typeof option !== 'boolean') {
+      return option;
+    }
+    if (!option) {
+      return undefined;
+    }
+    const pcr0 = this.image.pcrs?.pcr0;
+    if (!pcr0 || Token.isUnresolved(pcr0)) {
+      throw propError(this.scope, 'observability', "needs the enclave image's PCR0 for the EnclaveImage dimension", 'Use an enclaveImage with a known PCR0, pass your own EnclaveGpuObservability, or set observability: false');
+    }
+    return new EnclaveGpuObservability(this.scope, 'Observability', { enclaveImage: enclaveImageDimension(pcr0), instanceId });
+  }
+
+  /** A key bound to the image's measurements, and to the role's when its ARN is known at synth. */
+  private createKey(role: iam.IRole | undefined): AttestationBoundKey {
+    const imagePcrs: Pcrs | undefined = this.image.pcrs;
+    if (!imagePcrs) {
+      throw propError(this.scope, 'key', 'is required when the enclave image has no known PCRs', 'Pass an AttestationBoundKey, or an enclaveImage with PCRs');
+    }
+    const roleArn = role?.roleArn;
+    const pcr3 = roleArn && !Token.isUnresolved(roleArn) ? EifMeasurements.pcr3ForRole(roleArn) : undefined;
+    return new AttestationBoundKey(this.scope, 'Key', { pcrs: { ...imagePcrs, ...(pcr3 ? { pcr3 } : {}) } });
+  }
+}
+
+function createSecurityGroup(scope: Construct, vpc: ec2.IVpc): ec2.SecurityGroup {
+  const securityGroup = new ec2.SecurityGroup(scope, 'SecurityGroup', {
+    vpc,
+    description: 'Enclave GPU parent instance: no inbound, outbound HTTPS only',
+    allowAllOutbound: false,
+  });
+  securityGroup.addEgressRule(ec2.Peer.anyIpv4(), ec2.Port.tcp(443), 'HTTPS to Systems Manager, S3, KMS, CloudWatch and the package repositories');
+  return securityGroup;
+}
