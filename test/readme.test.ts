@@ -63,6 +63,14 @@ describe('README', () => {
     expect(ofType(template, 'AWS::KMS::Alias')[0].Properties.AliasName).toBe('alias/inference/model-weights');
   });
 
+  it('fleet example synthesizes a group whose launch template enables Nitro Enclaves', () => {
+    const template = runExample('## One instance or a fleet', 'EnclaveFleet');
+    const [lt] = ofType(template, 'AWS::EC2::LaunchTemplate');
+    expect(lt.Properties.LaunchTemplateData.EnclaveOptions).toEqual({ Enabled: true });
+    const [group] = ofType(template, 'AWS::AutoScaling::AutoScalingGroup');
+    expect([group.Properties.MinSize, group.Properties.MaxSize]).toEqual(['2', '8']);
+  });
+
   it('shows the commands a fresh machine runs', () => {
     expect(readme).toContain('npm ci && npm run demo');
     expect(readme).toContain('npm ci && npm test');

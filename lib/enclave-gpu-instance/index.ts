@@ -1,3 +1,6 @@
 export * from './enclave-gpu-instance';
 export * from './enclave-image';
 export * from './enclave-resources';
+export * from './enclave-host-props';
+export * from './enclave-gpu-fleet';
+export * from './fleet-scaling';

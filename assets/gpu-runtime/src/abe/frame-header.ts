@@ -80,6 +80,75 @@ export class OperationHeaders {
 
 /** Parses and range-checks a header; it is still unauthenticated until its frame's tag verifies. */
 export function decodeFrameHeader(bytes: Buffer): FrameHeader {
+  return decodeCanonicalHeader(bytes) ?? decodeAnyHeader(bytes);
+}
+
+/** The encoded keys in OperationHeaders' order, each followed by its value. */
+const CANONICAL_KEYS = KEYS.map((key) => encodeCbor(key));
+const SESSION_HEAD = 0x40 | SESSION_ID_BYTES; // bstr(16)
+const DIGEST_HEAD = Buffer.of(0x58, DIGEST_BYTES); // bstr(48)
+const FALSE = 0xf4;
+const TRUE = 0xf5;
+
+/**
+ * The fast path, for the one layout OperationHeaders writes (keys in order, shortest-form
+ * values, every value in range): the fields read at fixed places, with no generic CBOR
+ * decoding (which costs more than the AES-GCM of a small frame). It accepts nothing the
+ * strict decoder below would refuse and gives the same fields; anything else (another key
+ * order, a long-form integer, a value out of range, garbage) returns undefined, and the
+ * strict decoder then decides, with its own errors.
+ */
+function decodeCanonicalHeader(bytes: Buffer): FrameHeader | undefined {
+  if (bytes.length > MAX_HEADER_BYTES || bytes[0] !== MAP_OF_8[0]) return undefined;
+  const at = { offset: 1 };
+  const key = (index: number): boolean => {
+    const expected = CANONICAL_KEYS[index];
+    if (bytes.length - at.offset < expected.length || bytes.compare(expected, 0, expected.length, at.offset, at.offset + expected.length) !== 0) return false;
+    at.offset += expected.length;
+    return true;
+  };
+  const uint = (max: number): number | undefined => {
+    const head = bytes[at.offset];
+    if (head === undefined) return undefined;
+    let value: number;
+    if (head < 24) {
+      value = head;
+      at.offset += 1;
+    } else if (head === 24 && at.offset + 2 <= bytes.length && bytes[at.offset + 1] >= 24) {
+      value = bytes[at.offset + 1];
+      at.offset += 2;
+    } else if (head === 25 && at.offset + 3 <= bytes.length) {
+      value = bytes.readUInt16BE(at.offset + 1);
+      if (value < 0x100) return undefined;
+      at.offset += 3;
+    } else if (head === 26 && at.offset + 5 <= bytes.length) {
+      value = bytes.readUInt32BE(at.offset + 1);
+      if (value < 0x10000) return undefined;
+      at.offset += 5;
+    } else {
+      return undefined; // 8-byte and long forms: the strict decoder
+    }
+    return value <= max ? value : undefined;
+  };
+  if (!key(0) || bytes[at.offset++] !== ABE_VERSION) return undefined;
+  if (!key(1) || bytes[at.offset] !== SESSION_HEAD || bytes.length - at.offset - 1 < SESSION_ID_BYTES) return undefined;
+  const session = Buffer.from(bytes.subarray(at.offset + 1, at.offset + 1 + SESSION_ID_BYTES)); // a copy, as the strict decoder gives
+  at.offset += 1 + SESSION_ID_BYTES;
+  const n = key(2) ? uint(MAX_OPERATION) : undefined;
+  const buffer = n !== undefined && key(3) ? uint(MAX_BUFFER_ID) : undefined;
+  const chunk = buffer !== undefined && key(4) ? uint(MAX_CHUNKS - 1) : undefined;
+  if (n === undefined || buffer === undefined || chunk === undefined || !key(5)) return undefined;
+  const lastByte = bytes[at.offset++];
+  if (lastByte !== FALSE && lastByte !== TRUE) return undefined;
+  if (!key(6)) return undefined;
+  const dir = bytes[at.offset++];
+  if (dir !== ENCLAVE_TO_HOST && dir !== HOST_TO_ENCLAVE) return undefined;
+  if (!key(7) || bytes.length - at.offset !== DIGEST_HEAD.length + DIGEST_BYTES || bytes.compare(DIGEST_HEAD, 0, 2, at.offset, at.offset + 2) !== 0) return undefined;
+  const digest = Buffer.from(bytes.subarray(at.offset + DIGEST_HEAD.length));
+  return { session, n, buffer, chunk, last: lastByte === TRUE, dir, digest };
+}
+
+function decodeAnyHeader(bytes: Buffer): FrameHeader {
   const what = 'frame header';
   const map = decodeStrictMap(bytes, MAX_HEADER_BYTES, KEYS, what);
   if (map.get('v') !== ABE_VERSION) {

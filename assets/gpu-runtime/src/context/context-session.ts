@@ -26,6 +26,7 @@ import { InboundOperation } from './inbound-operation';
 import { executeOperation } from './operation-executor';
 import { RecordQueue } from './record-queue';
 import { sendOutcome } from './result-sender';
+import { mark } from '../tmp/trace';
 
 /** The longest reason an error message may carry (control.ts refuses longer ones). */
 const MAX_REASON_CHARS = 512;
@@ -64,6 +65,7 @@ export class ContextSession {
 
   constructor(socket: Socket, private readonly env: SessionEnvironment) {
     this.memory = new DeviceMemory(env.memoryCap);
+    socket.on('data', (c: Buffer) => mark('ctx.rx', c.length));
     this.queue = new RecordQueue<QueuedRecord>((record) => this.handle(record), socket, env.maxQueuedBytes);
     this.connection = new RecordConnection(socket, {
       onFrame: (frame) => this.queue.push({ frame }, frame.length),
@@ -139,11 +141,17 @@ export class ContextSession {
       this.inbound = new InboundOperation(this.session, header);
     }
     const operation = this.inbound;
-    if (!operation.accept(frame, this.memory)) return;
+    mark('ctx.open.start', frame.length);
+    const lastFrame = operation.accept(frame, this.memory);
+    mark('ctx.open.end', frame.length);
+    if (!lastFrame) return;
     this.inbound = undefined;
+    mark('ctx.exec.start', operation.n);
     const outcome = await executeOperation(operation, this.memory, this.env.kernels);
+    mark('ctx.exec.end', outcome.computeUs);
     if (this.ended) return;
     await sendOutcome(this.connection, this.session, operation.n, operation.digest, outcome);
+    mark('ctx.sent', operation.n);
     this.operations++;
   }
 

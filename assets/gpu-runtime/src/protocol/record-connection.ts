@@ -22,6 +22,7 @@ export interface RecordHandlers {
 export class RecordConnection {
   private readonly reader = new FrameReader();
   private closed = false;
+  private corked = false;
 
   constructor(readonly socket: Socket, private readonly handlers: RecordHandlers) {
     socket.on('data', (chunk: Buffer) => this.receive(chunk));
@@ -40,7 +41,23 @@ export class RecordConnection {
   /** Sends a record (a frame or an encoded control message); resolves when the socket can take more. */
   send(record: Buffer): Promise<void> {
     if (this.closed) return Promise.reject(new WireError('INTERNAL', 'the connection is closed'));
+    this.batchWrites();
     return this.socket.write(record) ? Promise.resolve() : new Promise((resolve) => this.socket.once('drain', resolve));
+  }
+
+  /**
+   * Corks the socket until the current turn's callbacks (process.nextTick runs after the
+   * promise jobs they queue) have run. A write that fills the socket's buffer still waits
+   * for 'drain', which comes once the uncork has flushed it.
+   */
+  private batchWrites(): void {
+    if (this.corked || process.env.EGPU_NOCORK) return;
+    this.corked = true;
+    this.socket.cork();
+    process.nextTick(() => {
+      this.corked = false;
+      this.socket.uncork();
+    });
   }
 
   sendControl(message: ControlMessage): Promise<void> {

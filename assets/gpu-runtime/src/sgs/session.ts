@@ -24,6 +24,7 @@ import { AdmittedEnclave, admitEnclave } from './admission';
 import { InboundAssembler } from './inbound-assembler';
 import { CompletedOperation, OperationError, OperationPipeline } from './operation-pipeline';
 import { SessionServices } from './session-services';
+import { mark } from '../tmp/trace';
 
 type State = 'await-open' | 'await-hello' | 'await-reply' | 'await-ready' | 'ready' | 'closed';
 
@@ -40,6 +41,7 @@ export class SgsSession {
   private draining = false;
 
   constructor(socket: Socket, private readonly services: SessionServices) {
+    socket.on('data', (c: Buffer) => mark('sgs.rx.egp', c.length));
     this.egp = new RecordConnection(socket, {
       onFrame: (frame) => this.guard(() => this.fromEnclaveFrame(frame)),
       onControl: (message) => this.guard(() => this.fromEnclaveControl(message)),
@@ -122,11 +124,14 @@ export class SgsSession {
 
   private fromEnclaveFrame(frame: Buffer): void {
     if (this.state !== 'ready') throw new WireError('MALFORMED', `a frame is not expected ${this.stateDescription()}`);
+    mark('sgs.frame.egp', frame.length);
     this.services.metrics.bytesIn(this.admitted!.enclaveImage, frame.length);
     const operation = this.inbound!.push(frame);
     if (operation !== undefined) {
+      mark('sgs.accept', operation.n);
       this.pipeline!.accept(operation);
       this.services.scheduler.pump();
+      mark('sgs.pumped', operation.n);
     }
     this.endIfDrained();
   }
@@ -159,6 +164,7 @@ export class SgsSession {
       socket.destroy();
       return;
     }
+    socket.on('data', (c: Buffer) => mark('sgs.rx.ctx', c.length));
     this.context = new RecordConnection(socket, {
       onFrame: (frame) => this.guardContext(() => this.fromContextFrame(frame)),
       onControl: (message) => this.guardContext(() => this.fromContextControl(message)),
@@ -184,6 +190,7 @@ export class SgsSession {
       this.becomeReady();
       this.sendToEnclave(message);
     } else if (this.state === 'ready' && message.t === 'done') {
+      mark('sgs.done', message.n);
       this.pipeline!.complete(message);
       this.endIfDrained();
     } else {
@@ -197,6 +204,7 @@ export class SgsSession {
     if (header.dir !== HOST_TO_ENCLAVE || !header.session.equals(this.hello!.sessionId)) {
       throw new WireError('INTERNAL', 'the context sent a frame of the wrong direction or session');
     }
+    mark('sgs.frame.ctx', frame.length);
     this.pipeline!.checkResult(header.n);
     this.services.metrics.bytesOut(this.admitted!.enclaveImage, frame.length);
     this.relayToEnclave(frame);
@@ -265,9 +273,8 @@ export class SgsSession {
   private sendFramesToContext(frames: readonly Buffer[]): void {
     const context = this.context!;
     if (context.isClosed) return;
-    context.socket.cork(); // one writev for a multi-frame operation
-    for (const frame of frames) context.send(frame).catch(() => {});
-    context.socket.uncork();
+    for (const frame of frames) context.send(frame).catch(() => {}); // one writev (RecordConnection batches a turn's writes)
+    mark('sgs.sent.ctx', frames.length);
   }
 
   /** Result frames go straight on; while the EGP does not read, SGS stops reading the context. */

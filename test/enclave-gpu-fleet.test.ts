@@ -1,0 +1,164 @@
+import * as ec2 from 'aws-cdk-lib/aws-ec2';
+import * as sns from 'aws-cdk-lib/aws-sns';
+import { App, Duration, Stack, Validations } from 'aws-cdk-lib';
+import { Match, Template } from 'aws-cdk-lib/assertions';
+import { AwsSolutionsChecks } from 'cdk-nag';
+import { describe, expect, it } from 'vitest';
+import { EnclaveGpuFleet, EnclaveGpuFleetProps, EnclaveGpuInstance, EnclaveImage, FleetScaling } from '../lib';
+import { cfnValueAsText } from '../scripts/template-text';
+import { expectedPcrs, placeholderSections, writePlaceholderEif } from './helpers/eif';
+import { testStack, userDataOf } from './helpers/stack';
+
+const eifPath = writePlaceholderEif();
+const ENCLAVE_IMAGE = expectedPcrs(placeholderSections()).pcr0.slice(0, 16);
+
+function synth(props: Partial<EnclaveGpuFleetProps> = {}) {
+  const { app, stack, vpc } = testStack();
+  const fleet = new EnclaveGpuFleet(stack, 'Inference', { vpc, enclaveImage: EnclaveImage.fromEifFile(eifPath), ...props });
+  return { app, stack, fleet, template: Template.fromStack(stack) };
+}
+
+function launchTemplateUserData(template: Template): string {
+  const [lt] = Object.values(template.findResources('AWS::EC2::LaunchTemplate'));
+  return cfnValueAsText(lt.Properties.LaunchTemplateData.UserData);
+}
+
+describe('EnclaveGpuFleet', () => {
+  const { template } = synth();
+
+  it('launches instances with Nitro Enclaves, IMDSv2, detailed monitoring and an encrypted root volume', () => {
+    template.hasResourceProperties('AWS::EC2::LaunchTemplate', {
+      LaunchTemplateData: Match.objectLike({
+        EnclaveOptions: { Enabled: true },
+        MetadataOptions: { HttpTokens: 'required' },
+        Monitoring: { Enabled: true },
+        InstanceType: 'g5.2xlarge',
+        BlockDeviceMappings: [{ DeviceName: '/dev/xvda', Ebs: { DeleteOnTermination: true, Encrypted: true, VolumeSize: 100, VolumeType: 'gp3' } }],
+        KeyName: Match.absent(),
+      }),
+    });
+  });
+
+  it('uses the launch template in a group of 1 to 4 that replaces instances one at a time', () => {
+    template.hasResource('AWS::AutoScaling::AutoScalingGroup', {
+      Properties: Match.objectLike({
+        MinSize: '1',
+        MaxSize: '4',
+        HealthCheckType: 'EC2',
+        HealthCheckGracePeriod: 600,
+        LaunchTemplate: { LaunchTemplateId: { Ref: Match.stringLikeRegexp('^InferenceLaunchTemplate') }, Version: { 'Fn::GetAtt': [Match.stringLikeRegexp('^InferenceLaunchTemplate'), 'LatestVersionNumber'] } },
+      }),
+      UpdatePolicy: { AutoScalingRollingUpdate: Match.objectLike({ MaxBatchSize: 1, MinInstancesInService: 0 }) },
+    });
+  });
+
+  it('starts instances only once their policy is attached', () => {
+    const [group] = Object.values(template.findResources('AWS::AutoScaling::AutoScalingGroup'));
+    const policyId = Object.keys(template.findResources('AWS::IAM::Policy')).find((id) => id.startsWith('InferencePolicy'))!;
+    expect(group.DependsOn).toContain(policyId);
+  });
+
+  it('scales on the average queue depth of its enclave image by default', () => {
+    template.hasResourceProperties('AWS::AutoScaling::ScalingPolicy', {
+      PolicyType: 'TargetTrackingScaling',
+      TargetTrackingConfiguration: {
+        CustomizedMetricSpecification: {
+          Namespace: 'EnclaveGPU',
+          MetricName: 'QueueDepth',
+          Dimensions: [{ Name: 'EnclaveImage', Value: ENCLAVE_IMAGE }],
+          Statistic: 'Average',
+          Unit: 'Count',
+        },
+        TargetValue: 4,
+      },
+    });
+  });
+
+  it('lets instances report unhealthy only in their own group, by its unique tag', () => {
+    const [group] = Object.values(template.findResources('AWS::AutoScaling::AutoScalingGroup'));
+    const tag = group.Properties.Tags.find((t: any) => t.Key === 'enclave-gpu:fleet');
+    expect(tag.Value).toMatch(/^c8[0-9a-f]{40}$/);
+    template.hasResourceProperties('AWS::IAM::Policy', {
+      PolicyDocument: { Statement: [{
+        Sid: 'ReportHealthInOwnGroup',
+        Effect: 'Allow',
+        Action: 'autoscaling:SetInstanceHealth',
+        Resource: '*',
+        Condition: { StringEquals: { 'autoscaling:ResourceTag/enclave-gpu:fleet': tag.Value } },
+      }] },
+    });
+  });
+
+  it('creates fleet-wide observability, keyed by enclave image only', () => {
+    template.resourceCountIs('AWS::CloudWatch::Dashboard', 1);
+    template.hasResourceProperties('AWS::CloudWatch::Alarm', {
+      MetricName: 'AttestationFailures',
+      Dimensions: [{ Name: 'EnclaveImage', Value: ENCLAVE_IMAGE }],
+    });
+  });
+
+  it('tags the group and its instances EnclaveGPU=true', () => {
+    template.hasResourceProperties('AWS::AutoScaling::AutoScalingGroup', {
+      Tags: Match.arrayWith([{ Key: 'EnclaveGPU', PropagateAtLaunch: true, Value: 'true' }]),
+    });
+  });
+
+  it('renders byte-identical boot configuration to EnclaveGpuInstance for the same props', () => {
+    const app = new App();
+    const env = { account: '123456789012', region: 'us-east-1' };
+    const props = (stack: Stack) => ({
+      vpc: ec2.Vpc.fromVpcAttributes(stack, 'Vpc', { vpcId: 'vpc-1', availabilityZones: ['us-east-1a'], privateSubnetIds: ['subnet-1'] }),
+      enclaveImage: EnclaveImage.fromEifFile(eifPath),
+      instanceType: new ec2.InstanceType('g6e.2xlarge'),
+      enclave: { cpuCount: 4, memoryMiB: 16384 },
+    });
+    const instanceStack = new Stack(app, 'Single', { env });
+    new EnclaveGpuInstance(instanceStack, 'Inference', props(instanceStack));
+    const fleetStack = new Stack(app, 'Fleet', { env });
+    new EnclaveGpuFleet(fleetStack, 'Inference', props(fleetStack));
+    const single = userDataOf(Template.fromStack(instanceStack));
+    const fleet = launchTemplateUserData(Template.fromStack(fleetStack));
+    expect(fleet).toContain('cpu_count: 4');
+    expect(fleet).toBe(single);
+  });
+
+  it('scales on GPU utilization, or not at all', () => {
+    synth({ scaling: FleetScaling.gpuUtilization(70) }).template.hasResourceProperties('AWS::AutoScaling::ScalingPolicy', {
+      TargetTrackingConfiguration: { CustomizedMetricSpecification: Match.objectLike({ MetricName: 'GPUUtilization', Statistic: 'Average' }), TargetValue: 70 },
+    });
+    synth({ scaling: FleetScaling.none() }).template.resourceCountIs('AWS::AutoScaling::ScalingPolicy', 0);
+  });
+
+  it('applies capacity, grace period and notifications', () => {
+    const { stack, vpc } = testStack();
+    const topic = new sns.Topic(stack, 'Events');
+    new EnclaveGpuFleet(stack, 'Inference', {
+      vpc, enclaveImage: EnclaveImage.fromEifFile(eifPath), minCapacity: 3, maxCapacity: 9, healthCheckGracePeriod: Duration.minutes(20), notificationsTopic: topic,
+    });
+    const template = Template.fromStack(stack);
+    template.hasResource('AWS::AutoScaling::AutoScalingGroup', {
+      Properties: Match.objectLike({ MinSize: '3', MaxSize: '9', HealthCheckGracePeriod: 1200, NotificationConfigurations: [Match.objectLike({ TopicARN: { Ref: Match.stringLikeRegexp('^Events') } })] }),
+      UpdatePolicy: { AutoScalingRollingUpdate: Match.objectLike({ MinInstancesInService: 2 }) },
+    });
+  });
+
+  it.each([
+    [{ minCapacity: 5, maxCapacity: 2 }, /maxCapacity 2 is below minCapacity 5/],
+    [{ maxCapacity: 0 }, /maxCapacity must be a whole number from 1/],
+    [{ minCapacity: 1.5 }, /minCapacity must be a whole number/],
+    [{ scaling: FleetScaling.queueDepth(0) }, /scaling target 0 for QueueDepth must be above 0/],
+    [{ scaling: FleetScaling.queueDepth(4), observability: false }, /scaling on QueueDepth needs the EnclaveGPU metrics/],
+    [{ instanceType: new ec2.InstanceType('t3.large') }, /instanceType 't3.large' is not a GPU instance type/],
+    [{ enclave: { cpuCount: 3 } }, /enclave\.cpuCount must be even/],
+  ])('refuses %j', (props, message) => {
+    expect(() => synth(props as Partial<EnclaveGpuFleetProps>)).toThrow(message);
+  });
+
+  it('is clean under cdk-nag AwsSolutions', () => {
+    const { app, stack, vpc } = testStack();
+    Validations.of(vpc).acknowledge({ id: 'AwsSolutions-VPC7', reason: 'Test VPC.' });
+    new EnclaveGpuFleet(stack, 'Inference', { vpc, enclaveImage: EnclaveImage.fromEifFile(eifPath) });
+    app.synth();
+    expect(new AwsSolutionsChecks().validateScope(app).violations.map((v) => v.ruleName)).toEqual([]);
+  });
+});
