@@ -20,7 +20,6 @@ import type { LocalStack } from '../assets/gpu-runtime/src/egp/local-stack';
 import { OperationTiming, nowUs, quantile } from '../assets/gpu-runtime/src/egp/timing';
 import { DEFAULT_ONNX_THREADS, loadOnnxRuntime, onnxSessionOptions, resolveOnnxProvider } from '../assets/gpu-runtime/src/kernels/onnx-runtime';
 import { RESNET50_INPUT, RESNET50_OUTPUT, SeededRandom } from './build-resnet50';
-const tmark = (l: string, e: number | string = '') => (globalThis as any).__egpuMark?.(l, e);
 
 export interface RequestSample {
   readonly e2eUs: number;
@@ -81,7 +80,6 @@ export class ResnetOffload {
     const inputBytes = Buffer.from(input.buffer, input.byteOffset, input.byteLength);
     const { client, buffers } = this;
     const mark = this.timings.length;
-    tmark('req.start');
     const start = nowUs();
     // Pipelined: all three calls are sent before the first answer, as a CUDA stream would.
     const upload = client.memcpyHtoD(buffers.input, inputBytes);
@@ -96,7 +94,6 @@ export class ResnetOffload {
     const download = client.memcpyDtoH(buffers.output);
     const [, launched, logits] = await Promise.all([upload, launch, download]);
     const e2eUs = nowUs() - start;
-    tmark('req.end', e2eUs);
     const ops = this.timings.slice(mark);
     const sum = (key: keyof OperationTiming) => ops.reduce((total, t) => total + t[key], 0);
     const computeUs = launched.computeUs;

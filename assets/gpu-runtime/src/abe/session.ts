@@ -6,6 +6,11 @@
  * repeats under any K_n. Receiving: a FrameOpener per operation, checked against the
  * direction's replay window. The same n serves both directions (a launch's inputs go one
  * way, its results come back the other) because the nonce carries the direction.
+ *
+ * K_n is therefore needed twice per operation, once per direction: the first derivation
+ * keeps a copy for the second (an HKDF costs as much as sealing a small frame). A copy lives
+ * only while its operation is under way, at most MAX_PENDING_KEYS of them (the oldest is
+ * zeroised and derived again if asked for), and close() zeroises what is left.
  */
 import { AesGcmBackend } from './aes-gcm';
 import { AbeError } from './errors';
@@ -14,8 +19,13 @@ import { Direction, checkDirection } from './frame-header';
 import { SESSION_ID_BYTES, SESSION_KEY_BYTES, deriveOperationKey } from './key-schedule';
 import { ReplayWindow } from './replay-window';
 
+/** Operation keys kept for their second direction: more than a pipeline holds in flight. */
+const MAX_PENDING_KEYS = 64;
+
 export class AbeSession {
   private readonly lastSealed: [number, number] = [-1, -1];
+  /** K_n derived for one direction and not yet taken by the other, oldest first. */
+  private readonly pendingKeys = new Map<number, Buffer>();
   private readonly windows: [ReplayWindow, ReplayWindow] = [new ReplayWindow(), new ReplayWindow()];
   private closed = false;
 
@@ -42,7 +52,7 @@ export class AbeSession {
     if (n <= this.lastSealed[dir]) {
       throw new AbeError('NONCE_REUSE', `operation ${n} is not above the last sealed operation ${this.lastSealed[dir]} in direction ${dir}`);
     }
-    const sealer = new FrameSealer({ key: deriveOperationKey(this.sessionKey, n), session: this.sessionId, n, dir, digest, backend: this.backend });
+    const sealer = new FrameSealer({ key: this.operationKey(n), session: this.sessionId, n, dir, digest, backend: this.backend });
     this.lastSealed[dir] = n;
     return sealer;
   }
@@ -52,13 +62,35 @@ export class AbeSession {
     this.ensureOpen();
     const window = this.windows[checkDirection(dir)];
     window.check(n); // before deriving a key for nothing
-    return new FrameOpener({ key: deriveOperationKey(this.sessionKey, n), session: this.sessionId, n, dir, digest, window, backend: this.backend });
+    return new FrameOpener({ key: this.operationKey(n), session: this.sessionId, n, dir, digest, window, backend: this.backend });
   }
 
   /** Zeroises the session key. Operations already created keep their own K_n until they end. */
   close(): void {
     this.closed = true;
     this.sessionKey.fill(0);
+    for (const key of this.pendingKeys.values()) key.fill(0);
+    this.pendingKeys.clear();
+  }
+
+  /**
+   * K_n for a sealer or opener, which owns (and zeroises) the Buffer returned: the copy kept
+   * by the other direction's earlier derivation, or a new derivation that keeps a copy.
+   */
+  private operationKey(n: number): Buffer {
+    const kept = this.pendingKeys.get(n);
+    if (kept !== undefined) {
+      this.pendingKeys.delete(n);
+      return kept;
+    }
+    const key = deriveOperationKey(this.sessionKey, n);
+    if (this.pendingKeys.size >= MAX_PENDING_KEYS) {
+      const [oldest, oldestKey] = this.pendingKeys.entries().next().value as [number, Buffer];
+      oldestKey.fill(0);
+      this.pendingKeys.delete(oldest);
+    }
+    this.pendingKeys.set(n, Buffer.from(key));
+    return key;
   }
 
   private ensureOpen(): void {

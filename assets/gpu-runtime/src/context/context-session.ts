@@ -13,6 +13,7 @@
  */
 import type { Socket } from 'node:net';
 import { parseFrame } from '../abe/frame-codec';
+import { releaseFrame } from '../abe/frame-pool';
 import { AttestationCheck, AttestedIdentity, ContextHandshake } from '../abe/handshake';
 import { decodeEnclaveReply, encodeContextHello } from '../abe/handshake-messages';
 import { AbeSession } from '../abe/session';
@@ -26,7 +27,6 @@ import { InboundOperation } from './inbound-operation';
 import { executeOperation } from './operation-executor';
 import { RecordQueue } from './record-queue';
 import { sendOutcome } from './result-sender';
-import { mark } from '../tmp/trace';
 
 /** The longest reason an error message may carry (control.ts refuses longer ones). */
 const MAX_REASON_CHARS = 512;
@@ -65,7 +65,6 @@ export class ContextSession {
 
   constructor(socket: Socket, private readonly env: SessionEnvironment) {
     this.memory = new DeviceMemory(env.memoryCap);
-    socket.on('data', (c: Buffer) => mark('ctx.rx', c.length));
     this.queue = new RecordQueue<QueuedRecord>((record) => this.handle(record), socket, env.maxQueuedBytes);
     this.connection = new RecordConnection(socket, {
       onFrame: (frame) => this.queue.push({ frame }, frame.length),
@@ -141,17 +140,13 @@ export class ContextSession {
       this.inbound = new InboundOperation(this.session, header);
     }
     const operation = this.inbound;
-    mark('ctx.open.start', frame.length);
     const lastFrame = operation.accept(frame, this.memory);
-    mark('ctx.open.end', frame.length);
+    releaseFrame(frame); // opened, its data copied out and its plaintext wiped: the memory can take the next frame
     if (!lastFrame) return;
     this.inbound = undefined;
-    mark('ctx.exec.start', operation.n);
     const outcome = await executeOperation(operation, this.memory, this.env.kernels);
-    mark('ctx.exec.end', outcome.computeUs);
     if (this.ended) return;
     await sendOutcome(this.connection, this.session, operation.n, operation.digest, outcome);
-    mark('ctx.sent', operation.n);
     this.operations++;
   }
 

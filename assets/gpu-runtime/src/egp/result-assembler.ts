@@ -14,6 +14,17 @@ import { DESCRIPTOR_BUFFER, OperationRequest, OperationResult, decodeResult } fr
 import { WireError } from '../protocol/wire-error';
 
 const ALIGNMENT = 8;
+/** Memory a view may keep alive beyond its own bytes before a copy is preferred. */
+const MAX_RETAINED_SLACK = 4096;
+
+/**
+ * True when a view would keep much more memory alive than it shows: a small frame read
+ * together with others shares their socket read (abe/frame-reader.ts), and an application
+ * holding many small results must not hold every read they came in.
+ */
+function retainsMore(view: Buffer): boolean {
+  return view.buffer.byteLength > 2 * view.length + MAX_RETAINED_SLACK;
+}
 
 export class ResultAssembler {
   result?: OperationResult;
@@ -38,7 +49,7 @@ export class ResultAssembler {
     if (this.received + length > this.size) {
       throw new WireError('MALFORMED', `dtoh of buffer ${request.buffer}: more than the ${this.size} bytes announced`);
     }
-    if (this.received === 0 && length === this.size && chunk.plaintext.byteOffset % ALIGNMENT === 0) {
+    if (this.received === 0 && length === this.size && chunk.plaintext.byteOffset % ALIGNMENT === 0 && !retainsMore(chunk.plaintext)) {
       this.output = chunk.plaintext; // the whole buffer in one aligned chunk: no copy
     } else {
       this.output ??= Buffer.allocUnsafe(this.size);

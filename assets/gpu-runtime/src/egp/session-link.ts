@@ -25,7 +25,6 @@ import { WireError, toWireError } from '../protocol/wire-error';
 import { DoneReport, Operation } from './operation';
 import { sealOperation } from './operation-sealer';
 import { nowUs } from './timing';
-import { mark } from '../tmp/trace';
 
 export interface LinkOptions {
   readonly address: Address;
@@ -130,7 +129,6 @@ export class SessionLink {
     const data = op.data;
     const bigOperation = (data?.length ?? 0) > this.options.chunkBytes;
     if (bigOperation) this.uncork(); // let its first frames leave while the rest is sealed
-    mark('egp.seal.start', n);
     const start = nowUs();
     // Refused here (TOO_LARGE), a call fails alone: operation n is not used, nothing is written.
     const descriptor = encodeRequest(op.spec.request);
@@ -147,7 +145,6 @@ export class SessionLink {
       throw error;
     }
     const end = nowUs();
-    mark('egp.seal.end', n);
     op.timing.sealUs += end - start;
     op.timing.sentAt = end;
     this.lastN = n;
@@ -165,7 +162,6 @@ export class SessionLink {
   }
 
   private onFrame(frame: Buffer): void {
-    mark('egp.frame', frame.length);
     this.lastHeardAt = Date.now();
     if (this.state !== 'ready') throw new WireError('MALFORMED', 'a frame before the session was established');
     const op = this.inFlight[0];
@@ -176,7 +172,6 @@ export class SessionLink {
     } catch (error) {
       throw toWireError(error); // RecordConnection ends the connection on it, and end() reports it
     }
-    mark('egp.opened', op.n);
     if (!complete) return;
     this.inFlight.shift();
     this.refused.delete(op);
@@ -236,7 +231,6 @@ export class SessionLink {
   }
 
   private onDone(message: Extract<ControlMessage, { t: 'done' }>): void {
-    mark('egp.done', message.n);
     if (this.state !== 'ready') throw new WireError('MALFORMED', 'done before the session was established');
     const index = this.answeredOps.findIndex((op) => op.n === message.n);
     if (index < 0) {

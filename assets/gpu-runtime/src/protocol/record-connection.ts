@@ -38,11 +38,16 @@ export class RecordConnection {
     socket.on('close', () => this.finish());
   }
 
-  /** Sends a record (a frame or an encoded control message); resolves when the socket can take more. */
-  send(record: Buffer): Promise<void> {
+  /**
+   * Sends a record (a frame or an encoded control message); resolves when the socket can take
+   * more. `written` runs once the socket no longer needs the record's bytes (handed to the
+   * kernel, or dropped with the connection); not at all when the connection is already closed.
+   */
+  send(record: Buffer, written?: () => void): Promise<void> {
     if (this.closed) return Promise.reject(new WireError('INTERNAL', 'the connection is closed'));
     this.batchWrites();
-    return this.socket.write(record) ? Promise.resolve() : new Promise((resolve) => this.socket.once('drain', resolve));
+    const ok = written === undefined ? this.socket.write(record) : this.socket.write(record, () => written());
+    return ok ? Promise.resolve() : new Promise((resolve) => this.socket.once('drain', resolve));
   }
 
   /**
@@ -51,13 +56,17 @@ export class RecordConnection {
    * for 'drain', which comes once the uncork has flushed it.
    */
   private batchWrites(): void {
-    if (this.corked || process.env.EGPU_NOCORK) return;
+    if (this.corked) return;
     this.corked = true;
     this.socket.cork();
-    process.nextTick(() => {
-      this.corked = false;
-      this.socket.uncork();
-    });
+    process.nextTick(() => this.flush());
+  }
+
+  /** Writes what this turn has sent so far now, rather than at the turn's end (before bookkeeping the peer need not wait for). */
+  flush(): void {
+    if (!this.corked) return;
+    this.corked = false;
+    this.socket.uncork();
   }
 
   sendControl(message: ControlMessage): Promise<void> {

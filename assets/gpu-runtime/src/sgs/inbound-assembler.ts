@@ -7,6 +7,7 @@
  * digest per operation), so garbage is refused here instead of occupying the GPU's queue.
  */
 import { parseFrame } from '../abe/frame-codec';
+import { releaseFrame } from '../abe/frame-pool';
 import { ENCLAVE_TO_HOST } from '../abe/frame-header';
 import { DESCRIPTOR_BUFFER } from '../protocol/op-descriptor';
 import { WireError, toWireError } from '../protocol/wire-error';
@@ -83,9 +84,14 @@ export class InboundAssembler {
     current.nextChunk++;
     if (current.frames !== null) {
       current.bytes += frame.length;
-      if (this.gate.grow(current.n, current.bytes)) current.frames.push(frame);
-      else current.frames = null;
+      if (this.gate.grow(current.n, current.bytes)) {
+        current.frames.push(frame);
+      } else {
+        for (const dropped of current.frames) releaseFrame(dropped);
+        current.frames = null;
+      }
     }
+    if (current.frames === null) releaseFrame(frame); // dropped (BUSY): nothing holds it
     if (!header.last) return undefined;
     this.current = undefined;
     if (current.frames === null) return undefined;

@@ -14,6 +14,7 @@
  */
 import type { Socket } from 'node:net';
 import { parseFrame } from '../abe/frame-codec';
+import { releaseFrame } from '../abe/frame-pool';
 import { HOST_TO_ENCLAVE } from '../abe/frame-header';
 import { ContextHello, decodeContextHello } from '../abe/handshake-messages';
 import { ControlMessage } from '../protocol/control';
@@ -24,7 +25,6 @@ import { AdmittedEnclave, admitEnclave } from './admission';
 import { InboundAssembler } from './inbound-assembler';
 import { CompletedOperation, OperationError, OperationPipeline } from './operation-pipeline';
 import { SessionServices } from './session-services';
-import { mark } from '../tmp/trace';
 
 type State = 'await-open' | 'await-hello' | 'await-reply' | 'await-ready' | 'ready' | 'closed';
 
@@ -41,7 +41,6 @@ export class SgsSession {
   private draining = false;
 
   constructor(socket: Socket, private readonly services: SessionServices) {
-    socket.on('data', (c: Buffer) => mark('sgs.rx.egp', c.length));
     this.egp = new RecordConnection(socket, {
       onFrame: (frame) => this.guard(() => this.fromEnclaveFrame(frame)),
       onControl: (message) => this.guard(() => this.fromEnclaveControl(message)),
@@ -124,14 +123,11 @@ export class SgsSession {
 
   private fromEnclaveFrame(frame: Buffer): void {
     if (this.state !== 'ready') throw new WireError('MALFORMED', `a frame is not expected ${this.stateDescription()}`);
-    mark('sgs.frame.egp', frame.length);
     this.services.metrics.bytesIn(this.admitted!.enclaveImage, frame.length);
     const operation = this.inbound!.push(frame);
     if (operation !== undefined) {
-      mark('sgs.accept', operation.n);
       this.pipeline!.accept(operation);
       this.services.scheduler.pump();
-      mark('sgs.pumped', operation.n);
     }
     this.endIfDrained();
   }
@@ -164,7 +160,6 @@ export class SgsSession {
       socket.destroy();
       return;
     }
-    socket.on('data', (c: Buffer) => mark('sgs.rx.ctx', c.length));
     this.context = new RecordConnection(socket, {
       onFrame: (frame) => this.guardContext(() => this.fromContextFrame(frame)),
       onControl: (message) => this.guardContext(() => this.fromContextControl(message)),
@@ -190,7 +185,6 @@ export class SgsSession {
       this.becomeReady();
       this.sendToEnclave(message);
     } else if (this.state === 'ready' && message.t === 'done') {
-      mark('sgs.done', message.n);
       this.pipeline!.complete(message);
       this.endIfDrained();
     } else {
@@ -204,7 +198,6 @@ export class SgsSession {
     if (header.dir !== HOST_TO_ENCLAVE || !header.session.equals(this.hello!.sessionId)) {
       throw new WireError('INTERNAL', 'the context sent a frame of the wrong direction or session');
     }
-    mark('sgs.frame.ctx', frame.length);
     this.pipeline!.checkResult(header.n);
     this.services.metrics.bytesOut(this.admitted!.enclaveImage, frame.length);
     this.relayToEnclave(frame);
@@ -239,6 +232,7 @@ export class SgsSession {
   }
 
   private completed(operation: CompletedOperation): void {
+    this.egp.flush(); // the result and its done leave before the bookkeeping below
     const image = this.admitted!.enclaveImage;
     const { metrics } = this.services;
     metrics.operation(image, operation.latencyMs, operation.done.computeUs);
@@ -273,14 +267,14 @@ export class SgsSession {
   private sendFramesToContext(frames: readonly Buffer[]): void {
     const context = this.context!;
     if (context.isClosed) return;
-    for (const frame of frames) context.send(frame).catch(() => {}); // one writev (RecordConnection batches a turn's writes)
-    mark('sgs.sent.ctx', frames.length);
+    // One writev (RecordConnection batches a turn's writes); each frame's memory goes back to the pool once written.
+    for (const frame of frames) context.send(frame, () => releaseFrame(frame)).catch(() => {});
   }
 
   /** Result frames go straight on; while the EGP does not read, SGS stops reading the context. */
   private relayToEnclave(frame: Buffer): void {
     if (this.egp.isClosed) return;
-    this.egp.send(frame).catch(() => {});
+    this.egp.send(frame, () => releaseFrame(frame)).catch(() => {});
     const context = this.context!;
     if (this.egp.socket.writableNeedDrain && !context.socket.isPaused()) {
       context.socket.pause();
