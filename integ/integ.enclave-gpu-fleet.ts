@@ -6,21 +6,13 @@
  * (see the README) checks through the Auto Scaling API that the group runs from its launch
  * template with Nitro Enclaves enabled.
  */
-import * as path from 'path';
-import * as ec2 from 'aws-cdk-lib/aws-ec2';
-import { App, Duration, RemovalPolicy, Stack } from 'aws-cdk-lib';
+import { App } from 'aws-cdk-lib';
 import { ExpectedResult, IntegTest } from '@aws-cdk/integ-tests-alpha';
-import { EnclaveGpuFleet, EnclaveImage, FleetScaling, attestation_kms } from '../lib';
+import { EnclaveGpuFleet, FleetScaling } from '../lib';
+import { sandboxStack } from './fixtures/sandbox-stack';
 
 const app = new App();
-const stack = new Stack(app, 'EnclaveGpuFleetInteg');
-const vpc = new ec2.Vpc(stack, 'Vpc', { maxAzs: 2, natGateways: 1 });
-const enclaveImage = EnclaveImage.fromEifFile(path.join(__dirname, 'fixtures', 'placeholder.eif'));
-const key = new attestation_kms.AttestationBoundKey(stack, 'ModelKey', {
-  pcrs: enclaveImage.pcrs!,
-  removalPolicy: RemovalPolicy.DESTROY,
-  pendingWindow: Duration.days(7),
-});
+const { stack, vpc, enclaveImage, key } = sandboxStack(app, 'EnclaveGpuFleetInteg');
 const fleet = new EnclaveGpuFleet(stack, 'Inference', {
   vpc,
   enclaveImage,

@@ -10,23 +10,13 @@
  * not a bootable enclave: the enclave unit fails on the instance until you build a real
  * image with `nitro-cli build-enclave` and point the test at it.
  */
-import * as path from 'path';
-import * as ec2 from 'aws-cdk-lib/aws-ec2';
-import { App, Duration, RemovalPolicy, Stack } from 'aws-cdk-lib';
+import { App } from 'aws-cdk-lib';
 import { ExpectedResult, IntegTest } from '@aws-cdk/integ-tests-alpha';
-import { EnclaveGpuInstance, EnclaveImage, attestation_kms } from '../lib';
+import { EnclaveGpuInstance } from '../lib';
+import { sandboxStack } from './fixtures/sandbox-stack';
 
 const app = new App();
-const stack = new Stack(app, 'EnclaveGpuInstanceInteg');
-const vpc = new ec2.Vpc(stack, 'Vpc', { maxAzs: 2, natGateways: 1 });
-
-const enclaveImage = EnclaveImage.fromEifFile(path.join(__dirname, 'fixtures', 'placeholder.eif'));
-// A key that goes with the test stack (the default keeps keys): bound to the image's PCRs.
-const key = new attestation_kms.AttestationBoundKey(stack, 'ModelKey', {
-  pcrs: enclaveImage.pcrs!,
-  removalPolicy: RemovalPolicy.DESTROY,
-  pendingWindow: Duration.days(7),
-});
+const { stack, vpc, enclaveImage, key } = sandboxStack(app, 'EnclaveGpuInstanceInteg');
 const inference = new EnclaveGpuInstance(stack, 'Inference', { vpc, enclaveImage, key });
 
 const integ = new IntegTest(app, 'EnclaveGpuInstanceTest', { testCases: [stack] });
