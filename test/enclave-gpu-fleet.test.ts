@@ -147,7 +147,7 @@ describe('EnclaveGpuFleet', () => {
     [{ maxCapacity: 0 }, /maxCapacity must be a whole number from 1/],
     [{ minCapacity: 1.5 }, /minCapacity must be a whole number/],
     [{ scaling: FleetScaling.queueDepth(0) }, /scaling target 0 for QueueDepth must be above 0/],
-    [{ scaling: FleetScaling.queueDepth(4), observability: false }, /scaling on QueueDepth needs the EnclaveGPU metrics/],
+    [{ scaling: FleetScaling.queueDepth(4), observability: false }, /TestStack\/Inference: scaling tracks an EnclaveGPU metric, but observability is off/],
     [{ instanceType: new ec2.InstanceType('t3.large') }, /instanceType 't3.large' is not a GPU instance type/],
     [{ enclave: { cpuCount: 3 } }, /enclave\.cpuCount must be even/],
   ])('refuses %j', (props, message) => {

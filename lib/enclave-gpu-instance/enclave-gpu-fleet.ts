@@ -139,6 +139,9 @@ export class EnclaveGpuFleet extends Construct implements ec2.IConnectable, iam.
 
     this.observability = host.finish(undefined);
     const policy = (props.scaling ?? FleetScaling.queueDepth(4))._policy(this.observability);
+    if (policy === 'needs-metrics') {
+      throw propError(this, 'scaling', 'tracks an EnclaveGPU metric, but observability is off', 'Keep observability on, or use FleetScaling.none()');
+    }
     if (policy) {
       if (!Token.isUnresolved(policy.target) && !(policy.target > 0)) {
         throw propError(this, 'scaling', `target ${policy.target} for ${policy.name} must be above 0`, 'Pass a positive target');

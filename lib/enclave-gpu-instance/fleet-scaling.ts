@@ -31,7 +31,7 @@ export abstract class FleetScaling {
   }
 
   /** @internal */
-  public abstract _policy(observability: EnclaveGpuObservability | undefined): { name: string; target: number; metric: cloudwatch.IMetric } | undefined;
+  public abstract _policy(observability: EnclaveGpuObservability | undefined): { name: string; target: number; metric: cloudwatch.IMetric } | 'needs-metrics' | undefined;
 }
 
 class MetricScaling extends FleetScaling {
@@ -44,10 +44,8 @@ class MetricScaling extends FleetScaling {
   }
 
   public _policy(observability: EnclaveGpuObservability | undefined) {
-    if (!observability) {
-      throw new Error(`scaling on ${this.name} needs the EnclaveGPU metrics: keep observability on, or use FleetScaling.none()`);
-    }
-    return { name: this.name, target: this.target, metric: this.metric(observability) };
+    // Without observability there is no EnclaveGPU metric to track: the fleet reports that as a scaling error.
+    return observability ? { name: this.name, target: this.target, metric: this.metric(observability) } : 'needs-metrics' as const;
   }
 }
 
