@@ -4,3 +4,4 @@ export * from './enclave-resources';
 export * from './enclave-host-props';
 export * from './enclave-gpu-fleet';
 export * from './fleet-scaling';
+export * from './enclave-gpu-image';

@@ -3,6 +3,7 @@ import { KERNEL_ATTESTATION_LOG_PATH } from '../../observability/metric-catalogu
 import { ALLOCATOR_CONFIG_PATH, renderAllocatorConfig } from './allocator-config';
 import { BootScript, dirname, shellQuote } from './boot-script';
 import { EnclaveResourceSettings } from './enclave-resource-settings';
+import { installCommand } from './host-packages';
 import { ENCLAVE_SERVICE, ENCLAVE_SERVICE_PATH, renderEnclaveService } from './enclave-service';
 import { HEALTH_SCRIPT_PATH, HEALTH_SERVICE, HEALTH_TIMER, renderHealthCheckScript, renderHealthService, renderHealthTimer } from './health-monitor';
 import { ALLOCATOR_SERVICE, NITRO_CLI_PACKAGE, VSOCK_PROXY_SERVICE } from './nitro-cli-services';
@@ -49,14 +50,14 @@ export function renderEnclaveBootScript(settings: EnclaveBootSettings): string[]
     // First, so that the logs of a boot that fails later still reach CloudWatch.
     script
       .step('installing and starting the CloudWatch agent')
-      .run(`test -x ${AGENT_CTL} || dnf install -y amazon-cloudwatch-agent`)
+      .run(installCommand('amazon-cloudwatch-agent'))
       .run(`install -d -m 0750 ${dirname(KERNEL_ATTESTATION_LOG_PATH)}`)
       .writeFile({ path: AGENT_CONFIG_PATH, content: settings.cloudWatchAgentConfig, mode: '0644' })
       .run(`${AGENT_CTL} -a fetch-config -m ec2 -s -c file:${AGENT_CONFIG_PATH}`);
   }
   return script
     .step('installing the Nitro Enclaves CLI')
-    .run(`command -v nitro-cli >/dev/null 2>&1 || dnf install -y ${NITRO_CLI_PACKAGE}`)
+    .run(installCommand(NITRO_CLI_PACKAGE))
     .step('writing the enclave configuration')
     .writeFile({ path: ALLOCATOR_CONFIG_PATH, content: renderAllocatorConfig(settings.enclave), mode: '0644' })
     .writeFile({ path: VSOCK_PROXY_CONFIG_PATH, content: renderVsockProxyAllowlist([settings.kmsEndpoint]), mode: '0644' })

@@ -1,0 +1,215 @@
+import * as crypto from 'crypto';
+import * as ec2 from 'aws-cdk-lib/aws-ec2';
+import * as iam from 'aws-cdk-lib/aws-iam';
+import * as imagebuilder from 'aws-cdk-lib/aws-imagebuilder';
+import { Aws, Tags, Validations } from 'aws-cdk-lib';
+import { Construct } from 'constructs';
+import { HOST_PACKAGE_INSTALLS } from './boot/host-packages';
+import { DEFAULT_MACHINE_IMAGE_PARAMETER } from './enclave-host';
+
+/**
+ * Properties of an {@link EnclaveGpuImage}.
+ */
+export interface EnclaveGpuImageProps {
+  /**
+   * The VPC the build instance runs in. It needs outbound HTTPS (package repositories,
+   * Systems Manager, Image Builder).
+   *
+   * @default - the region's default VPC
+   */
+  readonly vpc?: ec2.IVpc;
+
+  /**
+   * Where in the VPC the build instance runs.
+   *
+   * @default - private subnets with egress
+   */
+  readonly vpcSubnets?: ec2.SubnetSelection;
+
+  /**
+   * The instance type that builds the image. Building needs no GPU.
+   *
+   * @default m6i.large
+   */
+  readonly buildInstanceType?: ec2.InstanceType;
+
+  /**
+   * The public SSM parameter of the base AMI (Amazon Linux 2023 with the NVIDIA driver).
+   *
+   * @default - the AWS Deep Learning Base OSS Nvidia Driver GPU AMI (Amazon Linux 2023), x86_64
+   */
+  readonly parentImageParameter?: string;
+
+  /**
+   * Rebuild every Sunday at 03:00 UTC when the base image or the components have updates,
+   * for patching. The AMI the stack deploys stays the one built at deployment; point new
+   * instances at a rebuilt AMI by deploying again.
+   *
+   * @default false
+   */
+  readonly weeklyRebuild?: boolean;
+}
+
+/**
+ * An AMI for enclave GPU parents, baked by EC2 Image Builder at deployment: the base GPU AMI
+ * plus the Nitro Enclaves CLI and the CloudWatch agent, installed by the same commands the
+ * boot script runs (so a baked instance skips them). Use it as the `machineImage` of an
+ * `EnclaveGpuInstance` or `EnclaveGpuFleet`.
+ *
+ * Component and recipe versions are derived from their content: every change makes a new
+ * version (CloudFormation cannot update an existing one) and a new image.
+ *
+ * Not yet baked in: the gpu-runtime (SGS, execution context), which the constructs do not
+ * install yet.
+ */
+export class EnclaveGpuImage extends Construct implements ec2.IMachineImage {
+  /** The id of the AMI built at deployment. */
+  public readonly imageId: string;
+
+  /** The version of the host component, derived from its content. */
+  public readonly componentVersion: string;
+
+  /** The version of the image recipe, derived from its content. */
+  public readonly recipeVersion: string;
+
+  /** The image, built when the stack deploys. */
+  public readonly image: imagebuilder.CfnImage;
+
+  /** The weekly pipeline, when `weeklyRebuild` is set. */
+  public readonly pipeline?: imagebuilder.CfnImagePipeline;
+
+  constructor(scope: Construct, id: string, props: EnclaveGpuImageProps = {}) {
+    super(scope, id);
+    const componentDocument = renderHostComponent();
+    this.componentVersion = versionOf(componentDocument);
+    const component = new imagebuilder.CfnComponent(this, 'HostComponent', {
+      name: `${this.node.addr}-enclave-gpu-host`,
+      platform: 'Linux',
+      version: this.componentVersion,
+      data: componentDocument,
+      description: 'Nitro Enclaves CLI and CloudWatch agent for enclave GPU parents (cdk-enclave-gpu)',
+    });
+
+    const parentImageParameter = props.parentImageParameter ?? DEFAULT_MACHINE_IMAGE_PARAMETER;
+    const parentImage = ec2.MachineImage.fromSsmParameter(parentImageParameter, { os: ec2.OperatingSystemType.LINUX }).getImage(this).imageId;
+    const rootVolume = { deviceName: '/dev/xvda', ebs: { volumeSize: 100, volumeType: 'gp3', encrypted: true, deleteOnTermination: true } };
+    this.recipeVersion = versionOf(JSON.stringify({ component: this.componentVersion, parentImageParameter, rootVolume }));
+    const recipe = new imagebuilder.CfnImageRecipe(this, 'Recipe', {
+      name: `${this.node.addr}-enclave-gpu`,
+      version: this.recipeVersion,
+      parentImage,
+      components: [{ componentArn: component.attrArn }],
+      blockDeviceMappings: [rootVolume],
+    });
+
+    const role = new iam.Role(this, 'BuildRole', {
+      assumedBy: new iam.ServicePrincipal('ec2.amazonaws.com'),
+      description: 'Build instance of the enclave GPU AMI (cdk-enclave-gpu)',
+      // The two policies the EC2 Image Builder User Guide requires of a build instance's profile.
+      managedPolicies: [
+        iam.ManagedPolicy.fromAwsManagedPolicyName('EC2InstanceProfileForImageBuilder'),
+        iam.ManagedPolicy.fromAwsManagedPolicyName('AmazonSSMManagedInstanceCore'),
+      ],
+    });
+    acknowledgeManagedPolicies(role, ['EC2InstanceProfileForImageBuilder', 'AmazonSSMManagedInstanceCore']);
+    const profile = new iam.InstanceProfile(this, 'BuildInstanceProfile', { role });
+
+    const securityGroup = props.vpc ? buildSecurityGroup(this, props.vpc) : undefined;
+    const subnetId = props.vpc ? props.vpc.selectSubnets(props.vpcSubnets ?? { subnetType: ec2.SubnetType.PRIVATE_WITH_EGRESS }).subnetIds[0] : undefined;
+    const infrastructure = new imagebuilder.CfnInfrastructureConfiguration(this, 'Infrastructure', {
+      name: `${this.node.addr}-enclave-gpu`,
+      instanceProfileName: profile.instanceProfileName,
+      instanceTypes: [(props.buildInstanceType ?? new ec2.InstanceType('m6i.large')).toString()],
+      terminateInstanceOnFailure: true,
+      instanceMetadataOptions: { httpTokens: 'required' },
+      subnetId,
+      securityGroupIds: securityGroup ? [securityGroup.securityGroupId] : undefined,
+    });
+    infrastructure.node.addDependency(profile);
+
+    const distribution = new imagebuilder.CfnDistributionConfiguration(this, 'Distribution', {
+      name: `${this.node.addr}-enclave-gpu`,
+      distributions: [{
+        region: Aws.REGION,
+        amiDistributionConfiguration: { name: 'enclave-gpu-{{ imagebuilder:buildDate }}', amiTags: { EnclaveGPU: 'true' } },
+      }],
+    });
+
+    this.image = new imagebuilder.CfnImage(this, 'Image', {
+      imageRecipeArn: recipe.attrArn,
+      infrastructureConfigurationArn: infrastructure.attrArn,
+      distributionConfigurationArn: distribution.attrArn,
+      imageTestsConfiguration: { imageTestsEnabled: true, timeoutMinutes: 60 },
+    });
+    this.imageId = this.image.attrImageId;
+
+    if (props.weeklyRebuild) {
+      this.pipeline = new imagebuilder.CfnImagePipeline(this, 'WeeklyRebuild', {
+        name: `${this.node.addr}-enclave-gpu`,
+        imageRecipeArn: recipe.attrArn,
+        infrastructureConfigurationArn: infrastructure.attrArn,
+        distributionConfigurationArn: distribution.attrArn,
+        schedule: { scheduleExpression: 'cron(0 3 ? * sun *)', pipelineExecutionStartCondition: 'EXPRESSION_MATCH_AND_DEPENDENCY_UPDATES_AVAILABLE' },
+        status: 'ENABLED',
+      });
+    }
+    Tags.of(this).add('EnclaveGPU', 'true');
+  }
+
+  /** The baked AMI, for `machineImage` props. */
+  public getImage(_scope: Construct): ec2.MachineImageConfig {
+    return { imageId: this.imageId, osType: ec2.OperatingSystemType.LINUX, userData: ec2.UserData.forLinux() };
+  }
+}
+
+/** No inbound; outbound HTTPS only (package repositories, Systems Manager, Image Builder, S3). */
+function buildSecurityGroup(scope: Construct, vpc: ec2.IVpc): ec2.SecurityGroup {
+  const securityGroup = new ec2.SecurityGroup(scope, 'BuildSecurityGroup', { vpc, description: 'Enclave GPU AMI build: outbound HTTPS only', allowAllOutbound: false });
+  securityGroup.addEgressRule(ec2.Peer.anyIpv4(), ec2.Port.tcp(443), 'HTTPS to package repositories, Systems Manager, Image Builder and S3');
+  return securityGroup;
+}
+
+/** The Image Builder component document: install the host packages, then check them. */
+function renderHostComponent(): string {
+  const yamlList = (lines: string[]) => lines.map((line) => `              - ${JSON.stringify(line)}`).join('\n');
+  return [
+    'name: enclave-gpu-host',
+    'description: Nitro Enclaves CLI and CloudWatch agent for enclave GPU parents (cdk-enclave-gpu)',
+    'schemaVersion: 1.0',
+    'phases:',
+    '  - name: build',
+    '    steps:',
+    '      - name: InstallHostPackages',
+    '        action: ExecuteBash',
+    '        inputs:',
+    '          commands:',
+    yamlList(['set -euo pipefail', ...HOST_PACKAGE_INSTALLS.map((p) => p.command)]),
+    '  - name: validate',
+    '    steps:',
+    '      - name: CheckHostPackages',
+    '        action: ExecuteBash',
+    '        inputs:',
+    '          commands:',
+    yamlList(['set -euo pipefail', ...HOST_PACKAGE_INSTALLS.map((p) => `rpm -q ${p.package}`)]),
+    '',
+  ].join('\n');
+}
+
+/** A semantic version from content: 1.<first 24 bits>.<next 24 bits> of its SHA-256. */
+function versionOf(content: string): string {
+  const hash = crypto.createHash('sha256').update(content).digest();
+  return `1.${hash.readUIntBE(0, 3)}.${hash.readUIntBE(3, 3)}`;
+}
+
+/**
+ * cdk-nag reports an AWS managed policy as `AwsSolutions-IAM4[Policy::<arn>]`; aws-cdk-lib
+ * 2.257's Validations.acknowledge() refuses ids with a second '::' (the ARN has one), so the
+ * acknowledgement is recorded in the same metadata entry acknowledge() writes, which cdk-nag reads.
+ */
+function acknowledgeManagedPolicies(role: iam.Role, names: string[]): void {
+  const entries = Object.fromEntries(names.map((name) => [
+    `AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/${name}]`,
+    `The EC2 Image Builder User Guide requires ${name} on the build instance's profile; the role is used only by the short-lived build instance.`,
+  ]));
+  role.node.addMetadata(Validations.ACKNOWLEDGED_RULES_METADATA_KEY, entries);
+}
