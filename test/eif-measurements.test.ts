@@ -5,6 +5,7 @@ import * as path from 'path';
 import * as zlib from 'zlib';
 import { describe, expect, it } from 'vitest';
 import { EifMeasurements } from '../lib/attestation-kms';
+import { measureEif } from '../lib/attestation-kms/eif-measurements';
 import { decodeCbor } from '../lib/shared/cbor';
 import {
   EifSection,
@@ -187,5 +188,15 @@ describe('EifMeasurements.pcr4ForInstance and pcr3ForRole', () => {
 
   it.each(['my-role', 'arn:aws:iam::123456789012:user/alice', 'arn:aws:iam::12345:role/x'])('refuses the role ARN %j', (arn) => {
     expect(() => EifMeasurements.pcr3ForRole(arn)).toThrow(/is not an IAM role ARN/);
+  });
+});
+
+describe('measureEif', () => {
+  it('returns the SHA-256 of the whole file from the same pass as the PCRs', () => {
+    const sections = typicalSections();
+    const bytes = eifBytes(sections);
+    const measurement = measureEif(writeTempFile(bytes));
+    expect(measurement.sha256).toBe(crypto.createHash('sha256').update(bytes).digest('hex'));
+    expect(measurement.pcrs).toEqual(expectedPcrs(sections));
   });
 });

@@ -39,14 +39,7 @@ export class EifMeasurements {
    * @param filePath path to the `.eif` file
    */
   public static fromFile(filePath: string): Pcrs {
-    try {
-      return measureEifFile(filePath);
-    } catch (error) {
-      if (error instanceof EifFormatError) {
-        throw new Error(`EifMeasurements.fromFile: ${filePath}: ${error.message}`);
-      }
-      throw error;
-    }
+    return measureEif(filePath).pcrs;
   }
 
   /**
@@ -89,13 +82,36 @@ function pcrOf(hash: crypto.Hash): string {
   return extend(hash.digest());
 }
 
-function measureEifFile(filePath: string): Pcrs {
+/** What one pass over an EIF yields: its PCRs, and the SHA-256 of the whole file. */
+export interface EifMeasurement {
+  readonly pcrs: Pcrs;
+  /** SHA-256 of every byte of the file, lower-case hex: what the parent checks after download. */
+  readonly sha256: string;
+}
+
+/**
+ * Measures an EIF in one streamed pass: its PCRs and the SHA-256 of the file. Every byte is
+ * read exactly once, in order (header, then each section header and its data).
+ */
+export function measureEif(filePath: string): EifMeasurement {
+  try {
+    return measureEifFile(filePath);
+  } catch (error) {
+    if (error instanceof EifFormatError) {
+      throw new Error(`EifMeasurements.fromFile: ${filePath}: ${error.message}`);
+    }
+    throw error;
+  }
+}
+
+function measureEifFile(filePath: string): EifMeasurement {
   const fd = openForReading(filePath);
   try {
     const fileSize = fs.fstatSync(fd).size;
     const headerBytes = readExactly(fd, Math.min(EIF_HEADER_SIZE, fileSize), 0);
     const header = parseEifHeader(headerBytes);
 
+    const whole = crypto.createHash('sha256').update(headerBytes);
     const image = crypto.createHash('sha384');
     const bootstrap = crypto.createHash('sha384');
     const app = crypto.createHash('sha384');
@@ -124,14 +140,16 @@ function measureEifFile(filePath: string): Pcrs {
         );
       }
       crc = zlib.crc32(sectionHeaderBytes, crc);
+      whole.update(sectionHeaderBytes);
 
       const measuredBy = hashersFor(section.type, ramdisks, { image, bootstrap, app });
       if (section.type === EifSectionType.SIGNATURE) {
         const data = readSignatureSection(fd, dataOffset, section.size);
         crc = zlib.crc32(data, crc);
+        whole.update(data);
         certificateDer = signingCertificateDer(data);
       } else {
-        crc = streamSection(fd, dataOffset, section.size, measuredBy, crc);
+        crc = streamSection(fd, dataOffset, section.size, [...measuredBy, whole], crc);
       }
       kernels += section.type === EifSectionType.KERNEL ? 1 : 0;
       ramdisks += section.type === EifSectionType.RAMDISK ? 1 : 0;
@@ -148,12 +166,13 @@ function measureEifFile(filePath: string): Pcrs {
     if (header.version >= 2 && crc >>> 0 !== header.crc32) {
       throw new EifFormatError(`its CRC32 is ${hex32(crc)} but its header records ${hex32(header.crc32)}: the file is corrupt`);
     }
-    return {
+    const pcrs: Pcrs = {
       pcr0: pcrOf(image),
       pcr1: pcrOf(bootstrap),
       pcr2: pcrOf(app),
       ...(certificateDer ? { pcr8: extend(crypto.createHash('sha384').update(certificateDer).digest()) } : {}),
     };
+    return { pcrs, sha256: whole.digest('hex') };
   } finally {
     fs.closeSync(fd);
   }

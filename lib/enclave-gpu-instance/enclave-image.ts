@@ -1,10 +1,9 @@
-import * as crypto from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
 import * as s3 from 'aws-cdk-lib/aws-s3';
 import * as s3_assets from 'aws-cdk-lib/aws-s3-assets';
 import { Construct } from 'constructs';
-import { EifMeasurements } from '../attestation-kms/eif-measurements';
+import { measureEif } from '../attestation-kms/eif-measurements';
 import { pcrProblems } from '../attestation-kms/pcr-values';
 import { Pcrs } from '../attestation-kms/pcrs';
 
@@ -77,6 +76,7 @@ class EifFileImage extends EnclaveImage {
   public readonly pcrs?: Pcrs;
   private readonly filePath: string;
   private readonly sizeBytes: number;
+  private readonly sha256: string;
 
   constructor(filePath: string, options: EifFileOptions) {
     super();
@@ -86,7 +86,9 @@ class EifFileImage extends EnclaveImage {
     if (problems.length > 0) {
       throw new Error(`EnclaveImage.fromEifFile: options.pcrs is invalid: ${problems.join('; ')}`);
     }
-    this.pcrs = withExpectedPcrs(this.filePath, EifMeasurements.fromFile(this.filePath), options.pcrs ?? {});
+    const measurement = measureEif(this.filePath);
+    this.sha256 = measurement.sha256;
+    this.pcrs = withExpectedPcrs(this.filePath, measurement.pcrs, options.pcrs ?? {});
   }
 
   public bind(scope: Construct): EnclaveImageConfig {
@@ -94,7 +96,7 @@ class EifFileImage extends EnclaveImage {
     return {
       bucket: asset.bucket,
       objectKey: asset.s3ObjectKey,
-      sha256: sha256OfFile(this.filePath),
+      sha256: this.sha256,
       sizeBytes: this.sizeBytes,
       pcrs: this.pcrs,
     };
@@ -128,20 +130,4 @@ function withExpectedPcrs(filePath: string, measured: Pcrs, expected: Pcrs): Pcr
     throw new Error(`EnclaveImage.fromEifFile: options.pcrs does not match ${filePath}: ${detail}. Rebuild the pin from this file, or drop it: the file's PCRs are computed for you.`);
   }
   return { ...expected, ...measured };
-}
-
-/** SHA-256 of a file, read in 1 MiB chunks so large images are never held in memory whole. */
-function sha256OfFile(filePath: string): string {
-  const hash = crypto.createHash('sha256');
-  const chunk = Buffer.alloc(1024 * 1024);
-  const fd = fs.openSync(filePath, 'r');
-  try {
-    let read: number;
-    while ((read = fs.readSync(fd, chunk, 0, chunk.length, null)) > 0) {
-      hash.update(chunk.subarray(0, read));
-    }
-  } finally {
-    fs.closeSync(fd);
-  }
-  return hash.digest('hex');
 }
