@@ -9,16 +9,13 @@ import { AbeErrorCode } from '../../src/abe/errors';
 import { Direction, ENCLAVE_TO_HOST, FrameHeader } from '../../src/abe/frame-header';
 import { FrameOpener, FrameSealer } from '../../src/abe/frame';
 import { ReplayWindow } from '../../src/abe/replay-window';
+import { refusal as sharedRefusal } from '../refusal';
 
 /** Runs `action` and checks it throws an AbeError with `code`; returns the reason. */
 export function refusal(action: () => unknown, code: AbeErrorCode): string {
-  try {
-    action();
-  } catch (error) {
-    expect(error).toMatchObject({ name: 'AbeError', code });
-    return (error as { reason: string }).reason;
-  }
-  throw new Error(`expected ${code}, but nothing was thrown`);
+  const error = sharedRefusal(action);
+  expect(error).toMatchObject({ name: 'AbeError', code });
+  return error.reason;
 }
 
 /** The async counterpart of refusal(). */

@@ -5,7 +5,7 @@ import {
   ArtefactHeader, decodeHeader, encodeHeader, MAX_CONTEXT_BYTES, MAX_CONTEXT_PAIRS, MAX_ENCRYPTED_DATA_KEY_BYTES,
   MAX_HEADER_BYTES, MAX_KEY_ID_BYTES, readHeader,
 } from '../../src/artefact/header';
-import { RuntimeError } from '../../src/errors';
+import { refusal } from '../refusal';
 
 const HEADER: ArtefactHeader = {
   chunkSize: 1024 * 1024,
@@ -13,16 +13,6 @@ const HEADER: ArtefactHeader = {
   keyId: 'arn:aws:kms:eu-west-1:111122223333:key/0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0',
   encryptionContext: { stage: 'prod', artefact: 'llama-3-8b', 'clé': 'värde' },
 };
-
-function refusal(action: () => unknown): RuntimeError {
-  try {
-    action();
-  } catch (error) {
-    expect(error).toBeInstanceOf(RuntimeError);
-    return error as RuntimeError;
-  }
-  throw new Error('expected a refusal');
-}
 
 /** A header with its last field replaced by `context` bytes written by hand. */
 function withContextBytes(context: Buffer): Buffer {

@@ -13,6 +13,7 @@ import { AttestationErrorCode } from '../../src/attestation/attestation-error';
 import { CertificateRequest, issueCertificate } from '../../src/attestation/certificate-builder';
 import { signCoseSign1 } from '../../src/attestation/cose';
 import { AttestationPayload, encodeAttestationPayload } from '../../src/attestation/document';
+import { refusal as sharedRefusal } from '../refusal';
 
 export const REPO_ROOT = path.resolve(__dirname, '..', '..', '..', '..');
 export const AWS_VECTOR_PATH = path.resolve(REPO_ROOT, '..', 'shared', 'test-vectors', 'nitro-debug-2024-09-17.b64');
@@ -31,13 +32,9 @@ export const AWS_FACTS = {
 
 /** Runs `action` and checks it throws an AttestationError with `code`; returns the reason. */
 export function refusal(action: () => unknown, code: AttestationErrorCode): string {
-  try {
-    action();
-  } catch (error) {
-    expect(error).toMatchObject({ name: 'AttestationError', code });
-    return (error as { reason: string }).reason;
-  }
-  throw new Error(`expected ${code}, but nothing was thrown`);
+  const error = sharedRefusal(action);
+  expect(error).toMatchObject({ name: 'AttestationError', code });
+  return error.reason;
 }
 
 /** A copy of `bytes` with the byte at `offset` changed. */

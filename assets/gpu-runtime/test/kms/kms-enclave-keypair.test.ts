@@ -1,19 +1,9 @@
 import { createPublicKey, generateKeyPairSync, randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { RuntimeError } from '../../src/errors';
 import { unwrapCiphertextForRecipient } from '../../src/kms/cms-envelope';
 import { generateEnclaveKeyPair, importRecipientPrivateKey, MAX_RECIPIENT_KEY_PEM_BYTES } from '../../src/kms/enclave-keypair';
 import { buildCiphertextForRecipient } from './cms-fixtures';
-
-function refusal(action: () => unknown): RuntimeError {
-  try {
-    action();
-  } catch (error) {
-    expect(error).toBeInstanceOf(RuntimeError);
-    return error as RuntimeError;
-  }
-  throw new Error('expected a refusal');
-}
+import { refusal } from '../refusal';
 
 describe('generateEnclaveKeyPair', () => {
   it('gives an RSA-2048 private key and its public half as DER SubjectPublicKeyInfo', () => {
