@@ -42,7 +42,10 @@ export interface EgpLimits {
   readonly maxQueuedOps: number;
   /** htod data the replay journal may hold, after compaction. */
   readonly maxJournalBytes: number;
-  /** Data chunk size of htod frames (at most 1 MiB): smaller chunks overlap sealing, relaying and opening. */
+  /**
+   * Data chunk size of htod frames (at most 1 MiB). Smaller chunks overlap sealing here,
+   * relaying in SGS (which forwards each frame as it arrives) and opening at the context.
+   */
   readonly chunkBytes: number;
   readonly handshakeTimeoutMs: number;
   /** No answer for this long while calls are outstanding: the session is presumed dead. */
@@ -57,12 +60,18 @@ export interface EgpLimits {
   readonly poolBytes: number;
 }
 
+/**
+ * 128 KiB: a 600 KB tensor goes as five frames, each relayed and opened while the next is
+ * sealed; the cost per frame (a key stream, a tag, about 100 bytes of header) stays small.
+ */
+export const DEFAULT_CHUNK_BYTES = 128 * 1024;
+
 export const DEFAULT_LIMITS: EgpLimits = {
   maxInFlightOps: 32,
   maxInFlightBytes: 64 * 1024 * 1024,
   maxQueuedOps: 65_536,
   maxJournalBytes: 4 * 1024 * 1024 * 1024,
-  chunkBytes: MAX_CHUNK_BYTES,
+  chunkBytes: DEFAULT_CHUNK_BYTES,
   handshakeTimeoutMs: 30_000,
   idleTimeoutMs: 120_000,
   reconnectTimeoutMs: 60_000,

@@ -1,10 +1,15 @@
 /**
- * Groups the EGP's frames into operations: frame after frame of operation n until the one
- * with `last`. SGS reads only the headers, and those unauthenticated (it has no key): they
- * route, count and order, nothing more. The context authenticates every frame, so a header
- * lie can at worst get its own session refused there. The checks below are the cheap ones
- * that keep a session's stream well formed (one operation at a time, chunks in order, one
- * digest per operation), so garbage is refused here instead of occupying the GPU's queue.
+ * Checks the EGP's frames as they arrive and hands them, one by one, to the session's
+ * operation gate: frame after frame of operation n until the one with `last`. SGS reads only
+ * the headers, and those unauthenticated (it has no key): they route, count and order,
+ * nothing more. The context authenticates every frame, so a header lie can at worst get its
+ * own session refused there. The checks below are the cheap ones that keep a session's
+ * stream well formed (one operation at a time, chunks in order, one digest per operation),
+ * so garbage is refused here instead of occupying the GPU's queue.
+ *
+ * Frames are not held here: the gate either keeps a frame (queued, or already forwarded to
+ * the context when the operation went ahead before its last frame) or refuses the operation
+ * (BUSY), after which the rest of its frames are read and dropped.
  */
 import { parseFrame } from '../abe/frame-codec';
 import { releaseFrame } from '../abe/frame-pool';
@@ -12,37 +17,27 @@ import { ENCLAVE_TO_HOST } from '../abe/frame-header';
 import { DESCRIPTOR_BUFFER } from '../protocol/op-descriptor';
 import { WireError, toWireError } from '../protocol/wire-error';
 
-/** A whole operation from the EGP, as the ciphertext frames it came in. */
-export interface InboundOperation {
-  readonly n: number;
-  /** The header digest: SHA-384 of the kernel's code or model, zeros for non-launch operations. */
-  readonly digest: Buffer;
-  readonly frames: Buffer[];
-  /** Bytes of all its frames, length prefixes included. */
-  readonly bytes: number;
-  /** process.hrtime.bigint() when its first frame arrived. */
-  readonly receivedAt: bigint;
-}
-
-/** The session's decisions about an operation as it arrives. */
+/** The session's decisions about an operation as its frames arrive. */
 export interface InboundGate {
   /**
-   * The first frame of operation n arrived. Throw to end the session (REPLAY); return false
-   * to drop the operation's frames (the gate has answered BUSY).
+   * The first frame of operation n arrived (it follows in append). Throw to end the session
+   * (REPLAY); return false to drop the operation (the gate has answered BUSY).
    */
-  begin(n: number): boolean;
-  /** The operation has grown to `bytes`; throw (TOO_LARGE) or return false (BUSY) as begin. */
-  grow(n: number, bytes: number): boolean;
+  begin(n: number, digest: Buffer, receivedAt: bigint): boolean;
+  /**
+   * The next frame of the operation begun last; `last` ends it. Throw to end the session
+   * (TOO_LARGE); return false when the gate drops the operation now (BUSY): it has let go of
+   * the frames it held, and this one is the caller's to release.
+   */
+  append(frame: Buffer, last: boolean): boolean;
 }
 
 interface Current {
   readonly n: number;
   readonly digest: Buffer;
-  readonly receivedAt: bigint;
   nextChunk: number;
-  /** Null while the operation is being dropped (answered BUSY): its frames are read and discarded. */
-  frames: Buffer[] | null;
-  bytes: number;
+  /** True once the gate refused the operation (BUSY): its remaining frames are read and discarded. */
+  dropped: boolean;
 }
 
 export class InboundAssembler {
@@ -50,13 +45,13 @@ export class InboundAssembler {
 
   constructor(private readonly sessionId: Buffer, private readonly gate: InboundGate) {}
 
-  /** Bytes held for the operation being assembled. */
-  get pendingBytes(): number {
-    return this.current?.frames ? this.current.bytes : 0;
+  /** True while an operation has begun and its last frame has not arrived. */
+  get midOperation(): boolean {
+    return this.current !== undefined;
   }
 
-  /** Takes the next frame; returns the operation it completes, if any. Throws a WireError to end the session. */
-  push(frame: Buffer): InboundOperation | undefined {
+  /** Takes the next frame; returns true when it was the last of an operation. Throws a WireError to end the session. */
+  push(frame: Buffer): boolean {
     let header;
     try {
       header = parseFrame(frame).header;
@@ -71,8 +66,8 @@ export class InboundAssembler {
       if (header.chunk !== 0 || header.buffer !== DESCRIPTOR_BUFFER) {
         throw new WireError('MALFORMED', `operation ${header.n} must start with chunk 0 of buffer 0 (its descriptor), got chunk ${header.chunk} of buffer ${header.buffer}`);
       }
-      const keep = this.gate.begin(header.n);
-      current = { n: header.n, digest: header.digest, receivedAt: process.hrtime.bigint(), nextChunk: 0, frames: keep ? [] : null, bytes: 0 };
+      const keep = this.gate.begin(header.n, header.digest, process.hrtime.bigint());
+      current = { n: header.n, digest: header.digest, nextChunk: 0, dropped: !keep };
       this.current = current;
     } else {
       if (header.n !== current.n) throw new WireError('MALFORMED', `a frame of operation ${header.n} arrived before operation ${current.n} was complete`);
@@ -82,19 +77,9 @@ export class InboundAssembler {
       throw new WireError('MALFORMED', `chunk ${header.chunk} of operation ${current.n} arrived where chunk ${current.nextChunk} was expected`);
     }
     current.nextChunk++;
-    if (current.frames !== null) {
-      current.bytes += frame.length;
-      if (this.gate.grow(current.n, current.bytes)) {
-        current.frames.push(frame);
-      } else {
-        for (const dropped of current.frames) releaseFrame(dropped);
-        current.frames = null;
-      }
-    }
-    if (current.frames === null) releaseFrame(frame); // dropped (BUSY): nothing holds it
-    if (!header.last) return undefined;
-    this.current = undefined;
-    if (current.frames === null) return undefined;
-    return { n: current.n, digest: current.digest, frames: current.frames, bytes: current.bytes, receivedAt: current.receivedAt };
+    if (header.last) this.current = undefined;
+    if (!current.dropped && !this.gate.append(frame, header.last)) current.dropped = true;
+    if (current.dropped) releaseFrame(frame); // dropped (BUSY): nothing holds it
+    return header.last;
   }
 }

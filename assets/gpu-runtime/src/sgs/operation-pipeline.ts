@@ -1,20 +1,30 @@
 /**
- * The operations of one ready session, from the EGP's last frame to the context's {t: done}:
+ * The operations of one ready session, from the EGP's frames to the context's {t: done}:
  *
- *   EGP frames -> InboundAssembler -> begin/grow (this gate: REPLAY, BUSY, TOO_LARGE)
- *     -> queue (bounded: queueBound operations, memoryCapBytes of ciphertext)
+ *   EGP frames -> InboundAssembler -> begin/append (this gate: REPLAY, BUSY, TOO_LARGE)
+ *     -> queue (bounded: queueBound operations, memoryCapBytes of ciphertext held)
  *     -> FairScheduler -> dispatchNext: frames to the context, deadline armed
  *     -> result frames (in order, for the oldest operation in flight) -> EGP
  *     -> {t: done}: queueUs added, metrics, kernel-attestation record, slot released
  *
+ * Cut-through: an operation may go to the context as soon as its first frame is here, when it
+ * is at the front of the queue and the scheduler has a slot for it. Its frames already here
+ * go at once and the rest follow as they arrive, so a large upload streams through SGS
+ * (sealing in the enclave, relaying here and opening at the context overlap) instead of
+ * waiting here whole. Forwarded frames are not held, so they count against no budget; the
+ * context still has a deadline for the whole operation and bounds its own memory.
+ *
  * Operations stay in order: the queue is FIFO, results must come for the oldest operation in
- * flight, and after a BUSY for operation n nothing later is queued before n is resent.
+ * flight, and after a BUSY for operation n nothing later is queued before n is resent. Only
+ * an operation still held here can be refused BUSY: once its first frames reached the
+ * context, its number is spent there.
  */
+import { releaseFrame } from '../abe/frame-pool';
 import { ControlMessage } from '../protocol/control';
 import { WireError } from '../protocol/wire-error';
 import { CiphertextBudget } from './ciphertext-budget';
 import { PartitionConfig } from './config';
-import { InboundGate, InboundOperation } from './inbound-assembler';
+import { InboundGate } from './inbound-assembler';
 
 /** A refusal that ends the session, about operation n. */
 export class OperationError extends WireError {
@@ -26,11 +36,16 @@ export class OperationError extends WireError {
 interface Operation {
   readonly n: number;
   readonly digest: Buffer;
-  /** Emptied once the frames went to the context. */
+  /** Frames held here, not yet sent to the context (reserved in the budget). */
   frames: Buffer[];
-  readonly bytes: number;
+  /** Bytes of `frames`. */
+  heldBytes: number;
+  /** Bytes of all its frames so far, held or forwarded. */
+  bytes: number;
+  /** Its last frame arrived. */
+  complete: boolean;
   readonly receivedAt: bigint;
-  readonly queuedAt: bigint;
+  /** 0n until it goes to the context. */
   dispatchedAt: bigint;
 }
 
@@ -60,12 +75,14 @@ const ZERO_DIGEST = Buffer.alloc(48);
 const MAX_RETRY_AFTER_MS = 1000;
 
 export class OperationPipeline implements InboundGate {
+  /** Operations not yet at the context, oldest first; the last may still be arriving. */
   private queue: Operation[] = [];
+  /** Bytes held by queued operations, this session's (memoryCapBytes) and reserved in the shared budget. */
   private queuedBytes = 0;
-  /** Bytes of the operation being assembled, reserved in the shared budget. */
-  private assemblingBytes = 0;
+  /** The operation whose frames are arriving: queued, or at the context already (cut-through). */
+  private arriving: Operation | undefined;
   private readonly inFlight: Operation[] = [];
-  /** The highest n queued; a new operation's n must be above it. Operation numbers start at 1. */
+  /** The highest n begun and not refused; a new operation's n must be above it. Operation numbers start at 1. */
   private lastAccepted = 0;
   /** The oldest operation answered BUSY and not yet resent: later ones wait behind it. */
   private busyFrom: number | undefined;
@@ -95,7 +112,7 @@ export class OperationPipeline implements InboundGate {
 
   // InboundGate: decisions as an operation arrives.
 
-  begin(n: number): boolean {
+  begin(n: number, digest: Buffer, receivedAt: bigint): boolean {
     if (n <= this.lastAccepted) {
       this.host.replayed();
       throw new OperationError('REPLAY', `operation ${n} is not above the last operation accepted, ${this.lastAccepted}`, n);
@@ -104,44 +121,50 @@ export class OperationPipeline implements InboundGate {
     if (this.busyFrom !== undefined && n !== this.busyFrom) return this.busy(n, `operation ${this.busyFrom} must be resent first`);
     if (this.queue.length >= this.partition.queueBound) return this.busy(n, `the session's queue holds ${this.queue.length} operations, its bound`);
     this.busyFrom = undefined;
-    return true;
-  }
-
-  grow(n: number, bytes: number): boolean {
-    if (bytes > this.partition.memoryCapBytes) {
-      throw new OperationError('TOO_LARGE', `operation ${n} exceeds the partition's ${this.partition.memoryCapBytes}-byte cap on queued ciphertext`, n);
-    }
-    if (this.queuedBytes + bytes > this.partition.memoryCapBytes) {
-      this.dropAssembling();
-      return this.busy(n, `the session's queue holds ${this.queuedBytes} bytes; operation ${n} does not fit under its ${this.partition.memoryCapBytes}-byte cap`);
-    }
-    if (!this.budget.reserve(bytes - this.assemblingBytes)) {
-      this.dropAssembling();
-      return this.busy(n, 'SGS holds as much queued ciphertext as it may, all sessions together');
-    }
-    this.assemblingBytes = bytes;
-    return true;
-  }
-
-  /** A whole operation arrived: it joins the queue (the scheduler is told by the caller). */
-  accept(operation: InboundOperation): void {
-    this.assemblingBytes = 0; // now queued bytes, still reserved until dispatched
-    this.lastAccepted = operation.n;
-    this.queue.push({ ...operation, frames: operation.frames, queuedAt: process.hrtime.bigint(), dispatchedAt: 0n });
-    this.queuedBytes += operation.bytes;
+    const operation: Operation = { n, digest, frames: [], heldBytes: 0, bytes: 0, complete: false, receivedAt, dispatchedAt: 0n };
+    this.arriving = operation;
+    this.queue.push(operation);
     this.host.queued(+1);
+    return true;
   }
 
+  append(frame: Buffer, last: boolean): boolean {
+    const operation = this.arriving!;
+    operation.bytes += frame.length;
+    if (operation.bytes > this.partition.memoryCapBytes) {
+      throw new OperationError('TOO_LARGE', `operation ${operation.n} exceeds the partition's ${this.partition.memoryCapBytes}-byte cap on queued ciphertext`, operation.n);
+    }
+    if (operation.dispatchedAt !== 0n) {
+      this.host.sendToContext([frame]); // cut-through: the operation is at the context already
+    } else {
+      if (this.queuedBytes + frame.length > this.partition.memoryCapBytes) {
+        return this.dropArriving(`the session's queue holds ${this.queuedBytes} bytes; operation ${operation.n} does not fit under its ${this.partition.memoryCapBytes}-byte cap`);
+      }
+      if (!this.budget.reserve(frame.length)) return this.dropArriving('SGS holds as much queued ciphertext as it may, all sessions together');
+      operation.frames.push(frame);
+      operation.heldBytes += frame.length;
+      this.queuedBytes += frame.length;
+    }
+    if (last) {
+      operation.complete = true;
+      this.arriving = undefined;
+      this.lastAccepted = operation.n;
+    }
+    return true;
+  }
+
+  /** True when the queue's front can go to the context (whole, or begun: cut-through). */
   hasQueued(): boolean {
     return this.queue.length > 0;
   }
 
-  /** Sends the oldest queued operation to the context and starts its deadline. */
+  /** Sends the oldest queued operation (the frames of it that are here) to the context and starts its deadline. */
   dispatchNext(): void {
     const operation = this.queue.shift();
     if (operation === undefined) return;
-    this.queuedBytes -= operation.bytes;
-    this.budget.release(operation.bytes);
+    this.queuedBytes -= operation.heldBytes;
+    this.budget.release(operation.heldBytes);
+    operation.heldBytes = 0;
     this.host.queued(-1);
     operation.dispatchedAt = process.hrtime.bigint();
     this.inFlight.push(operation);
@@ -151,12 +174,13 @@ export class OperationPipeline implements InboundGate {
     this.host.sendToContext(frames);
   }
 
-  /** Checks that a result frame from the context is for the oldest operation in flight. */
+  /** Checks that a result frame from the context is for the oldest operation in flight, all of whose frames it has. */
   checkResult(n: number): void {
     const head = this.inFlight[0];
     if (head === undefined || head.n !== n) {
       throw new WireError('INTERNAL', `the context sent results for operation ${n}, ${head ? `operation ${head.n} is due` : 'none is in flight'}`);
     }
+    if (!head.complete) throw new WireError('INTERNAL', `the context answered operation ${n} before all its frames arrived`);
   }
 
   /** The context's {t: done} for the oldest operation in flight: forwarded with queueUs. */
@@ -166,7 +190,7 @@ export class OperationPipeline implements InboundGate {
     const now = process.hrtime.bigint();
     const serviceMs = Number(now - operation.dispatchedAt) / 1e6;
     this.serviceMs = 0.8 * this.serviceMs + 0.2 * serviceMs;
-    const queueUs = Number((operation.dispatchedAt - operation.queuedAt) / 1000n);
+    const queueUs = Number((operation.dispatchedAt - operation.receivedAt) / 1000n);
     this.host.sendToEnclave({ ...done, queueUs });
     this.armDeadline();
     this.host.completed({ n: operation.n, digest: operation.digest, latencyMs: Number(now - operation.receivedAt) / 1e6, done });
@@ -177,9 +201,9 @@ export class OperationPipeline implements InboundGate {
     this.draining = true;
   }
 
-  /** Nothing queued and nothing in flight. */
+  /** Nothing arriving, queued or in flight. */
   get idle(): boolean {
-    return this.queue.length === 0 && this.inFlight.length === 0;
+    return this.arriving === undefined && this.queue.length === 0 && this.inFlight.length === 0;
   }
 
   /** The oldest operation in flight, if any (for errors that end the session). */
@@ -192,16 +216,24 @@ export class OperationPipeline implements InboundGate {
     clearTimeout(this.deadline);
     const queued = this.queue.length;
     this.budget.release(this.queuedBytes);
-    this.dropAssembling();
     this.queue = [];
     this.queuedBytes = 0;
+    this.arriving = undefined;
     this.inFlight.length = 0;
     return queued;
   }
 
-  private dropAssembling(): void {
-    this.budget.release(this.assemblingBytes);
-    this.assemblingBytes = 0;
+  /** Refuses the operation arriving (still queued here): BUSY, its frames let go. */
+  private dropArriving(reason: string): false {
+    const operation = this.arriving!;
+    this.arriving = undefined;
+    this.queue.pop(); // the arriving operation is the newest queued
+    this.queuedBytes -= operation.heldBytes;
+    this.budget.release(operation.heldBytes);
+    for (const frame of operation.frames) releaseFrame(frame);
+    operation.frames = [];
+    this.host.queued(-1);
+    return this.busy(operation.n, reason);
   }
 
   private busy(n: number, reason: string): false {
@@ -210,7 +242,6 @@ export class OperationPipeline implements InboundGate {
     this.host.sendToEnclave({ t: 'error', code: 'BUSY', reason, n, retryAfterMs });
     return false;
   }
-
   /** One timer, for the oldest operation in flight: operations complete in order, so it is due first. */
   private armDeadline(): void {
     clearTimeout(this.deadline);

@@ -124,11 +124,9 @@ export class SgsSession {
   private fromEnclaveFrame(frame: Buffer): void {
     if (this.state !== 'ready') throw new WireError('MALFORMED', `a frame is not expected ${this.stateDescription()}`);
     this.services.metrics.bytesIn(this.admitted!.enclaveImage, frame.length);
-    const operation = this.inbound!.push(frame);
-    if (operation !== undefined) {
-      this.pipeline!.accept(operation);
-      this.services.scheduler.pump();
-    }
+    this.inbound!.push(frame);
+    // The front operation may go to the context now: at its first frame (cut-through), or once a slot frees.
+    if (this.pipeline!.hasQueued()) this.services.scheduler.pump();
     this.endIfDrained();
   }
 
@@ -264,11 +262,20 @@ export class SgsSession {
     if (this.context && !this.context.isClosed) this.context.sendControl(message).catch(() => {});
   }
 
+  /**
+   * Frames to the context: a dispatched operation's, then (cut-through) each later frame of it
+   * as it arrives. While the context does not read, SGS stops reading the EGP, so forwarded
+   * frames wait in the enclave's buffers rather than in SGS's memory.
+   */
   private sendFramesToContext(frames: readonly Buffer[]): void {
     const context = this.context!;
     if (context.isClosed) return;
     // One writev (RecordConnection batches a turn's writes); each frame's memory goes back to the pool once written.
     for (const frame of frames) context.send(frame, () => releaseFrame(frame)).catch(() => {});
+    if (context.socket.writableNeedDrain && !this.egp.socket.isPaused()) {
+      this.egp.socket.pause();
+      context.socket.once('drain', () => this.egp.socket.resume());
+    }
   }
 
   /** Result frames go straight on; while the EGP does not read, SGS stops reading the context. */
@@ -308,7 +315,7 @@ export class SgsSession {
   }
 
   private endIfDrained(): void {
-    if (this.draining && this.pipeline!.idle && this.inbound!.pendingBytes === 0) this.end();
+    if (this.draining && this.pipeline!.idle && !this.inbound!.midOperation) this.end();
   }
 
   private label(): string {

@@ -45,6 +45,8 @@ export class FakeContext {
 
   /** Operations in the order they arrived (all sessions). */
   readonly received: ReceivedOperation[] = [];
+  /** Every frame as it arrived: its operation and chunk (all sessions). */
+  readonly frames: Array<{ readonly n: number; readonly chunk: number }> = [];
   /** Answers of finished operations while `hold` is on, oldest first. */
   private readonly held: Array<() => void> = [];
   private readonly sockets = new Set<Socket>();
@@ -132,6 +134,7 @@ class ContextConnection {
     const { header } = parseFrame(frame);
     this.opener ??= this.session!.opener(header.n, ENCLAVE_TO_HOST, header.digest);
     const chunk = this.opener.open(frame);
+    this.context.frames.push({ n: header.n, chunk: chunk.chunk });
     if (chunk.chunk === 0) this.request = decodeRequest(Buffer.from(chunk.plaintext));
     else this.data.push(Buffer.from(chunk.plaintext));
     if (!chunk.last) return;

@@ -55,6 +55,40 @@ describe('SGS relays operations', () => {
     expect(read.data.equals(input)).toBe(true);
   });
 
+  it('forwards an operation\'s first frames to the context before its last frame arrives (cut-through)', async () => {
+    const h = await start();
+    const egp = await h.session();
+    const input = randomBytes(2 * MAX_CHUNK_BYTES + 1);
+    const frames = egp.seal(1, { op: 'htod', buffer: 3, size: input.length }, input);
+    expect(frames).toHaveLength(4); // the descriptor and three chunks
+    egp.send(frames.slice(0, 2));
+    await until(() => h.context.frames.length === 2, 'the descriptor and the first chunk to reach the context');
+    expect(h.context.frames).toEqual([{ n: 1, chunk: 0 }, { n: 1, chunk: 1 }]);
+    expect(h.context.received).toEqual([]); // not complete there yet
+    egp.send(frames.slice(2));
+    expect((await egp.answer(1)).result).toEqual({ ok: true });
+    expect((await egp.call(2, { op: 'dtoh', buffer: 3 })).data.equals(input)).toBe(true);
+  });
+
+  it('holds a later operation\'s frames while the slots are taken, and forwards them whole once one frees', async () => {
+    const h = await start({ maxInFlight: 1 });
+    const egp = await h.session();
+    h.context.hold = true;
+    egp.send(egp.seal(1, { op: 'malloc', buffer: 1, size: 4 }));
+    await until(() => h.context.heldCount === 1, 'operation 1 to be held at the context');
+    const data = randomBytes(MAX_CHUNK_BYTES + 1);
+    const frames = egp.seal(2, { op: 'htod', buffer: 1, size: data.length }, data);
+    egp.send(frames.slice(0, 1));
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(h.context.frames.filter((f) => f.n === 2)).toEqual([]); // no slot: operation 2 waits in SGS
+    egp.send(frames.slice(1));
+    h.context.hold = false;
+    h.context.release();
+    expect((await egp.answer(1)).result).toEqual({ ok: true });
+    expect((await egp.answer(2)).result).toEqual({ ok: true });
+    expect(h.context.frames.filter((f) => f.n === 2).map((f) => f.chunk)).toEqual([0, 1, 2]);
+  });
+
   it('keeps pipelined operations in order', async () => {
     const h = await start({ maxInFlight: 3 });
     const egp = await h.session();
