@@ -12,11 +12,12 @@ import { EnclaveGpuFleet, FleetScaling } from '../lib';
 import { sandboxStack } from './fixtures/sandbox-stack';
 
 const app = new App();
-const { stack, vpc, enclaveImage, key } = sandboxStack(app, 'EnclaveGpuFleetInteg');
+const { stack, vpc, enclaveImage, key, gpuRuntime } = sandboxStack(app, 'EnclaveGpuFleetInteg');
 const fleet = new EnclaveGpuFleet(stack, 'Inference', {
   vpc,
   enclaveImage,
   key,
+  gpuRuntime,
   minCapacity: 1,
   maxCapacity: 2,
   scaling: FleetScaling.queueDepth(4),

@@ -12,9 +12,9 @@ import { EnclaveGpuFleet, EnclaveGpuImage, FleetScaling } from '../lib';
 import { sandboxStack } from './fixtures/sandbox-stack';
 
 const app = new App();
-const { stack, vpc, enclaveImage, key } = sandboxStack(app, 'EnclaveGpuImageInteg');
-const ami = new EnclaveGpuImage(stack, 'Ami', { vpc });
-new EnclaveGpuFleet(stack, 'Inference', { vpc, enclaveImage, key, machineImage: ami, maxCapacity: 1, scaling: FleetScaling.none() });
+const { stack, vpc, enclaveImage, key, gpuRuntime } = sandboxStack(app, 'EnclaveGpuImageInteg');
+const ami = new EnclaveGpuImage(stack, 'Ami', { vpc, gpuRuntime });
+new EnclaveGpuFleet(stack, 'Inference', { vpc, enclaveImage, key, gpuRuntime, machineImage: ami, maxCapacity: 1, scaling: FleetScaling.none() });
 
 const integ = new IntegTest(app, 'EnclaveGpuImageTest', { testCases: [stack] });
 integ.assertions

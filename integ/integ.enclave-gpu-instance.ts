@@ -8,7 +8,9 @@
  * it, checks through the EC2 API that the instance runs with Nitro Enclaves enabled, and
  * destroys it. The placeholder EIF lets the stack deploy and the instance boot, but it is
  * not a bootable enclave: the enclave unit fails on the instance until you build a real
- * image with `nitro-cli build-enclave` and point the test at it.
+ * image with `nitro-cli build-enclave` and point the test at it. Likewise the placeholder
+ * runtime installs but egpu-context and egpu-sgs fail to start; drop the `gpuRuntime` prop
+ * (the default is the bundled runtime) to deploy the real one.
  */
 import { App } from 'aws-cdk-lib';
 import { ExpectedResult, IntegTest } from '@aws-cdk/integ-tests-alpha';
@@ -16,8 +18,8 @@ import { EnclaveGpuInstance } from '../lib';
 import { sandboxStack } from './fixtures/sandbox-stack';
 
 const app = new App();
-const { stack, vpc, enclaveImage, key } = sandboxStack(app, 'EnclaveGpuInstanceInteg');
-const inference = new EnclaveGpuInstance(stack, 'Inference', { vpc, enclaveImage, key });
+const { stack, vpc, enclaveImage, key, gpuRuntime } = sandboxStack(app, 'EnclaveGpuInstanceInteg');
+const inference = new EnclaveGpuInstance(stack, 'Inference', { vpc, enclaveImage, key, gpuRuntime });
 
 const integ = new IntegTest(app, 'EnclaveGpuInstanceTest', { testCases: [stack] });
 integ.assertions

@@ -7,7 +7,8 @@ import { describe, expect, it } from 'vitest';
 import { EnclaveGpuFleet, EnclaveGpuFleetProps, EnclaveGpuInstance, EnclaveImage, FleetScaling } from '../lib';
 import { cfnValueAsText } from '../scripts/template-text';
 import { expectedPcrs, placeholderSections, writePlaceholderEif } from './helpers/eif';
-import { testStack, userDataOf } from './helpers/stack';
+import { FIXTURE_RUNTIME_DIR, testStack, userDataOf } from './helpers/stack';
+import { GPU_RUNTIME_DIRECTORY_CONTEXT } from '../lib/enclave-gpu-instance/gpu-runtime';
 
 const eifPath = writePlaceholderEif();
 const ENCLAVE_IMAGE = expectedPcrs(placeholderSections()).pcr0.slice(0, 16);
@@ -104,7 +105,7 @@ describe('EnclaveGpuFleet', () => {
   });
 
   it('renders byte-identical boot configuration to EnclaveGpuInstance for the same props', () => {
-    const app = new App();
+    const app = new App({ context: { [GPU_RUNTIME_DIRECTORY_CONTEXT]: FIXTURE_RUNTIME_DIR } });
     const env = { account: '123456789012', region: 'us-east-1' };
     const props = (stack: Stack) => ({
       vpc: ec2.Vpc.fromVpcAttributes(stack, 'Vpc', { vpcId: 'vpc-1', availabilityZones: ['us-east-1a'], privateSubnetIds: ['subnet-1'] }),
@@ -119,6 +120,8 @@ describe('EnclaveGpuFleet', () => {
     const single = userDataOf(Template.fromStack(instanceStack));
     const fleet = launchTemplateUserData(Template.fromStack(fleetStack));
     expect(fleet).toContain('cpu_count: 4');
+    expect(fleet).toContain("cat > '/usr/local/libexec/enclave-gpu/install-runtime' <<'ENCLAVE_GPU_EOF'");
+    expect(fleet).toContain("cat > '/etc/enclave-gpu/sgs.json' <<'ENCLAVE_GPU_EOF'");
     expect(fleet).toBe(single);
   });
 

@@ -4,7 +4,12 @@ import { Match, Template } from 'aws-cdk-lib/assertions';
 import { AwsSolutionsChecks } from 'cdk-nag';
 import { describe, expect, it } from 'vitest';
 import { EnclaveGpuFleet, EnclaveGpuImage, EnclaveGpuImageProps, EnclaveGpuInstance, EnclaveImage } from '../lib';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { GpuRuntime } from '../lib';
 import { HOST_PACKAGE_INSTALLS } from '../lib/enclave-gpu-instance/boot/host-packages';
+import { runtimeCheckCommands } from '../lib/enclave-gpu-instance/boot/runtime-install';
 import { writePlaceholderEif } from './helpers/eif';
 import { testStack, userDataOf } from './helpers/stack';
 
@@ -31,6 +36,42 @@ describe('EnclaveGpuImage', () => {
     new EnclaveGpuInstance(stack, 'Inference', { vpc, enclaveImage: EnclaveImage.fromEifFile(eifPath) });
     const userData = userDataOf(Template.fromStack(stack));
     for (const install of HOST_PACKAGE_INSTALLS) expect(userData).toContain(install.command);
+  });
+
+  it('installs the gpu-runtime with the boot script\'s own install commands, and checks it', () => {
+    const document: string = component.Properties.Data;
+    const commands = (step: string) => {
+      const block = new RegExp(`- name: ${step}\\n {8}action: ExecuteBash\\n {8}inputs:\\n {10}commands:\\n((?: {14}- ".*"\\n)+)`).exec(document);
+      expect(block, step).not.toBeNull();
+      return block![1].trimEnd().split('\n').map((line) => JSON.parse(line.trim().slice(2)) as string);
+    };
+    const { stack, vpc } = testStack();
+    new EnclaveGpuInstance(stack, 'Inference', { vpc, enclaveImage: EnclaveImage.fromEifFile(eifPath) });
+    const userData = userDataOf(Template.fromStack(stack));
+    const install = commands('InstallGpuRuntime');
+    expect(install[0]).toBe('set -euo pipefail');
+    expect(install.slice(1)).toHaveLength(4);
+    // The very lines of the boot script (same stack environment, same runtime: same bucket, key and region).
+    for (const line of install.slice(1)) expect(userData).toContain(`${line}\n`);
+    expect(install[2]).toContain(`runtime_dir=/opt/enclave-gpu/runtime/${image.gpuRuntimeSha256}\n`);
+    expect(commands('CheckGpuRuntime')).toEqual(['set -euo pipefail', ...runtimeCheckCommands(image.gpuRuntimeSha256)]);
+  });
+
+  it('changes the component version when the runtime changes, and only then', () => {
+    const runtimeDir = (text: string) => {
+      const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'egpu-runtime-'));
+      fs.writeFileSync(path.join(dir, 'egpu.js'), text);
+      return dir;
+    };
+    const a = synth({ gpuRuntime: GpuRuntime.fromDirectory(runtimeDir('console.log("a")')) }).image;
+    const sameAsA = synth({ gpuRuntime: GpuRuntime.fromDirectory(runtimeDir('console.log("a")')) }).image;
+    const b = synth({ gpuRuntime: GpuRuntime.fromDirectory(runtimeDir('console.log("b")')) }).image;
+    expect(sameAsA.gpuRuntimeSha256).toBe(a.gpuRuntimeSha256);
+    expect(sameAsA.componentVersion).toBe(a.componentVersion);
+    expect(sameAsA.recipeVersion).toBe(a.recipeVersion);
+    expect(b.gpuRuntimeSha256).not.toBe(a.gpuRuntimeSha256);
+    expect(b.componentVersion).not.toBe(a.componentVersion);
+    expect(b.recipeVersion).not.toBe(a.recipeVersion);
   });
 
   it('versions the component and the recipe from their content', () => {
@@ -65,14 +106,23 @@ describe('EnclaveGpuImage', () => {
     });
   });
 
-  it("gives the build instance the two managed policies the Image Builder guide requires, and nothing else", () => {
+  it("gives the build instance the two managed policies the Image Builder guide requires, and read access to the runtime object only", () => {
     template.hasResourceProperties('AWS::IAM::Role', {
       ManagedPolicyArns: [
         { 'Fn::Join': ['', ['arn:', { Ref: 'AWS::Partition' }, ':iam::aws:policy/EC2InstanceProfileForImageBuilder']] },
         { 'Fn::Join': ['', ['arn:', { Ref: 'AWS::Partition' }, ':iam::aws:policy/AmazonSSMManagedInstanceCore']] },
       ],
     });
-    template.resourceCountIs('AWS::IAM::Policy', 0);
+    const policies = Object.values(template.findResources('AWS::IAM::Policy'));
+    expect(policies).toHaveLength(1);
+    const [statement] = policies[0].Properties.PolicyDocument.Statement;
+    expect(policies[0].Properties.PolicyDocument.Statement).toHaveLength(1);
+    expect(statement).toMatchObject({ Sid: 'ReadGpuRuntime', Effect: 'Allow', Action: 's3:GetObject' });
+    const objectArn = JSON.stringify(statement.Resource);
+    expect(objectArn).toMatch(/:s3:::cdk-hnb659fds-assets-123456789012-us-east-1\/[0-9a-f]{64}\.tar"/);
+    expect(objectArn).not.toContain('*');
+    const [imageResource] = Object.values(template.findResources('AWS::ImageBuilder::Image'));
+    expect(imageResource.DependsOn).toEqual([expect.stringMatching(/^AmiReadGpuRuntime/)]);
   });
 
   it('builds the image at deployment, tests it, and names the AMI by build date', () => {

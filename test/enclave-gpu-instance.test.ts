@@ -80,12 +80,12 @@ describe('EnclaveGpuInstance defaults', () => {
     });
   });
 
-  it('grants exactly: Session Manager channels, the enclave image object, PutMetricData in the EnclaveGPU namespace, the attestation log', () => {
+  it('grants exactly: Session Manager channels, the enclave image object, the runtime object, PutMetricData in the EnclaveGPU namespace, the attestation log', () => {
     const policies = Object.values(template.findResources('AWS::IAM::Policy'));
     expect(policies).toHaveLength(1);
     const statements = policies[0].Properties.PolicyDocument.Statement;
-    expect(statements).toHaveLength(4);
-    expect(statements[3]).toEqual({
+    expect(statements).toHaveLength(5);
+    expect(statements[4]).toEqual({
       Sid: 'ShipKernelAttestationLog',
       Effect: 'Allow',
       Action: ['logs:CreateLogStream', 'logs:PutLogEvents', 'logs:DescribeLogStreams'],
@@ -107,7 +107,11 @@ describe('EnclaveGpuInstance defaults', () => {
     const objectArn = JSON.stringify(statements[1].Resource);
     expect(objectArn).toContain('cdk-hnb659fds-assets-123456789012-us-east-1');
     expect(objectArn).not.toContain('*');
-    expect(statements[2]).toEqual({
+    expect(statements[2]).toMatchObject({ Sid: 'ReadGpuRuntime', Effect: 'Allow', Action: 's3:GetObject' });
+    const runtimeArn = JSON.stringify(statements[2].Resource);
+    expect(runtimeArn).toMatch(/:s3:::cdk-hnb659fds-assets-123456789012-us-east-1\/[0-9a-f]{64}\.tar"/);
+    expect(runtimeArn).not.toContain('*');
+    expect(statements[3]).toEqual({
       Sid: 'PublishEnclaveGpuMetrics',
       Effect: 'Allow',
       Action: 'cloudwatch:PutMetricData',
@@ -264,7 +268,7 @@ describe('EnclaveGpuInstance options', () => {
     expect(userDataOf(template)).not.toContain('amazon-cloudwatch-agent');
     expect(construct.observability).toBeUndefined();
     const [policy] = Object.values(template.findResources('AWS::IAM::Policy'));
-    expect(policy.Properties.PolicyDocument.Statement.map((s: any) => s.Sid)).toEqual(['SessionManager', 'ReadEnclaveImage', 'PublishEnclaveGpuMetrics']);
+    expect(policy.Properties.PolicyDocument.Statement.map((s: any) => s.Sid)).toEqual(['SessionManager', 'ReadEnclaveImage', 'ReadGpuRuntime', 'PublishEnclaveGpuMetrics']);
   });
 
   it('uses an observability construct you pass, and grants the agent on its log group', () => {

@@ -2,10 +2,12 @@ import * as crypto from 'crypto';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as imagebuilder from 'aws-cdk-lib/aws-imagebuilder';
-import { Aws, Tags, Validations } from 'aws-cdk-lib';
+import { Aws, Stack, Tags, Validations } from 'aws-cdk-lib';
 import { Construct } from 'constructs';
 import { HOST_PACKAGE_INSTALLS } from './boot/host-packages';
+import { RuntimeInstallSettings, runtimeCheckCommands, runtimeInstallCommands } from './boot/runtime-install';
 import { DEFAULT_MACHINE_IMAGE_PARAMETER } from './enclave-host';
+import { GpuRuntime, defaultGpuRuntime } from './gpu-runtime';
 
 /**
  * Properties of an {@link EnclaveGpuImage}.
@@ -48,19 +50,27 @@ export interface EnclaveGpuImageProps {
    * @default false
    */
   readonly weeklyRebuild?: boolean;
+
+  /**
+   * The gpu-runtime baked into the image, by the install script the instances run at boot.
+   * Give instances launched from the image the same runtime (the default on both sides), and
+   * their boot-time install finds it in place.
+   *
+   * @default GpuRuntime.fromBundledAsset() - the runtime built into this package
+   */
+  readonly gpuRuntime?: GpuRuntime;
 }
 
 /**
  * An AMI for enclave GPU parents, baked by EC2 Image Builder at deployment: the base GPU AMI
- * plus the Nitro Enclaves CLI and the CloudWatch agent, installed by the same commands the
- * boot script runs (so a baked instance skips them). Use it as the `machineImage` of an
- * `EnclaveGpuInstance` or `EnclaveGpuFleet`.
+ * plus the Nitro Enclaves CLI, the CloudWatch agent, Node.js 20 and the gpu-runtime (SGS and
+ * the execution context, with their systemd units), installed by the same commands and the
+ * same install script the boot script runs (so a baked instance skips them). Use it as the
+ * `machineImage` of an `EnclaveGpuInstance` or `EnclaveGpuFleet`.
  *
- * Component and recipe versions are derived from their content: every change makes a new
- * version (CloudFormation cannot update an existing one) and a new image.
- *
- * Not yet baked in: the gpu-runtime (SGS, execution context), which the constructs do not
- * install yet.
+ * Component and recipe versions are derived from their content, the runtime's SHA-256
+ * included: every change makes a new version (CloudFormation cannot update an existing one)
+ * and a new image.
  */
 export class EnclaveGpuImage extends Construct implements ec2.IMachineImage {
   /** The id of the AMI built at deployment. */
@@ -78,16 +88,27 @@ export class EnclaveGpuImage extends Construct implements ec2.IMachineImage {
   /** The weekly pipeline, when `weeklyRebuild` is set. */
   public readonly pipeline?: imagebuilder.CfnImagePipeline;
 
+  /** SHA-256 of the gpu-runtime archive baked into the image. */
+  public readonly gpuRuntimeSha256: string;
+
   constructor(scope: Construct, id: string, props: EnclaveGpuImageProps = {}) {
     super(scope, id);
-    const componentDocument = renderHostComponent();
-    this.componentVersion = versionOf(componentDocument);
+    const runtime = (props.gpuRuntime ?? defaultGpuRuntime(this)).bind(this);
+    this.gpuRuntimeSha256 = runtime.sha256;
+    const componentDocument = renderHostComponent({
+      s3Url: runtime.bucket.s3UrlForObject(runtime.objectKey),
+      sha256: runtime.sha256,
+      region: Stack.of(this).region,
+    });
+    // The version comes from the document with the bucket and region left out (they are
+    // deploy-time tokens, whose synth-time text is not stable); the runtime's SHA-256 is in it.
+    this.componentVersion = versionOf(renderHostComponent({ s3Url: 's3://<runtime-bucket>/<runtime-key>', sha256: runtime.sha256, region: '<region>' }));
     const component = new imagebuilder.CfnComponent(this, 'HostComponent', {
       name: `${this.node.addr}-enclave-gpu-host`,
       platform: 'Linux',
       version: this.componentVersion,
       data: componentDocument,
-      description: 'Nitro Enclaves CLI and CloudWatch agent for enclave GPU parents (cdk-enclave-gpu)',
+      description: 'Nitro Enclaves CLI, CloudWatch agent, Node.js 20 and the gpu-runtime for enclave GPU parents (cdk-enclave-gpu)',
     });
 
     const parentImageParameter = props.parentImageParameter ?? DEFAULT_MACHINE_IMAGE_PARAMETER;
@@ -112,6 +133,15 @@ export class EnclaveGpuImage extends Construct implements ec2.IMachineImage {
       ],
     });
     acknowledgeManagedPolicies(role, ['EC2InstanceProfileForImageBuilder', 'AmazonSSMManagedInstanceCore']);
+    // The component downloads the runtime archive: this one object, nothing else of the bucket.
+    const readRuntime = new iam.Policy(this, 'ReadGpuRuntime', {
+      roles: [role],
+      statements: [new iam.PolicyStatement({
+        sid: 'ReadGpuRuntime',
+        actions: ['s3:GetObject'],
+        resources: [runtime.bucket.arnForObjects(runtime.objectKey)],
+      })],
+    });
     const profile = new iam.InstanceProfile(this, 'BuildInstanceProfile', { role });
 
     const securityGroup = props.vpc ? buildSecurityGroup(this, props.vpc) : undefined;
@@ -141,6 +171,7 @@ export class EnclaveGpuImage extends Construct implements ec2.IMachineImage {
       distributionConfigurationArn: distribution.attrArn,
       imageTestsConfiguration: { imageTestsEnabled: true, timeoutMinutes: 60 },
     });
+    this.image.node.addDependency(readRuntime);
     this.imageId = this.image.attrImageId;
 
     if (props.weeklyRebuild) {
@@ -169,12 +200,15 @@ function buildSecurityGroup(scope: Construct, vpc: ec2.IVpc): ec2.SecurityGroup 
   return securityGroup;
 }
 
-/** The Image Builder component document: install the host packages, then check them. */
-function renderHostComponent(): string {
+/**
+ * The Image Builder component document: install the host packages, then the runtime with the
+ * boot script's own install commands; check both.
+ */
+function renderHostComponent(runtime: RuntimeInstallSettings): string {
   const yamlList = (lines: string[]) => lines.map((line) => `              - ${JSON.stringify(line)}`).join('\n');
   return [
     'name: enclave-gpu-host',
-    'description: Nitro Enclaves CLI and CloudWatch agent for enclave GPU parents (cdk-enclave-gpu)',
+    'description: Nitro Enclaves CLI, CloudWatch agent, Node.js 20 and the gpu-runtime for enclave GPU parents (cdk-enclave-gpu)',
     'schemaVersion: 1.0',
     'phases:',
     '  - name: build',
@@ -184,6 +218,11 @@ function renderHostComponent(): string {
     '        inputs:',
     '          commands:',
     yamlList(['set -euo pipefail', ...HOST_PACKAGE_INSTALLS.map((p) => p.command)]),
+    '      - name: InstallGpuRuntime',
+    '        action: ExecuteBash',
+    '        inputs:',
+    '          commands:',
+    yamlList(['set -euo pipefail', ...runtimeInstallCommands(runtime)]),
     '  - name: validate',
     '    steps:',
     '      - name: CheckHostPackages',
@@ -191,6 +230,11 @@ function renderHostComponent(): string {
     '        inputs:',
     '          commands:',
     yamlList(['set -euo pipefail', ...HOST_PACKAGE_INSTALLS.map((p) => `rpm -q ${p.package}`)]),
+    '      - name: CheckGpuRuntime',
+    '        action: ExecuteBash',
+    '        inputs:',
+    '          commands:',
+    yamlList(['set -euo pipefail', ...runtimeCheckCommands(runtime.sha256)]),
     '',
   ].join('\n');
 }

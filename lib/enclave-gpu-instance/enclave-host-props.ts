@@ -4,6 +4,7 @@ import { Size } from 'aws-cdk-lib';
 import { AttestationBoundKey } from '../attestation-kms/attestation-bound-key';
 import { EnclaveGpuObservability } from '../observability/enclave-gpu-observability';
 import { EnclaveImage } from './enclave-image';
+import { GpuRuntime } from './gpu-runtime';
 import { EnclaveResources } from './enclave-resources';
 
 /**
@@ -65,8 +66,8 @@ export interface EnclaveHostProps {
   /**
    * The instance role, trusted by `ec2.amazonaws.com`. The construct attaches a policy
    * with exactly what the instance needs: the Session Manager channel actions, read access
-   * to the enclave image object, and `cloudwatch:PutMetricData` in the `EnclaveGPU`
-   * namespace only.
+   * to the enclave image object and the gpu-runtime object, and `cloudwatch:PutMetricData`
+   * in the `EnclaveGPU` namespace only.
    *
    * @default - a new role
    */
@@ -127,4 +128,31 @@ export interface EnclaveHostProps {
    * @default 8000
    */
   readonly kmsProxyVsockPort?: number;
+
+  /**
+   * The gpu-runtime installed on the instances: SGS (the Secure GPU Scheduler, which admits
+   * the enclave over vsock) and the execution context (which runs its kernels on the GPU).
+   * The instances download it from its S3 asset at boot, check its SHA-256 and install it
+   * under `/opt/enclave-gpu/runtime/<sha256>`; an `EnclaveGpuImage` AMI that baked the same
+   * runtime makes that a no-op.
+   *
+   * @default GpuRuntime.fromBundledAsset() - the runtime built into this package
+   */
+  readonly gpuRuntime?: GpuRuntime;
+
+  /**
+   * The vsock port SGS listens on, on every CID of the parent (`vsock:4294967295:<port>`);
+   * the enclave connects to `vsock:3:<port>`. Must differ from `kmsProxyVsockPort`.
+   *
+   * @default 7410
+   */
+  readonly sgsVsockPort?: number;
+
+  /**
+   * The loopback TCP port of SGS's health endpoint (`GET /health` on 127.0.0.1), which the
+   * instance's health check queries every 30 s.
+   *
+   * @default 7411
+   */
+  readonly sgsHealthPort?: number;
 }

@@ -11,6 +11,7 @@ import { EnclaveResourceSettings } from './boot/enclave-resource-settings';
 import { renderEnclaveBootScript } from './boot/enclave-boot-script';
 import { EnclaveHostProps } from './enclave-host-props';
 import { EnclaveImageConfig } from './enclave-image';
+import { GpuRuntimeConfig, defaultGpuRuntime } from './gpu-runtime';
 import { resolveEnclaveResources } from './enclave-sizing';
 import { createParentRole, EnclaveParentPolicy } from './instance-role';
 import { checkInstanceType } from './instance-type-check';
@@ -21,6 +22,9 @@ export const DEFAULT_INSTANCE_TYPE = 'g5.2xlarge';
 
 /** The public SSM parameter of the default AMI. */
 export const DEFAULT_MACHINE_IMAGE_PARAMETER = '/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-amazon-linux-2023/latest/ami-id';
+
+/** The most user data EC2 accepts, before base64 encoding. */
+const USER_DATA_LIMIT_BYTES = 16 * 1024;
 
 /** Snapshot size of the default AMI: a smaller root volume cannot launch. */
 const DEFAULT_AMI_SNAPSHOT_GIB = 75;
@@ -43,8 +47,11 @@ export class EnclaveHost {
   readonly securityGroup: ec2.ISecurityGroup;
   readonly rootVolume: ec2.BlockDevice;
   readonly userData = ec2.UserData.forLinux();
+  readonly runtime: GpuRuntimeConfig;
   private readonly enclaveCid: number;
   private readonly kmsProxyVsockPort: number;
+  private readonly sgsVsockPort: number;
+  private readonly sgsHealthPort: number;
 
   constructor(private readonly scope: Construct, private readonly props: EnclaveHostProps) {
     this.instanceType = props.instanceType ?? new ec2.InstanceType(DEFAULT_INSTANCE_TYPE);
@@ -59,12 +66,18 @@ export class EnclaveHost {
     this.machineImage = props.machineImage ?? ec2.MachineImage.fromSsmParameter(DEFAULT_MACHINE_IMAGE_PARAMETER, { os: ec2.OperatingSystemType.LINUX });
     this.enclaveCid = requireWholeNumber(scope, 'enclaveCid', props.enclaveCid ?? 16, 4, 0xffffffff - 1);
     this.kmsProxyVsockPort = requireWholeNumber(scope, 'kmsProxyVsockPort', props.kmsProxyVsockPort ?? 8000, 1, 0xffffffff - 1);
+    this.sgsVsockPort = requireWholeNumber(scope, 'sgsVsockPort', props.sgsVsockPort ?? 7410, 1, 0xffffffff - 1);
+    if (this.sgsVsockPort === this.kmsProxyVsockPort) {
+      throw propError(scope, 'sgsVsockPort', `${this.sgsVsockPort} is also the kmsProxyVsockPort: both listen on the parent's vsock`, 'Give SGS another port');
+    }
+    this.sgsHealthPort = requireWholeNumber(scope, 'sgsHealthPort', props.sgsHealthPort ?? 7411, 1, 65535);
 
     this.image = props.enclaveImage.bind(scope);
     this.resources = resolveEnclaveResources(scope, props.enclave, typeInfo, this.image.sizeBytes);
 
     this.role = props.role ?? createParentRole(scope, 'Role');
-    this.parentPolicy = new EnclaveParentPolicy(scope, 'Policy', this.role, this.image);
+    this.runtime = (props.gpuRuntime ?? defaultGpuRuntime(scope)).bind(scope);
+    this.parentPolicy = new EnclaveParentPolicy(scope, 'Policy', this.role, this.image, this.runtime);
     this.key = props.key ?? this.createKey(props.role);
     this.key.grantEnclaveDecrypt(this.role);
     this.key.grantEnclaveGenerateDataKey(this.role);
@@ -99,8 +112,34 @@ export class EnclaveHost {
       kmsProxyVsockPort: this.kmsProxyVsockPort,
       region: Aws.REGION,
       cloudWatchAgentConfig: observability?.cloudWatchAgentConfig(),
+      runtime: { s3Url: this.runtime.bucket.s3UrlForObject(this.runtime.objectKey), sha256: this.runtime.sha256, region: Stack.of(this.scope).region },
+      sgs: {
+        pcrs: this.runtimePcrs(),
+        enclaveVsockPort: this.sgsVsockPort,
+        healthPort: this.sgsHealthPort,
+        publishMetrics: observability !== undefined,
+      },
     }));
+    this.scope.node.addValidation({ validate: () => this.validateUserDataSize() });
     return observability;
+  }
+
+  /** EC2 refuses user data above 16 KB (before base64); tokens count at their placeholder length, close to their value's. */
+  private validateUserDataSize(): string[] {
+    const bytes = Buffer.byteLength(this.userData.render());
+    return bytes > USER_DATA_LIMIT_BYTES
+      ? [`the boot script is about ${bytes} bytes, above the ${USER_DATA_LIMIT_BYTES} bytes of user data EC2 accepts. Shorten what you added to the user data.`]
+      : [];
+  }
+
+  /** The image's PCRs that SGS and the context admit: they must be known at synth time. */
+  private runtimePcrs(): { pcr0: string; pcr1: string; pcr2: string; pcr8?: string } {
+    const pcrs = this.image.pcrs;
+    const known = (value: string | undefined): value is string => value !== undefined && !Token.isUnresolved(value);
+    if (!pcrs || !known(pcrs.pcr0) || !known(pcrs.pcr1) || !known(pcrs.pcr2)) {
+      throw propError(this.scope, 'enclaveImage', 'has no known PCR0, PCR1 and PCR2, which SGS and the execution context admit enclaves by', 'Use EnclaveImage.fromEifFile(), which measures the file');
+    }
+    return { pcr0: pcrs.pcr0, pcr1: pcrs.pcr1, pcr2: pcrs.pcr2, ...(known(pcrs.pcr8) ? { pcr8: pcrs.pcr8 } : {}) };
   }
 
   private resolveObservability(option: boolean | EnclaveGpuObservability, instanceId: string | undefined): EnclaveGpuObservability | undefined {

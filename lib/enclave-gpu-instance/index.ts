@@ -5,3 +5,4 @@ export * from './enclave-host-props';
 export * from './enclave-gpu-fleet';
 export * from './fleet-scaling';
 export * from './enclave-gpu-image';
+export { GpuRuntime, GpuRuntimeConfig } from './gpu-runtime';

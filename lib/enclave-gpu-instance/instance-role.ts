@@ -3,6 +3,7 @@ import { Validations } from 'aws-cdk-lib';
 import { Construct } from 'constructs';
 import { EnclaveGpuMetrics } from '../observability/metric-namespace';
 import { EnclaveImageConfig } from './enclave-image';
+import { GpuRuntimeConfig } from './gpu-runtime';
 
 /**
  * The instance permissions Session Manager needs, and no more (the custom-policy minimum of
@@ -26,12 +27,13 @@ export function createParentRole(scope: Construct, id: string): iam.Role {
 
 /**
  * Everything the parent instance may do: open Session Manager sessions, read its one
- * enclave image object, and publish metrics into the `EnclaveGPU` namespace only.
+ * enclave image object and its one runtime archive, and publish metrics into the
+ * `EnclaveGPU` namespace only.
  */
 export class EnclaveParentPolicy extends Construct {
   public readonly policy: iam.Policy;
 
-  constructor(scope: Construct, id: string, role: iam.IRole, image: EnclaveImageConfig) {
+  constructor(scope: Construct, id: string, role: iam.IRole, image: EnclaveImageConfig, runtime: GpuRuntimeConfig) {
     super(scope, id);
     this.policy = new iam.Policy(this, 'Resource', {
       roles: [role],
@@ -45,6 +47,11 @@ export class EnclaveParentPolicy extends Construct {
           sid: 'ReadEnclaveImage',
           actions: ['s3:GetObject'],
           resources: [image.bucket.arnForObjects(image.objectKey)],
+        }),
+        new iam.PolicyStatement({
+          sid: 'ReadGpuRuntime',
+          actions: ['s3:GetObject'],
+          resources: [runtime.bucket.arnForObjects(runtime.objectKey)],
         }),
         new iam.PolicyStatement({
           sid: 'PublishEnclaveGpuMetrics',

@@ -1,11 +1,19 @@
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import { App, Stack } from 'aws-cdk-lib';
+import * as path from 'path';
 import { Template } from 'aws-cdk-lib/assertions';
+import { GPU_RUNTIME_DIRECTORY_CONTEXT } from '../../lib/enclave-gpu-instance/gpu-runtime';
 import { cfnValueAsText } from '../../scripts/template-text';
 
-/** A stack in a fixed account and region, with a VPC that has private subnets with egress. */
+/** A stand-in runtime directory (one small egpu.js): tests do not read, or race with builds of, assets/gpu-runtime/dist. */
+export const FIXTURE_RUNTIME_DIR = path.join(__dirname, '..', 'fixtures', 'gpu-runtime');
+
+/**
+ * A stack in a fixed account and region, with a VPC that has private subnets with egress, in
+ * an app whose constructs default to the fixture runtime.
+ */
 export function testStack(): { app: App; stack: Stack; vpc: ec2.Vpc } {
-  const app = new App();
+  const app = new App({ context: { [GPU_RUNTIME_DIRECTORY_CONTEXT]: FIXTURE_RUNTIME_DIR } });
   const stack = new Stack(app, 'TestStack', { env: { account: '123456789012', region: 'us-east-1' } });
   const vpc = new ec2.Vpc(stack, 'Vpc', { maxAzs: 1, natGateways: 1 });
   return { app, stack, vpc };

@@ -2,7 +2,7 @@
 export interface BootFile {
   readonly path: string;
   readonly content: string;
-  readonly mode: '0600' | '0644' | '0755';
+  readonly mode: '0600' | '0640' | '0644' | '0755';
 }
 
 const HEREDOC_DELIMITER = 'ENCLAVE_GPU_EOF';
@@ -36,16 +36,7 @@ export class BootScript {
 
   /** Writes a file, creating its directory, with the given mode. */
   public writeFile(file: BootFile): this {
-    const containsDelimiter = file.content.split('\n').includes(HEREDOC_DELIMITER);
-    if (containsDelimiter) {
-      throw new Error(`${file.path}: content may not contain a line '${HEREDOC_DELIMITER}'`);
-    }
-    const body = file.content.endsWith('\n') ? file.content : `${file.content}\n`;
-    this.lines.push(
-      `install -d -m 0755 ${shellQuote(dirname(file.path))}`,
-      `cat > ${shellQuote(file.path)} <<'${HEREDOC_DELIMITER}'\n${body}${HEREDOC_DELIMITER}`,
-      `chmod ${file.mode} ${shellQuote(file.path)}`,
-    );
+    this.lines.push(...writeFileCommands(file, HEREDOC_DELIMITER));
     return this;
   }
 
@@ -53,6 +44,22 @@ export class BootScript {
   public render(): string[] {
     return [...this.lines];
   }
+}
+
+/**
+ * The commands that write a file through a quoted here-document ending at `delimiter`
+ * (nothing in the content is expanded), create its directory and set its mode.
+ */
+export function writeFileCommands(file: BootFile, delimiter: string): string[] {
+  if (file.content.split('\n').includes(delimiter)) {
+    throw new Error(`${file.path}: content may not contain a line '${delimiter}'`);
+  }
+  const body = file.content.endsWith('\n') ? file.content : `${file.content}\n`;
+  return [
+    `install -d -m 0755 ${shellQuote(dirname(file.path))}`,
+    `cat > ${shellQuote(file.path)} <<'${delimiter}'\n${body}${delimiter}`,
+    `chmod ${file.mode} ${shellQuote(file.path)}`,
+  ];
 }
 
 /** Quotes a string for bash, so it is passed as one word and nothing in it is expanded. */

@@ -6,6 +6,17 @@ import { EnclaveResourceSettings } from './enclave-resource-settings';
 import { installCommand } from './host-packages';
 import { ENCLAVE_SERVICE, ENCLAVE_SERVICE_PATH, renderEnclaveService } from './enclave-service';
 import { HEALTH_SCRIPT_PATH, HEALTH_SERVICE, HEALTH_TIMER, renderHealthCheckScript, renderHealthService, renderHealthTimer } from './health-monitor';
+import { RuntimeInstallSettings, runtimeInstallCommands } from './runtime-install';
+import {
+  CONTEXT_ENV_PATH,
+  CONTEXT_SERVICE,
+  ContextPcrs,
+  RUNTIME_GROUP,
+  SGS_CONFIG_PATH,
+  SGS_SERVICE,
+  renderContextEnvironment,
+} from './runtime-services';
+import { INSTANCE_ID_PLACEHOLDER, renderSgsConfig } from './sgs-config';
 import { ALLOCATOR_SERVICE, NITRO_CLI_PACKAGE, VSOCK_PROXY_SERVICE } from './nitro-cli-services';
 import {
   ProxyEndpoint,
@@ -34,12 +45,29 @@ export interface EnclaveBootSettings {
   readonly region: string;
   /** The CloudWatch agent configuration (JSON), or undefined to leave the agent alone. */
   readonly cloudWatchAgentConfig?: string;
+  /** The gpu-runtime archive to install. */
+  readonly runtime: RuntimeInstallSettings;
+  /** What SGS and the execution context are configured with. */
+  readonly sgs: SgsBootSettings;
+}
+
+/** The runtime's configuration: which enclave image it admits and where SGS listens. */
+export interface SgsBootSettings {
+  /** The enclave image's PCRs: SGS's allowlist (PCR0-2) and the context's expected values. */
+  readonly pcrs: ContextPcrs;
+  /** The vsock port SGS listens on for enclaves. */
+  readonly enclaveVsockPort: number;
+  /** The loopback port of SGS's health endpoint, which the health check queries; undefined for none. */
+  readonly healthPort?: number;
+  /** Publish EnclaveGPU metrics (in the stack's region). */
+  readonly publishMetrics: boolean;
 }
 
 /**
  * Renders the boot script of a parent instance: installs nitro-cli (unless the image has
  * it), writes the allocator, vsock-proxy and enclave configuration, fetches and checks the
- * enclave image, and starts the services.
+ * enclave image, installs the gpu-runtime (a no-op on an AMI that baked it) and starts SGS
+ * and the execution context with their configuration, then the enclave.
  *
  * The single builder behind every construct that launches enclave parents, so the same
  * settings always render the same bytes.
@@ -80,19 +108,49 @@ export function renderEnclaveBootScript(settings: EnclaveBootSettings): string[]
     })
     .step('fetching the enclave image')
     .run(
-      'install -d -m 0700 /opt/enclave-gpu',
+      // Others may traverse to the runtime below it; the image file itself is root's.
+      'install -d -m 0711 /opt/enclave-gpu',
       `aws s3 cp ${shellQuote(settings.eif.s3Url)} ${EIF_PATH} --region ${settings.eif.region} --only-show-errors`,
+      `chmod 0600 ${EIF_PATH}`,
       `echo ${shellQuote(`${settings.eif.sha256}  ${EIF_PATH}`)} | sha256sum --check --strict -`,
     )
-    .step('starting the allocator, the KMS vsock-proxy and the enclave')
+    .step('installing the enclave GPU runtime')
+    .run(...runtimeInstallCommands(settings.runtime))
+    .step('configuring and starting the execution context and SGS')
+    .writeFile({ path: CONTEXT_ENV_PATH, content: renderContextEnvironment(settings.sgs.pcrs), mode: '0644' })
+    .writeFile({
+      path: SGS_CONFIG_PATH,
+      content: renderSgsConfig({
+        enclaveVsockPort: settings.sgs.enclaveVsockPort,
+        pcrs: settings.sgs.pcrs,
+        healthPort: settings.sgs.healthPort,
+        metricsRegion: settings.sgs.publishMetrics ? settings.region : undefined,
+      }),
+      mode: '0640',
+    })
+    .run(
+      'imds_token=$(curl -sf -X PUT http://169.254.169.254/latest/api/token -H "X-aws-ec2-metadata-token-ttl-seconds: 60")',
+      'instance_id=$(curl -sf -H "X-aws-ec2-metadata-token: $imds_token" http://169.254.169.254/latest/meta-data/instance-id)',
+      `sed -i "s/${INSTANCE_ID_PLACEHOLDER}/$instance_id/" ${SGS_CONFIG_PATH}`,
+      `chgrp ${RUNTIME_GROUP} ${SGS_CONFIG_PATH}`,
+    )
+    // The allocator first: it reserves the enclave's memory before the context takes any.
+    .step('starting the allocator, the KMS vsock-proxy, the execution context, SGS and the enclave')
     .run(
       'systemctl daemon-reload',
       `systemctl enable --now ${ALLOCATOR_SERVICE}`,
       `systemctl enable --now ${VSOCK_PROXY_SERVICE}`,
+      // Without blocking: a runtime that fails to start must not keep the enclave down; the health check reports it.
+      `systemctl enable ${CONTEXT_SERVICE} ${SGS_SERVICE}`,
+      `systemctl restart --no-block ${CONTEXT_SERVICE} ${SGS_SERVICE}`,
       `systemctl enable --now ${ENCLAVE_SERVICE}`,
     )
-    .step('installing the enclave health check')
-    .writeFile({ path: HEALTH_SCRIPT_PATH, content: renderHealthCheckScript('enclave-gpu', settings.region), mode: '0755' })
+    .step('installing the health check')
+    .writeFile({
+      path: HEALTH_SCRIPT_PATH,
+      content: renderHealthCheckScript('enclave-gpu', settings.region, settings.sgs.healthPort !== undefined ? `http://127.0.0.1:${settings.sgs.healthPort}/health` : undefined),
+      mode: '0755',
+    })
     .writeFile({ path: `/etc/systemd/system/${HEALTH_SERVICE}`, content: renderHealthService(), mode: '0644' })
     .writeFile({ path: `/etc/systemd/system/${HEALTH_TIMER}`, content: renderHealthTimer(), mode: '0644' })
     .run('systemctl daemon-reload', `systemctl enable --now ${HEALTH_TIMER}`)

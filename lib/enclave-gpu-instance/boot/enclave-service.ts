@@ -1,4 +1,5 @@
 import { ALLOCATOR_SERVICE } from './nitro-cli-services';
+import { SGS_SERVICE } from './runtime-services';
 import { renderSystemdUnit } from './systemd-unit';
 
 /** The unit that runs the enclave. */
@@ -30,7 +31,7 @@ export function runEnclaveArguments(settings: EnclaveServiceSettings): string[] 
 
 /**
  * Renders the systemd unit that starts the enclave once the allocator has reserved its
- * CPUs and memory, and terminates it on stop.
+ * CPUs and memory (and after SGS, which it offloads to), and terminates it on stop.
  */
 export function renderEnclaveService(settings: EnclaveServiceSettings): string {
   return renderSystemdUnit([
@@ -39,7 +40,9 @@ export function renderEnclaveService(settings: EnclaveServiceSettings): string {
       entries: [
         ['Description', `Nitro enclave ${settings.enclaveName} (cdk-enclave-gpu)`],
         ['Requires', ALLOCATOR_SERVICE],
-        ['After', `${ALLOCATOR_SERVICE} network-online.target`],
+        // SGS listens before the enclave starts; the enclave runs without it (KMS needs no SGS).
+        ['Wants', SGS_SERVICE],
+        ['After', `${ALLOCATOR_SERVICE} ${SGS_SERVICE} network-online.target`],
       ],
     },
     {

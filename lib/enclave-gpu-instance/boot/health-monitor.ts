@@ -7,25 +7,36 @@ export const HEALTH_TIMER = 'enclave-gpu-health.timer';
 /** Consecutive failed checks before the instance reports itself unhealthy. */
 export const HEALTH_FAILURES_BEFORE_UNHEALTHY = 3;
 
+/** Where the check counts consecutive failures (its own directory: /run/enclave-gpu belongs to the execution context). */
+export const HEALTH_STATE_DIR = '/run/enclave-gpu-health';
+
 /**
- * A check, run every 30 s by a systemd timer, that the enclave is RUNNING. After three
- * failures in a row it tells EC2 Auto Scaling the instance is unhealthy
- * (`autoscaling:SetInstanceHealth`), so a fleet replaces it. On an instance outside a group,
- * or without that permission, the call fails and the failure is only logged: one script for
- * instances and fleets alike, so both render the same boot configuration.
+ * A check, run every 30 s by a systemd timer, that the enclave is RUNNING and, when SGS has a
+ * health endpoint, that SGS answers it. After three failures in a row it tells EC2 Auto
+ * Scaling the instance is unhealthy (`autoscaling:SetInstanceHealth`), so a fleet replaces
+ * it. On an instance outside a group, or without that permission, the call fails and the
+ * failure is only logged: one script for instances and fleets alike, so both render the same
+ * boot configuration.
+ *
+ * @param sgsHealthUrl SGS's `GET /health` URL, or undefined to check the enclave only
  */
-export function renderHealthCheckScript(enclaveName: string, region: string): string {
+export function renderHealthCheckScript(enclaveName: string, region: string, sgsHealthUrl?: string): string {
   return [
     '#!/bin/bash',
-    '# Rendered by cdk-enclave-gpu: is the enclave running? Report the instance unhealthy after repeated failures.',
+    `# Rendered by cdk-enclave-gpu: is the enclave running${sgsHealthUrl ? ' and SGS serving' : ''}? Report the instance unhealthy after repeated failures.`,
     'set -u',
-    'state_file=/run/enclave-gpu/health-failures',
-    'install -d -m 0700 /run/enclave-gpu',
+    `state_file=${HEALTH_STATE_DIR}/failures`,
+    `install -d -m 0700 ${HEALTH_STATE_DIR}`,
     `state=$(nitro-cli describe-enclaves 2>/dev/null | python3 -c 'import json,sys; print(next((e.get("State","") for e in json.load(sys.stdin) if e.get("EnclaveName")=="${enclaveName}"), "ABSENT"))' 2>/dev/null || echo UNKNOWN)`,
-    'if [ "$state" = "RUNNING" ]; then rm -f "$state_file"; exit 0; fi',
+    `problem=""`,
+    `[ "$state" = "RUNNING" ] || problem="enclave ${enclaveName} is $state"`,
+    ...(sgsHealthUrl
+      ? [`curl -sf --max-time 5 -o /dev/null ${sgsHealthUrl} || problem="\${problem:+$problem; }SGS does not answer ${sgsHealthUrl}"`]
+      : []),
+    'if [ -z "$problem" ]; then rm -f "$state_file"; exit 0; fi',
     'failures=$(( $(cat "$state_file" 2>/dev/null || echo 0) + 1 ))',
     'echo "$failures" > "$state_file"',
-    `echo "enclave ${enclaveName} is $state (failed check $failures)"`,
+    'echo "$problem (failed check $failures)"',
     `if [ "$failures" -ge ${HEALTH_FAILURES_BEFORE_UNHEALTHY} ]; then`,
     '  token=$(curl -sf -X PUT http://169.254.169.254/latest/api/token -H "X-aws-ec2-metadata-token-ttl-seconds: 60")',
     '  instance_id=$(curl -sf -H "X-aws-ec2-metadata-token: $token" http://169.254.169.254/latest/meta-data/instance-id)',

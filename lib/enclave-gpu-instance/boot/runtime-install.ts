@@ -1,0 +1,113 @@
+import { installCommand } from './host-packages';
+import { shellQuote, writeFileCommands } from './boot-script';
+import {
+  CONTEXT_SERVICE,
+  CONTEXT_USER,
+  EGPU_ENTRY,
+  NODE_EXECUTABLE,
+  RUNTIME_CURRENT,
+  RUNTIME_GROUP,
+  RUNTIME_ROOT,
+  SGS_SERVICE,
+  SGS_USER,
+  renderContextService,
+  renderSgsService,
+} from './runtime-services';
+
+/** Where the install script is written, on the AMI build instance and on every parent instance. */
+export const RUNTIME_INSTALLER_PATH = '/usr/local/libexec/enclave-gpu/install-runtime';
+
+/** A command-line wrapper, so an operator can run `egpu sgs --config ... --check` on the instance. */
+export const EGPU_WRAPPER_PATH = '/usr/local/bin/egpu';
+
+/** The delimiter of the here-document that carries the install script (the boot script's own). */
+const INSTALLER_DELIMITER = 'ENCLAVE_GPU_EOF';
+/** The delimiter of the here-documents inside the install script. */
+const UNIT_DELIMITER = 'EGPU_UNIT_EOF';
+
+/** The Node.js packages of Amazon Linux 2023 the runtime runs on (node-20 and npm-20). */
+export const NODE_PACKAGES = ['nodejs20', 'nodejs20-npm'];
+
+export interface RuntimeInstallSettings {
+  /** The runtime archive in S3. */
+  readonly s3Url: string;
+  /** Its SHA-256, checked after download; the install directory's name. */
+  readonly sha256: string;
+  /** The region of the bucket. */
+  readonly region: string;
+}
+
+/**
+ * The install script of the runtime: Node.js 20 from the distribution, the system users,
+ * the archive from S3 (checked against its SHA-256, unpacked to
+ * `/opt/enclave-gpu/runtime/<sha256>`, its pinned dependencies installed with `npm ci`), the
+ * `current` link, the systemd units and the `egpu` wrapper.
+ *
+ * One script for the AMI build (EnclaveGpuImage's component) and the boot script: on an
+ * instance of an AMI that baked the same runtime, everything it would download is there and
+ * it only rewrites the units and the link. The units are installed but not started: they
+ * need the configuration the boot script writes.
+ */
+export function renderRuntimeInstaller(settings: RuntimeInstallSettings): string {
+  if (!/^[0-9a-f]{64}$/.test(settings.sha256)) throw new Error(`runtime sha256 must be 64 lower-case hex characters, got '${settings.sha256}'`);
+  const runtimeDir = `${RUNTIME_ROOT}/${settings.sha256}`;
+  return [
+    '#!/bin/bash',
+    '# Rendered by cdk-enclave-gpu: installs the enclave GPU runtime (SGS and the execution context).',
+    '# The same script runs in the AMI build (EnclaveGpuImage) and at boot; where this runtime is',
+    '# installed already it only rewrites the units and the link.',
+    'set -euo pipefail',
+    `runtime_dir=${runtimeDir}`,
+    ...NODE_PACKAGES.map(installCommand),
+    `getent group ${RUNTIME_GROUP} >/dev/null || groupadd --system ${RUNTIME_GROUP}`,
+    ...[CONTEXT_USER, SGS_USER].map((user) => `id -u ${user} >/dev/null 2>&1 || useradd --system --gid ${RUNTIME_GROUP} --no-create-home --home-dir / --shell /sbin/nologin ${user}`),
+    // Others may traverse /opt/enclave-gpu (to the runtime) but not list it.
+    `install -d -m 0711 ${dirnameOf(RUNTIME_ROOT)}`,
+    `install -d -m 0755 ${RUNTIME_ROOT}`,
+    'if [ ! -e "$runtime_dir/.installed" ]; then',
+    `  staging=$(mktemp -d ${RUNTIME_ROOT}/.staging.XXXXXX)`,
+    '  trap \'rm -rf "$staging"\' EXIT',
+    `  aws s3 cp ${shellQuote(settings.s3Url)} "$staging/runtime.tar" --region ${settings.region} --only-show-errors`,
+    `  echo "${settings.sha256}  $staging/runtime.tar" | sha256sum --check --strict -`,
+    '  install -d -m 0755 "$staging/runtime"',
+    '  tar -xf "$staging/runtime.tar" -C "$staging/runtime" --no-same-owner',
+    // The lockfile pins onnxruntime-node and its dependencies with their integrity hashes.
+    '  (cd "$staging/runtime" && npm-20 ci --omit=dev --no-audit --no-fund --cache "$staging/npm-cache")',
+    '  touch "$staging/runtime/.installed"',
+    '  rm -rf "$runtime_dir"',
+    '  mv "$staging/runtime" "$runtime_dir"',
+    'fi',
+    `ln -sfn "$(basename "$runtime_dir")" ${RUNTIME_CURRENT}.new`,
+    `mv -Tf ${RUNTIME_CURRENT}.new ${RUNTIME_CURRENT}`,
+    ...writeFileCommands({ path: `/etc/systemd/system/${CONTEXT_SERVICE}`, content: renderContextService(), mode: '0644' }, UNIT_DELIMITER),
+    ...writeFileCommands({ path: `/etc/systemd/system/${SGS_SERVICE}`, content: renderSgsService(), mode: '0644' }, UNIT_DELIMITER),
+    ...writeFileCommands({ path: EGPU_WRAPPER_PATH, content: `#!/bin/sh\nexec ${NODE_EXECUTABLE} ${EGPU_ENTRY} "$@"\n`, mode: '0755' }, UNIT_DELIMITER),
+    'systemctl daemon-reload',
+    'echo "enclave GPU runtime $(basename "$runtime_dir") installed"',
+    '',
+  ].join('\n');
+}
+
+/**
+ * The commands that write the install script and run it: the boot script and the AMI
+ * component run exactly these lines.
+ */
+export function runtimeInstallCommands(settings: RuntimeInstallSettings): string[] {
+  return [
+    ...writeFileCommands({ path: RUNTIME_INSTALLER_PATH, content: renderRuntimeInstaller(settings), mode: '0755' }, INSTALLER_DELIMITER),
+    RUNTIME_INSTALLER_PATH,
+  ];
+}
+
+/** The commands that check an installed runtime: its marker, and that the bundle starts. */
+export function runtimeCheckCommands(sha256: string): string[] {
+  return [
+    `test -e ${RUNTIME_ROOT}/${sha256}/.installed`,
+    `test "$(readlink ${RUNTIME_CURRENT})" = ${sha256}`,
+    `${NODE_EXECUTABLE} ${EGPU_ENTRY} --help >/dev/null`,
+  ];
+}
+
+function dirnameOf(path: string): string {
+  return path.slice(0, path.lastIndexOf('/'));
+}

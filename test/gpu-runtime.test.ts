@@ -1,0 +1,329 @@
+import { execFileSync, spawn, spawnSync } from 'child_process';
+import * as crypto from 'crypto';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { App, Stack } from 'aws-cdk-lib';
+import { Template } from 'aws-cdk-lib/assertions';
+import { describe, expect, it } from 'vitest';
+import { EnclaveGpuImage, EnclaveGpuInstance, EnclaveImage, GpuRuntime } from '../lib';
+import { renderRuntimeInstaller, runtimeCheckCommands, runtimeInstallCommands } from '../lib/enclave-gpu-instance/boot/runtime-install';
+import { CONTEXT_ENV_PATH, SGS_CONFIG_PATH, renderContextService, renderSgsService } from '../lib/enclave-gpu-instance/boot/runtime-services';
+import { INSTANCE_ID_PLACEHOLDER } from '../lib/enclave-gpu-instance/boot/sgs-config';
+import { BUNDLED_RUNTIME_DIRECTORY, GPU_RUNTIME_DIRECTORY_CONTEXT, bundledGpuRuntime, tarArchive } from '../lib/enclave-gpu-instance/gpu-runtime';
+import { RUNTIME_PACKAGE_JSON, RUNTIME_PACKAGE_LOCK } from '../lib/enclave-gpu-instance/runtime-lock.generated';
+import { KERNEL_ATTESTATION_LOG_PATH } from '../lib/observability/metric-catalogue';
+import { runtimeLock } from '../scripts/generate-runtime-lock';
+import { writePlaceholderEif } from './helpers/eif';
+import { FIXTURE_RUNTIME_DIR, testStack, userDataOf } from './helpers/stack';
+
+const ROOT = path.resolve(__dirname, '..');
+const eifPath = writePlaceholderEif();
+
+/** A runtime directory with an egpu.js of the given text (and an addon, and a file that is not shipped). */
+function runtimeDir(egpu: string, addon = 'addon bytes'): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'egpu-runtime-'));
+  fs.writeFileSync(path.join(dir, 'egpu.js'), egpu);
+  fs.writeFileSync(path.join(dir, 'aes_gcm.node'), addon);
+  fs.writeFileSync(path.join(dir, 'notes.txt'), 'not part of the runtime');
+  return dir;
+}
+
+/** The staged archive of a runtime, as the asset ships it. */
+function stagedArchive(runtime: GpuRuntime): string {
+  return path.join(os.tmpdir(), 'cdk-enclave-gpu-runtime', `${runtime.sha256}.tar`);
+}
+
+/** The text of a file the boot script writes with a here-document. */
+function hereDocument(script: string, file: string, delimiter = 'ENCLAVE_GPU_EOF'): string {
+  const match = new RegExp(`cat > '${file.replace(/[.]/g, '\\.')}' <<'${delimiter}'\\n([\\s\\S]*?)${delimiter}`).exec(script);
+  expect(match, `${file} is not written`).not.toBeNull();
+  return match![1];
+}
+
+function instanceUserData(runtime?: GpuRuntime): string {
+  const { stack, vpc } = testStack();
+  new EnclaveGpuInstance(stack, 'Inference', { vpc, enclaveImage: EnclaveImage.fromEifFile(eifPath), gpuRuntime: runtime });
+  return userDataOf(Template.fromStack(stack));
+}
+
+describe('GpuRuntime archive', () => {
+  it('is a tar of egpu.js, the addons and the pinned package files, nothing else, with a content hash', () => {
+    const runtime = GpuRuntime.fromDirectory(runtimeDir('console.log("v1")'));
+    expect(runtime.sha256).toMatch(/^[0-9a-f]{64}$/);
+    const archive = stagedArchive(runtime);
+    expect(crypto.createHash('sha256').update(fs.readFileSync(archive)).digest('hex')).toBe(runtime.sha256);
+    const listing = execFileSync('tar', ['-tvf', archive], { encoding: 'utf8' });
+    expect(listing.trim().split('\n').map((line) => line.split(/\s+/).pop())).toEqual(['aes_gcm.node', 'egpu.js', 'package-lock.json', 'package.json']);
+    expect(listing).toMatch(/^-rw-r--r-- 0\/0 .* 1980-01-01/m);
+    const out = fs.mkdtempSync(path.join(os.tmpdir(), 'egpu-untar-'));
+    execFileSync('tar', ['-xf', archive, '-C', out]);
+    expect(fs.readFileSync(path.join(out, 'egpu.js'), 'utf8')).toBe('console.log("v1")');
+    expect(JSON.parse(fs.readFileSync(path.join(out, 'package.json'), 'utf8'))).toEqual(RUNTIME_PACKAGE_JSON);
+  });
+
+  it('has the same hash for the same files and another for any change', () => {
+    const a = GpuRuntime.fromDirectory(runtimeDir('console.log("v1")')).sha256;
+    expect(GpuRuntime.fromDirectory(runtimeDir('console.log("v1")')).sha256).toBe(a);
+    expect(GpuRuntime.fromDirectory(runtimeDir('console.log("v2")')).sha256).not.toBe(a);
+    expect(GpuRuntime.fromDirectory(runtimeDir('console.log("v1")', 'other addon')).sha256).not.toBe(a);
+  });
+
+  it('pins onnxruntime-node to the version in package.json, with a lockfile that matches package-lock.json', () => {
+    const rootPackage = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8'));
+    expect(RUNTIME_PACKAGE_JSON.dependencies).toEqual({ 'onnxruntime-node': rootPackage.devDependencies['onnxruntime-node'] });
+    // Fails when package-lock.json moves on: run `npm run generate:runtime-lock`.
+    expect({ packageJson: RUNTIME_PACKAGE_JSON, packageLock: RUNTIME_PACKAGE_LOCK }).toEqual(runtimeLock(ROOT));
+    const packages = RUNTIME_PACKAGE_LOCK.packages as Record<string, { integrity?: string; dev?: boolean }>;
+    for (const [at, entry] of Object.entries(packages).filter(([at]) => at !== '')) {
+      expect(entry.integrity, at).toMatch(/^sha512-/);
+      expect(entry.dev, at).toBeUndefined();
+    }
+  });
+
+  it('writes byte-reproducible ustar headers that GNU tar reads back', () => {
+    const archive = tarArchive([{ name: 'a.txt', data: Buffer.from('x'.repeat(700)) }]);
+    expect(archive.length).toBe(512 + 1024 + 1024);
+    expect(archive.equals(tarArchive([{ name: 'a.txt', data: Buffer.from('x'.repeat(700)) }]))).toBe(true);
+    expect(() => tarArchive([{ name: '../evil', data: Buffer.alloc(0) }])).toThrow(/not a plain file name/);
+  });
+
+  it('refuses a directory without egpu.js, naming the path and the fix', () => {
+    const empty = fs.mkdtempSync(path.join(os.tmpdir(), 'egpu-empty-'));
+    expect(() => GpuRuntime.fromDirectory(empty)).toThrow(`GpuRuntime.fromDirectory: ${path.join(empty, 'egpu.js')} does not exist. Pass a directory that holds egpu.js`);
+  });
+
+  it('names the bundled path and `npm run build:runtime` when the bundle is missing', () => {
+    const missing = path.join(os.tmpdir(), 'no-such-package', 'assets', 'gpu-runtime', 'dist');
+    expect(() => bundledGpuRuntime(missing)).toThrow(`GpuRuntime.fromBundledAsset: ${path.join(missing, 'egpu.js')} does not exist. Build it with \`npm run build:runtime\``);
+    expect(BUNDLED_RUNTIME_DIRECTORY).toBe(path.join(ROOT, 'assets', 'gpu-runtime', 'dist'));
+  });
+
+  it('defaults to the app-wide directory in the context, else the bundled one', () => {
+    const fixture = GpuRuntime.fromDirectory(FIXTURE_RUNTIME_DIR).sha256;
+    expect(instanceUserData()).toContain(`runtime_dir=/opt/enclave-gpu/runtime/${fixture}\n`);
+    const app = new App({ context: { [GPU_RUNTIME_DIRECTORY_CONTEXT]: 42 } });
+    const stack = new Stack(app, 'Bad', { env: { account: '123456789012', region: 'us-east-1' } });
+    expect(() => new EnclaveGpuImage(stack, 'Ami')).toThrow(/context cdk-enclave-gpu:gpuRuntimeDirectory must be the path of a runtime directory, got 42/);
+  });
+});
+
+describe('runtime on the instance', () => {
+  const runtime = GpuRuntime.fromDirectory(runtimeDir('console.log("instance")'));
+  const userData = instanceUserData(runtime);
+  const installer = hereDocument(userData, '/usr/local/libexec/enclave-gpu/install-runtime');
+
+  it('ships the archive as an asset and installs it with the one install script', () => {
+    expect(userData).toContain(runtimeInstallCommands({ s3Url: 'x', sha256: runtime.sha256, region: 'y' })[0]);
+    expect(userData).toContain("\n/usr/local/libexec/enclave-gpu/install-runtime\n");
+    expect(installer).toMatch(/aws s3 cp 's3:\/\/cdk-hnb659fds-assets-123456789012-us-east-1\/[0-9a-f]{64}\.tar' "\$staging\/runtime.tar" --region us-east-1/);
+    expect(installer).toContain(`echo "${runtime.sha256}  $staging/runtime.tar" | sha256sum --check --strict -`);
+    expect(installer).toContain('test -x /usr/bin/node-20 || dnf install -y nodejs20\ntest -x /usr/bin/npm-20 || dnf install -y nodejs20-npm\n');
+    expect(installer).toContain('npm-20 ci --omit=dev');
+  });
+
+  it('writes sgs.json and the context PCRs from the enclave image, and starts the runtime before the enclave', () => {
+    const pcrs = EnclaveImage.fromEifFile(eifPath).pcrs!;
+    const config = JSON.parse(hereDocument(userData, SGS_CONFIG_PATH));
+    expect(config).toEqual({
+      enclaveListen: 'vsock:4294967295:7410',
+      context: 'unix:/run/enclave-gpu/context.sock',
+      root: 'aws',
+      allowlist: [{ pcr0: pcrs.pcr0, pcr1: pcrs.pcr1, pcr2: pcrs.pcr2, partition: 'default' }],
+      health: 'tcp:127.0.0.1:7411',
+      metrics: { enabled: true, region: '${AWS::Region}', instanceId: INSTANCE_ID_PLACEHOLDER },
+      kernelAttestationLog: KERNEL_ATTESTATION_LOG_PATH,
+    });
+    expect(userData).toContain(`sed -i "s/${INSTANCE_ID_PLACEHOLDER}/$instance_id/" /etc/enclave-gpu/sgs.json\nchgrp egpu /etc/enclave-gpu/sgs.json`);
+    expect(hereDocument(userData, CONTEXT_ENV_PATH)).toContain(`EGPU_CONTEXT_ARGS=--expect-pcr 0=${pcrs.pcr0} --expect-pcr 1=${pcrs.pcr1} --expect-pcr 2=${pcrs.pcr2}\n`);
+    const order = ['install-runtime\n', 'enable --now nitro-enclaves-allocator.service', 'systemctl restart --no-block egpu-context.service egpu-sgs.service', 'enable --now enclave-gpu-enclave.service'].map((s) => userData.indexOf(s));
+    expect(order.every((at) => at > 0)).toBe(true);
+    expect([...order].sort((a, b) => a - b)).toEqual(order);
+    expect(hereDocument(userData, '/etc/systemd/system/enclave-gpu-enclave.service')).toContain('Wants=egpu-sgs.service\nAfter=nitro-enclaves-allocator.service egpu-sgs.service network-online.target\n');
+  });
+
+  it('honours the SGS ports and leaves metrics off without observability', () => {
+    const { stack, vpc } = testStack();
+    new EnclaveGpuInstance(stack, 'Inference', { vpc, enclaveImage: EnclaveImage.fromEifFile(eifPath), sgsVsockPort: 9000, sgsHealthPort: 9001, observability: false });
+    const script = userDataOf(Template.fromStack(stack));
+    const config = JSON.parse(hereDocument(script, SGS_CONFIG_PATH));
+    expect(config.enclaveListen).toBe('vsock:4294967295:9000');
+    expect(config.health).toBe('tcp:127.0.0.1:9001');
+    expect(config.metrics).toBeUndefined();
+    expect(hereDocument(script, '/usr/local/libexec/enclave-gpu/health-check')).toContain('curl -sf --max-time 5 -o /dev/null http://127.0.0.1:9001/health || problem=');
+  });
+
+  it('refuses an SGS port that the KMS proxy already listens on', () => {
+    const { stack, vpc } = testStack();
+    expect(() => new EnclaveGpuInstance(stack, 'Inference', { vpc, enclaveImage: EnclaveImage.fromEifFile(eifPath), sgsVsockPort: 8000 }))
+      .toThrow(/sgsVsockPort 8000 is also the kmsProxyVsockPort/);
+  });
+
+  it('runs both services unprivileged and sandboxed, SGS after the context', () => {
+    const context = hereDocument(installer, '/etc/systemd/system/egpu-context.service', 'EGPU_UNIT_EOF');
+    const sgs = hereDocument(installer, '/etc/systemd/system/egpu-sgs.service', 'EGPU_UNIT_EOF');
+    expect(context).toBe(renderContextService());
+    expect(sgs).toBe(renderSgsService());
+    expect(context).toContain('ExecStart=/usr/bin/node-20 /opt/enclave-gpu/runtime/current/egpu.js context --listen unix:/run/enclave-gpu/context.sock --root aws $EGPU_CONTEXT_ARGS\n');
+    expect(sgs).toContain('ExecStart=/usr/bin/node-20 /opt/enclave-gpu/runtime/current/egpu.js sgs --config /etc/enclave-gpu/sgs.json\n');
+    expect(sgs).toContain('Requires=egpu-context.service\nAfter=egpu-context.service network-online.target\n');
+    expect(sgs).toContain('LogsDirectory=enclave-gpu\n');
+    expect(context).toContain('RuntimeDirectory=enclave-gpu\n');
+    for (const unit of [context, sgs]) {
+      for (const directive of ['NoNewPrivileges=yes', 'ProtectSystem=strict', 'ProtectHome=yes', 'PrivateTmp=yes', 'CapabilityBoundingSet=\n']) {
+        expect(unit).toContain(directive);
+      }
+    }
+    expect(context).toContain('User=egpu-context\nGroup=egpu\n');
+    expect(sgs).toContain('User=egpu-sgs\nGroup=egpu\n');
+  });
+
+  it('keeps the boot script within the 16 KB EC2 accepts', () => {
+    expect(Buffer.byteLength(userData)).toBeLessThan(15 * 1024);
+  });
+});
+
+const SYSTEMD_ANALYZE = spawnSync('systemd-analyze', ['--version']).status === 0;
+
+describe('systemd', () => {
+  it.skipIf(!SYSTEMD_ANALYZE)('accepts every directive of the runtime units (systemd-analyze verify)', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'egpu-units-'));
+    for (const [name, text] of [['egpu-context.service', renderContextService()], ['egpu-sgs.service', renderSgsService()]]) {
+      fs.writeFileSync(path.join(dir, name), text);
+    }
+    const result = spawnSync('systemd-analyze', ['verify', '--man=no', path.join(dir, 'egpu-context.service'), path.join(dir, 'egpu-sgs.service')], { encoding: 'utf8' });
+    const complaints = `${result.stdout}\n${result.stderr}`.split('\n')
+      // This machine has neither Node 20's namespaced binary nor the runtime nor the users: only syntax is checked here.
+      .filter((line) => /Unknown (key|section)|Failed to parse|Invalid|ignoring|Unknown lvalue/i.test(line));
+    expect(complaints).toEqual([]);
+  });
+});
+
+describe('install script, run in a sandbox', () => {
+  /**
+   * Runs the install script with its absolute paths moved under a temporary root and the
+   * system commands (aws, dnf, useradd, npm-20, systemctl...) replaced by stubs that log
+   * their calls; `aws s3 cp` copies `archive`.
+   */
+  function sandbox() {
+    const root = fs.mkdtempSync(path.join(os.tmpdir(), 'egpu-install-'));
+    const bin = path.join(root, 'stub-bin');
+    const log = path.join(root, 'calls.log');
+    fs.mkdirSync(bin);
+    const stub = (name: string, body = '') => fs.writeFileSync(path.join(bin, name), `#!/bin/bash\necho "${name} $*" >> ${log}\n${body}\n`, { mode: 0o755 });
+    stub('aws', 'cp "$FAKE_ARCHIVE" "$4"');
+    stub('npm-20', 'mkdir -p node_modules/onnxruntime-node && echo "$*" > .npm-args');
+    for (const name of ['dnf', 'groupadd', 'useradd', 'systemctl']) stub(name);
+    stub('getent', 'exit 2');
+    stub('id', 'exit 1');
+    const run = (script: string, archive: string) => spawnSync('bash', ['-c', script], {
+      encoding: 'utf8',
+      env: { ...process.env, PATH: `${bin}:${process.env.PATH}`, FAKE_ARCHIVE: archive },
+    });
+    const localise = (script: string) => script
+      .replace(/\/opt\/enclave-gpu/g, `${root}/opt/enclave-gpu`)
+      .replace(/\/etc\/systemd\/system/g, `${root}/etc/systemd/system`)
+      .replace(/\/usr\/local\/bin/g, `${root}/usr/local/bin`);
+    const calls = () => (fs.existsSync(log) ? fs.readFileSync(log, 'utf8') : '');
+    return { root, run, localise, calls };
+  }
+
+  const runtime = GpuRuntime.fromDirectory(runtimeDir('console.log("sandboxed")'));
+  const settings = { s3Url: 's3://bucket/runtime.tar', sha256: runtime.sha256, region: 'us-east-1' };
+
+  it('installs the checked archive into a directory named by its hash, links it, writes the units, and does nothing twice', () => {
+    const box = sandbox();
+    const script = box.localise(renderRuntimeInstaller(settings));
+    const first = box.run(script, stagedArchive(runtime));
+    expect(first.stderr).toBe('');
+    expect(first.status).toBe(0);
+    const installed = path.join(box.root, 'opt/enclave-gpu/runtime', runtime.sha256);
+    expect(fs.readFileSync(path.join(installed, 'egpu.js'), 'utf8')).toBe('console.log("sandboxed")');
+    expect(fs.existsSync(path.join(installed, '.installed'))).toBe(true);
+    expect(fs.readFileSync(path.join(installed, '.npm-args'), 'utf8')).toMatch(/^ci --omit=dev --no-audit --no-fund --cache /);
+    expect(fs.existsSync(path.join(installed, 'node_modules', 'onnxruntime-node'))).toBe(true);
+    expect(fs.readlinkSync(path.join(box.root, 'opt/enclave-gpu/runtime/current'))).toBe(runtime.sha256);
+    expect(fs.readdirSync(path.join(box.root, 'opt/enclave-gpu/runtime')).sort()).toEqual([runtime.sha256, 'current'].sort());
+    expect(fs.readdirSync(path.join(box.root, 'etc/systemd/system')).sort()).toEqual(['egpu-context.service', 'egpu-sgs.service']);
+    expect(fs.statSync(path.join(box.root, 'usr/local/bin/egpu')).mode & 0o777).toBe(0o755);
+    const calls = box.calls();
+    expect(calls).toContain('dnf install -y nodejs20\n');
+    expect(calls).toContain('dnf install -y nodejs20-npm\n');
+    expect(calls).toContain('groupadd --system egpu\n');
+    expect(calls).toMatch(/useradd --system --gid egpu .* egpu-context\n/);
+    expect(calls).toMatch(/useradd --system --gid egpu .* egpu-sgs\n/);
+    expect(calls).toContain('aws s3 cp s3://bucket/runtime.tar');
+    expect(calls).toContain('systemctl daemon-reload\n');
+    expect(calls).not.toMatch(/systemctl (enable|start|restart)/);
+
+    // A second run (a boot on an AMI that baked this runtime) downloads nothing.
+    const second = box.run(script, stagedArchive(runtime));
+    expect(second.status).toBe(0);
+    expect(box.calls().match(/^aws /gm)).toHaveLength(1);
+    expect(box.calls().match(/^npm-20 /gm)).toHaveLength(1);
+  });
+
+  it('refuses an archive whose SHA-256 differs, and leaves nothing behind', () => {
+    const box = sandbox();
+    const tampered = path.join(box.root, 'tampered.tar');
+    fs.writeFileSync(tampered, Buffer.concat([fs.readFileSync(stagedArchive(runtime)), Buffer.from('x')]));
+    const result = box.run(box.localise(renderRuntimeInstaller(settings)), tampered);
+    expect(result.status).not.toBe(0);
+    expect(result.stdout + result.stderr).toMatch(/FAILED/);
+    expect(fs.readdirSync(path.join(box.root, 'opt/enclave-gpu/runtime'))).toEqual([]);
+    expect(box.calls()).not.toContain('npm-20');
+  });
+
+  it('checks what it installed: the runtime checks pass on the sandbox', () => {
+    const [marker, link] = runtimeCheckCommands(runtime.sha256);
+    expect(marker).toBe(`test -e /opt/enclave-gpu/runtime/${runtime.sha256}/.installed`);
+    expect(link).toBe(`test "$(readlink /opt/enclave-gpu/runtime/current)" = ${runtime.sha256}`);
+  });
+});
+
+const DIST_EGPU = path.join(BUNDLED_RUNTIME_DIRECTORY, 'egpu.js');
+const DIST_MISSING = !fs.existsSync(DIST_EGPU);
+
+describe('the real runtime accepts what the constructs render', () => {
+  // The bundle is a build output (`npm run build:runtime`); without it these are skipped, and CI builds it first.
+  const userData = instanceUserData();
+
+  it.skipIf(DIST_MISSING)('egpu sgs --check accepts the rendered sgs.json (assets/gpu-runtime/dist/egpu.js)', () => {
+    // What CloudFormation and the boot script substitute on the instance.
+    const config = hereDocument(userData, SGS_CONFIG_PATH)
+      .replace('${AWS::Region}', 'us-east-1')
+      .replace(INSTANCE_ID_PLACEHOLDER, 'i-0123456789abcdef0');
+    const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'egpu-sgs-')), 'sgs.json');
+    fs.writeFileSync(file, config);
+    const result = spawnSync(process.execPath, [DIST_EGPU, 'sgs', '--check', '--config', file], { encoding: 'utf8', timeout: 30_000 });
+    expect(result.stderr).toBe('');
+    expect(result.status).toBe(0);
+    expect(result.stdout).toContain('enclave link      vsock:4294967295:7410');
+    expect(result.stdout).toContain('context           unix:/run/enclave-gpu/context.sock');
+    expect(result.stdout).toContain('allowlist         1 image(s)');
+    expect(result.stdout).toContain('health            http://127.0.0.1:7411/health');
+    expect(result.stdout).toContain('InstanceId i-0123456789abcdef0');
+    expect(result.stdout).toContain(`kernel log        ${KERNEL_ATTESTATION_LOG_PATH}`);
+  });
+
+  it.skipIf(DIST_MISSING)('egpu context starts with the rendered arguments and stops on SIGTERM', async () => {
+    const env = hereDocument(userData, CONTEXT_ENV_PATH);
+    const args = /^EGPU_CONTEXT_ARGS=(.*)$/m.exec(env)![1].split(/\s+/);
+    const socket = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'egpu-ctx-')), 'context.sock');
+    const child = spawn(process.execPath, [DIST_EGPU, 'context', '--listen', `unix:${socket}`, '--root', 'aws', ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`context did not start: ${stderr}`)), 30_000);
+      child.stderr!.on('data', (chunk) => {
+        stderr += chunk;
+        // The command's own ready line, printed once its SIGTERM handler is about to be in place.
+        if (/listening on .*, pid \d+\n/.test(stderr)) { clearTimeout(timer); setTimeout(resolve, 200); }
+      });
+      child.once('exit', () => { clearTimeout(timer); reject(new Error(`context exited: ${stderr}`)); });
+    });
+    expect(stderr).toContain(`egpu context: listening on unix:${socket}`);
+    child.kill('SIGTERM');
+    expect(await exited).toBe(0);
+  });
+});
