@@ -1,6 +1,9 @@
 // Builds the runtime: dist/egpu.js (one bundle with its dependencies) and, where a C
-// toolchain and Node's headers are present, the in-place AES-256-GCM addon
-// (dist/aes_gcm.node). Without the addon the runtime uses node:crypto, slower but the same bytes.
+// toolchain and Node's headers are present, two native addons:
+// - dist/aes_gcm.node, in-place AES-256-GCM. Without it the runtime uses node:crypto,
+//   slower but the same bytes.
+// - dist/vsock.node (Linux), AF_VSOCK bridged to Unix socketpairs. Without it vsock:
+//   addresses are refused with VSOCK_UNAVAILABLE.
 import { spawnSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -27,18 +30,33 @@ await esbuild.build({
   external: ['onnxruntime-node'],
 });
 
+// Each addon is optional and built on its own: one that fails to compile leaves the other.
+const addons = [
+  { name: 'aes_gcm', what: 'the AES-256-GCM addon', fallback: 'the runtime falls back to node:crypto for AES-256-GCM' },
+  { name: 'vsock', what: 'the AF_VSOCK addon', fallback: 'vsock: addresses are refused (VSOCK_UNAVAILABLE); unix: and tcp: work' },
+];
 if (existsSync(join(here, 'binding.gyp'))) {
-  console.log('[gpu-runtime] building the AES-256-GCM addon (node-gyp)');
-  const nodeGyp = process.env.npm_config_node_gyp;
+  console.log(`[gpu-runtime] building ${addons.map((addon) => addon.what).join(' and ')} (node-gyp)`);
+  const nodeGyp = process.env.npm_config_node_gyp ?? bundledNodeGyp();
   const nodedir = existsSync('/usr/include/node/node_api.h') ? ['--nodedir=/usr'] : [];
   const [cmd, args] = nodeGyp ? [process.execPath, [nodeGyp]] : ['node-gyp', []];
-  const result = spawnSync(cmd, [...args, 'rebuild', ...nodedir], { cwd: here, stdio: 'inherit' });
-  const built = join(here, 'build', 'Release', 'aes_gcm.node');
-  if (result.status === 0 && existsSync(built)) {
-    copyFileSync(built, join(dist, 'aes_gcm.node'));
-    console.log('[gpu-runtime] addon built: dist/aes_gcm.node');
-  } else {
-    console.warn('[gpu-runtime] addon not built; the runtime falls back to node:crypto for AES-256-GCM');
+  // make -k: a target that fails to compile does not stop the other one.
+  spawnSync(cmd, [...args, 'rebuild', ...nodedir], { cwd: here, stdio: 'inherit', env: { ...process.env, MAKEFLAGS: `${process.env.MAKEFLAGS ?? ''} -k`.trim() } });
+  for (const addon of addons) {
+    // rebuild starts from an empty build/, so a file there was built by this run.
+    const built = join(here, 'build', 'Release', `${addon.name}.node`);
+    if (existsSync(built)) {
+      copyFileSync(built, join(dist, `${addon.name}.node`));
+      console.log(`[gpu-runtime] addon built: dist/${addon.name}.node`);
+    } else {
+      console.warn(`[gpu-runtime] ${addon.what} not built; ${addon.fallback}`);
+    }
   }
 }
 console.log('[gpu-runtime] done');
+
+/** node-gyp as npm ships it, for `node build.mjs` run outside npm (npm sets npm_config_node_gyp). */
+function bundledNodeGyp() {
+  const candidate = join(dirname(process.execPath), '..', 'lib', 'node_modules', 'npm', 'node_modules', 'node-gyp', 'bin', 'node-gyp.js');
+  return existsSync(candidate) ? candidate : undefined;
+}

@@ -5,7 +5,7 @@
 import { DEFAULT_MAX_SESSIONS, DEFAULT_MEMORY_CAP, ExecutionContext } from '../context/execution-context';
 import { UsageError } from '../errors';
 import { DEFAULT_ONNX_THREADS, MAX_ONNX_THREADS } from '../kernels/onnx-runtime';
-import { formatAddress } from '../protocol/transport';
+import { formatAddress, parseAddress } from '../protocol/transport';
 import { parsePcrAssignments } from './attest-inputs';
 import { Command, requireOption } from './command';
 
@@ -16,7 +16,7 @@ const context: Command = {
     + 'itself, runs the built-in kernels (add, relu, softmax, gemm) and onnx.run, and answers with sealed\n'
     + 'results. Logs one line per session start and end to stderr; exits 0 on SIGTERM or SIGINT.',
   usage: [
-    '  --listen ADDR          where SGS connects: unix:/path or tcp:host:port',
+    '  --listen ADDR          where SGS connects: unix:/path or tcp:host:port (a host-local link; vsock is the enclave\'s link to SGS)',
     '  --root aws|FILE.pem    the root enclave documents must chain to (default aws; a PEM file in local mode)',
     '  --expect-pcr N=HEX     a PCR value every enclave must attest; repeat for several',
     `  --memory-cap BYTES     device memory per session (default ${DEFAULT_MEMORY_CAP})`,
@@ -32,7 +32,10 @@ const context: Command = {
     'threads': { type: 'string' },
   },
   async run(values, io) {
-    const listen = requireOption(values, 'listen');
+    const listen = parseAddress(requireOption(values, 'listen'));
+    if (listen.kind === 'vsock') {
+      throw new UsageError('--listen must be a unix: or tcp: address: the context runs on the host and only SGS connects to it (vsock is the enclave\'s link to SGS)');
+    }
     const expectedPcrs = Object.fromEntries(
       Object.entries(parsePcrAssignments(values['expect-pcr'] as string[] | undefined, '--expect-pcr')).map(([n, v]) => [n, v.toString('hex')]),
     );

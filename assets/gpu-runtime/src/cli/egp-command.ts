@@ -21,7 +21,8 @@ const egp: Command = {
     + 'an SGS or context restart. Exits 0 on SIGTERM or SIGINT.',
   usage: [
     '  --listen unix:PATH     where applications connect',
-    '  --sgs ADDR             SGS\'s enclave address: unix:/path or tcp:host:port (vsock:3:port in an enclave)',
+    '  --sgs ADDR             SGS\'s enclave address: vsock:3:PORT in an enclave (the parent is CID 3),\n'
+      + '                         unix:/path or tcp:host:port in local mode',
     '  --nsm-state DIR        the simulated NSM\'s directory (local mode); created on first use',
     '  --pcr N=HEX            the simulated enclave\'s PCR0, 1 or 2 (48 bytes); default fixed test values',
   ].join('\n'),

@@ -121,7 +121,7 @@ describe('egpu context', () => {
     [['--listen', 'unix:/tmp/x.sock', '--threads', '0'], 2, '--threads must be an integer from 1 to 256'],
     [['--listen', 'unix:/tmp/x.sock', '--memory-cap', '1e9'], 2, '--memory-cap must be an integer'],
     [['--listen', 'unix:/tmp/x.sock', '--expect-pcr', '0=abcd'], 2, '--expect-pcr 0 must be 48 bytes of hex'],
-    [['--listen', 'vsock:3:7000'], 1, 'AF_VSOCK is not supported'],
+    [['--listen', 'vsock:3:7000'], 2, '--listen must be a unix: or tcp: address'],
     [['--listen', 'unix:/tmp/x.sock', '--root', '/nonexistent/root.pem'], 1, 'cannot read /nonexistent/root.pem'],
   ])('egpu context %j exits %i: %s', (args, status, message) => {
     const result = spawnSync(TSX, [CLI, 'context', ...args], { cwd: REPO_ROOT, encoding: 'utf8', timeout: 30_000 });
