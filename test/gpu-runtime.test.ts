@@ -327,3 +327,17 @@ describe('the real runtime accepts what the constructs render', () => {
     expect(await exited).toBe(0);
   });
 });
+
+const OBJDUMP = spawnSync('objdump', ['--version']).status === 0;
+
+describe('native addons of the bundled runtime', () => {
+  const addons = DIST_MISSING ? [] : fs.readdirSync(BUNDLED_RUNTIME_DIRECTORY).filter((name) => name.endsWith('.node'));
+
+  it.skipIf(DIST_MISSING || !OBJDUMP)('need no newer glibc than Amazon Linux 2023 has (2.34)', () => {
+    for (const addon of addons) {
+      const symbols = execFileSync('objdump', ['-T', path.join(BUNDLED_RUNTIME_DIRECTORY, addon)], { encoding: 'utf8' });
+      const versions = [...symbols.matchAll(/GLIBC_(\d+)\.(\d+)/g)].map(([, major, minor]) => Number(major) * 1000 + Number(minor));
+      expect(Math.max(0, ...versions), `${addon} needs glibc ${Math.floor(Math.max(...versions) / 1000)}.${Math.max(...versions) % 1000}`).toBeLessThanOrEqual(2034);
+    }
+  });
+});

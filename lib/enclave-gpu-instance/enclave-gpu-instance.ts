@@ -32,7 +32,9 @@ export interface EnclaveGpuInstanceProps extends EnclaveHostProps {
  *
  * It renders the enclave's boot configuration from typed props (the allocator's CPU and
  * memory reservation, a vsock-proxy that reaches only the stack region's KMS endpoint, a
- * systemd unit that runs the enclave image) and applies secure defaults: IMDSv2 only, an
+ * systemd unit that runs the enclave image, and the gpu-runtime, SGS and the execution
+ * context, installed from their asset and configured to admit that image only) and applies
+ * secure defaults: IMDSv2 only, an
  * encrypted root volume, detailed monitoring, Session Manager instead of SSH, a
  * least-privilege role, and the tag `EnclaveGPU=true` on everything it creates.
  *
