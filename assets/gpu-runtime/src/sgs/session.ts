@@ -229,27 +229,36 @@ export class SgsSession {
     services.log(`sgs: session ${this.label()} admitted: EnclaveImage ${admitted.enclaveImage}, partition ${admitted.partition}`);
   }
 
+  /**
+   * An operation completed: its slot goes to the next operation now; metrics and the
+   * kernel-attestation record wait until this turn's writes to the EGP are out. Results that
+   * arrive together (a launch's and the dtoh pipelined behind it) then leave in one write,
+   * which wakes the enclave side once, and the bookkeeping is off their path.
+   */
   private completed(operation: CompletedOperation): void {
-    this.egp.flush(); // the result and its done leave before the bookkeeping below
+    this.services.scheduler.release(this);
+    // RecordConnection flushes on the tick its first write of this turn queued, so this runs after it.
+    process.nextTick(() => this.record(operation));
+  }
+
+  private record(operation: CompletedOperation): void {
     const image = this.admitted!.enclaveImage;
     const { metrics } = this.services;
     metrics.operation(image, operation.latencyMs, operation.done.computeUs);
-    if (OperationPipeline.isLaunch(operation.digest)) {
-      metrics.launch(image);
-      if (!operation.done.codeSha384.equals(operation.digest)) {
-        this.services.log(`sgs: session ${this.label()}: launch ${operation.n} ran code ${operation.done.codeSha384.toString('hex').slice(0, 16)}..., not the ${operation.digest.toString('hex').slice(0, 16)}... its frames named`);
-      }
-      this.services.kernelLog.write({
-        time: new Date().toISOString(),
-        instanceId: this.services.config.metrics.instanceId,
-        enclaveImage: image,
-        session: this.hello!.sessionId.toString('hex'),
-        launch: operation.n,
-        kernel: operation.done.kernel,
-        codeSha384: operation.done.codeSha384.toString('hex'),
-      });
+    if (!OperationPipeline.isLaunch(operation.digest)) return;
+    metrics.launch(image);
+    if (!operation.done.codeSha384.equals(operation.digest)) {
+      this.services.log(`sgs: session ${this.label()}: launch ${operation.n} ran code ${operation.done.codeSha384.toString('hex').slice(0, 16)}..., not the ${operation.digest.toString('hex').slice(0, 16)}... its frames named`);
     }
-    this.services.scheduler.release(this);
+    this.services.kernelLog.write({
+      time: new Date().toISOString(),
+      instanceId: this.services.config.metrics.instanceId,
+      enclaveImage: image,
+      session: this.hello!.sessionId.toString('hex'),
+      launch: operation.n,
+      kernel: operation.done.kernel,
+      codeSha384: operation.done.codeSha384.toString('hex'),
+    });
   }
 
   // Sending.
