@@ -22,6 +22,7 @@ import type { KernelRegistry } from '../kernels/registry';
 import { ControlMessage } from '../protocol/control';
 import { RecordConnection } from '../protocol/record-connection';
 import { WireError, toWireError } from '../protocol/wire-error';
+import { mark } from '../timeline';
 import { DeviceMemory } from './device-memory';
 import { InboundOperation } from './inbound-operation';
 import { executeOperation } from './operation-executor';
@@ -138,15 +139,20 @@ export class ContextSession {
       const { header } = parseFrame(frame); // unauthenticated until the opener checks the tag
       this.lastN = header.n;
       this.inbound = new InboundOperation(this.session, header);
+      mark('ctx', 'begin', this.session.sessionId, header.n);
     }
     const operation = this.inbound;
     const lastFrame = operation.accept(frame, this.memory);
     releaseFrame(frame); // opened, its data copied out and its plaintext wiped: the memory can take the next frame
     if (!lastFrame) return;
     this.inbound = undefined;
+    const { sessionId } = this.session;
+    mark('ctx', 'arrived', sessionId, operation.n);
     const outcome = await executeOperation(operation, this.memory, this.env.kernels);
+    mark('ctx', 'executed', sessionId, operation.n, `computeUs=${outcome.computeUs}`);
     if (this.ended) return;
     await sendOutcome(this.connection, this.session, operation.n, operation.digest, outcome);
+    mark('ctx', 'sent', sessionId, operation.n);
     this.operations++;
   }
 

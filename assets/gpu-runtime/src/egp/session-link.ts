@@ -18,10 +18,11 @@ import { EnclaveIdentity, answerHello } from '../abe/handshake';
 import { decodeContextHello, encodeEnclaveReply } from '../abe/handshake-messages';
 import type { AbeSession } from '../abe/session';
 import { ControlMessage, encodeControl } from '../protocol/control';
-import { encodeRequest } from '../protocol/op-descriptor';
+import { OperationRequest, encodeRequest } from '../protocol/op-descriptor';
 import { RecordConnection } from '../protocol/record-connection';
 import { Address, connect } from '../protocol/transport';
 import { WireError, toWireError } from '../protocol/wire-error';
+import { mark, timelineEnabled } from '../timeline';
 import { DoneReport, Operation } from './operation';
 import { sealOperation } from './operation-sealer';
 import { nowUs } from './timing';
@@ -130,6 +131,7 @@ export class SessionLink {
     const bigOperation = (data?.length ?? 0) > this.options.chunkBytes;
     if (bigOperation) this.uncork(); // let its first frames leave while the rest is sealed
     const start = nowUs();
+    if (timelineEnabled()) mark('egp', 'send', this.session!.sessionId, n, `op=${describeRequest(op.spec.request)}`);
     // Refused here (TOO_LARGE), a call fails alone: operation n is not used, nothing is written.
     const descriptor = encodeRequest(op.spec.request);
     try {
@@ -147,6 +149,7 @@ export class SessionLink {
     const end = nowUs();
     op.timing.sealUs += end - start;
     op.timing.sentAt = end;
+    mark('egp', 'sealed', this.session!.sessionId, n);
     this.lastN = n;
     if (this.inFlight.length === 0) this.lastHeardAt = Date.now(); // idle time before now is not silence
     this.inFlight.push(op);
@@ -173,6 +176,7 @@ export class SessionLink {
       throw toWireError(error); // RecordConnection ends the connection on it, and end() reports it
     }
     if (!complete) return;
+    mark('egp', 'answered', this.session!.sessionId, op.n);
     this.inFlight.shift();
     this.refused.delete(op);
     // The context answers in order, {t: done} after each result: earlier operations still
@@ -239,6 +243,7 @@ export class SessionLink {
       }
       return; // already finished without it
     }
+    mark('egp', 'done', this.session!.sessionId, message.n);
     const finished = this.answeredOps.splice(0, index + 1);
     const op = finished.pop()!;
     for (const earlier of finished) this.events.finished(earlier, undefined);
@@ -339,4 +344,9 @@ export class SessionLink {
     this.session?.close();
     if (!this.connection.isClosed) this.connection.close();
   }
+}
+
+/** What the timeline calls an operation: its kind, and a launch's kernel. */
+function describeRequest(request: OperationRequest): string {
+  return request.op === 'launch' ? `launch:${request.kernel}` : request.op;
 }

@@ -153,6 +153,11 @@ export class OperationPipeline implements InboundGate {
     return true;
   }
 
+  /** The number of the operation dispatchNext() would send, if any. */
+  get nextQueued(): number | undefined {
+    return this.queue[0]?.n;
+  }
+
   /** True when the queue's front can go to the context (whole, or begun: cut-through). */
   hasQueued(): boolean {
     return this.queue.length > 0;

@@ -21,6 +21,7 @@ import { ControlMessage } from '../protocol/control';
 import { RecordConnection } from '../protocol/record-connection';
 import { connect } from '../protocol/transport';
 import { WireError, toWireError } from '../protocol/wire-error';
+import { mark, timelineEnabled } from '../timeline';
 import { AdmittedEnclave, admitEnclave } from './admission';
 import { InboundAssembler } from './inbound-assembler';
 import { CompletedOperation, OperationError, OperationPipeline } from './operation-pipeline';
@@ -68,7 +69,10 @@ export class SgsSession {
   }
 
   dispatchNext(): void {
-    if (this.state === 'ready') this.pipeline!.dispatchNext();
+    if (this.state !== 'ready') return;
+    const n = this.pipeline!.nextQueued;
+    this.pipeline!.dispatchNext();
+    if (n !== undefined) mark('sgs', 'dispatch', this.hello!.sessionId, n);
   }
 
   /**
@@ -124,7 +128,13 @@ export class SgsSession {
   private fromEnclaveFrame(frame: Buffer): void {
     if (this.state !== 'ready') throw new WireError('MALFORMED', `a frame is not expected ${this.stateDescription()}`);
     this.services.metrics.bytesIn(this.admitted!.enclaveImage, frame.length);
-    this.inbound!.push(frame);
+    const begins = !this.inbound!.midOperation;
+    const ends = this.inbound!.push(frame);
+    if (timelineEnabled() && (begins || ends)) {
+      const { n } = parseFrame(frame).header;
+      if (begins) mark('sgs', 'begin', this.hello!.sessionId, n);
+      if (ends) mark('sgs', 'arrived', this.hello!.sessionId, n);
+    }
     // The front operation may go to the context now: at its first frame (cut-through), or once a slot frees.
     if (this.pipeline!.hasQueued()) this.services.scheduler.pump();
     this.endIfDrained();
@@ -183,6 +193,7 @@ export class SgsSession {
       this.becomeReady();
       this.sendToEnclave(message);
     } else if (this.state === 'ready' && message.t === 'done') {
+      mark('sgs', 'done', this.hello!.sessionId, message.n);
       this.pipeline!.complete(message);
       this.endIfDrained();
     } else {
@@ -197,6 +208,7 @@ export class SgsSession {
       throw new WireError('INTERNAL', 'the context sent a frame of the wrong direction or session');
     }
     this.pipeline!.checkResult(header.n);
+    mark('sgs', 'result', header.session, header.n);
     this.services.metrics.bytesOut(this.admitted!.enclaveImage, frame.length);
     this.relayToEnclave(frame);
   }
