@@ -29,6 +29,10 @@ export async function sendOutcome(connection: RecordConnection, session: AbeSess
   }
   await writer.add(encodeControl({ t: 'done', n, kernel: outcome.kernel, codeSha384: outcome.codeSha384, computeUs: outcome.computeUs }));
   await writer.flush();
+  // A launch's answer leaves now rather than with this turn's other writes: what waits behind
+  // it (typically the dtoh of its output) is then opened and sealed here while SGS and the
+  // EGP already handle this answer, instead of everything leaving together afterwards.
+  if (outcome.codeSha384.some((byte) => byte !== 0)) connection.flush();
 }
 
 class JoiningWriter {
