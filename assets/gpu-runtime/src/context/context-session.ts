@@ -152,7 +152,6 @@ export class ContextSession {
     mark('ctx', 'executed', sessionId, operation.n, `computeUs=${outcome.computeUs}`);
     if (this.ended) return;
     await sendOutcome(this.connection, this.session, operation.n, operation.digest, outcome);
-    mark('ctx', 'sent', sessionId, operation.n);
     this.operations++;
   }
 

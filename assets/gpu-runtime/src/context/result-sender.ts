@@ -14,6 +14,7 @@ import { AbeSession } from '../abe/session';
 import { encodeControl } from '../protocol/control';
 import { DESCRIPTOR_BUFFER, encodeResult } from '../protocol/op-descriptor';
 import { RecordConnection } from '../protocol/record-connection';
+import { mark } from '../timeline';
 import { OperationOutcome } from './operation-executor';
 
 /** Records below this are joined with their neighbours before writing. */
@@ -29,6 +30,7 @@ export async function sendOutcome(connection: RecordConnection, session: AbeSess
   }
   await writer.add(encodeControl({ t: 'done', n, kernel: outcome.kernel, codeSha384: outcome.codeSha384, computeUs: outcome.computeUs }));
   await writer.flush();
+  mark('ctx', 'sent', session.sessionId, n); // handed to the socket: before the write that SGS can see
   // A launch's answer leaves now rather than with this turn's other writes: what waits behind
   // it (typically the dtoh of its output) is then opened and sealed here while SGS and the
   // EGP already handle this answer, instead of everything leaving together afterwards.

@@ -104,6 +104,7 @@ describe('EGPU_TRACE across the EGP, SGS and the context', () => {
     const launch = summary.kinds.find((k) => k.kind === 'launch:add')!;
     expect(launch.operations).toBe(1);
     const names = launch.steps.map((s) => s.step);
+    // Steps that follow from cause and effect (within a process, or a write and its read); others depend on scheduling.
     for (const step of ['egp.send -> egp.sealed', 'sgs.arrived -> sgs.dispatch', 'ctx.arrived -> ctx.executed', 'ctx.sent -> sgs.result', 'sgs.result -> sgs.done', 'egp.answered -> egp.done']) {
       expect(names).toContain(step);
     }
