@@ -1,5 +1,6 @@
 {
-  # Two addons, each optional (the runtime falls back without them); build.mjs copies them to dist/.
+  # Three addons, each optional (the runtime falls back, or refuses what needs it, without
+  # them); build.mjs copies them to dist/.
   #
   # The in-place AES-256-GCM addon. It compiles against the OpenSSL headers that ship with
   # Node (include/node/openssl) and links no libcrypto: the EVP symbols resolve against the
@@ -12,7 +13,8 @@
       "xcode_settings": { "OTHER_CFLAGS": ["-Wall", "-Wextra"] }
     }
   ],
-  # The AF_VSOCK bridge (Linux only: AF_VSOCK, accept4, socketpair bridging on a thread).
+  # Linux only: the AF_VSOCK bridge (AF_VSOCK, accept4, socketpair bridging on a thread), and
+  # the Nitro Secure Module device (/dev/nsm: one NSM_IOCTL_RAW per request, on the libuv pool).
   "conditions": [
     ["OS=='linux'", {
       "targets": [
@@ -21,6 +23,11 @@
           "sources": ["native/vsock.c"],
           "cflags": ["-O2", "-Wall", "-Wextra", "-Werror", "-pthread"],
           "ldflags": ["-pthread"]
+        },
+        {
+          "target_name": "nsm",
+          "sources": ["native/nsm.c"],
+          "cflags": ["-O2", "-Wall", "-Wextra", "-Werror"]
         }
       ]
     }]

@@ -1,9 +1,11 @@
 // Builds the runtime: dist/egpu.js (one bundle with its dependencies) and, where a C
-// toolchain and Node's headers are present, two native addons:
+// toolchain and Node's headers are present, three native addons:
 // - dist/aes_gcm.node, in-place AES-256-GCM. Without it the runtime uses node:crypto,
 //   slower but the same bytes.
 // - dist/vsock.node (Linux), AF_VSOCK bridged to Unix socketpairs. Without it vsock:
 //   addresses are refused with VSOCK_UNAVAILABLE.
+// - dist/nsm.node (Linux), the Nitro Secure Module device (/dev/nsm). Without it `egpu egp
+//   --nsm-device` is refused with NSM_UNAVAILABLE; local mode (--nsm-state) works.
 import { spawnSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -34,13 +36,14 @@ await esbuild.build({
 const addons = [
   { name: 'aes_gcm', what: 'the AES-256-GCM addon', fallback: 'the runtime falls back to node:crypto for AES-256-GCM' },
   { name: 'vsock', what: 'the AF_VSOCK addon', fallback: 'vsock: addresses are refused (VSOCK_UNAVAILABLE); unix: and tcp: work' },
+  { name: 'nsm', what: 'the NSM device addon', fallback: 'egpu egp --nsm-device is refused (NSM_UNAVAILABLE); --nsm-state (local mode) works' },
 ];
 if (existsSync(join(here, 'binding.gyp'))) {
-  console.log(`[gpu-runtime] building ${addons.map((addon) => addon.what).join(' and ')} (node-gyp)`);
+  console.log(`[gpu-runtime] building ${addons.map((addon) => addon.what).join(', ')} (node-gyp)`);
   const nodeGyp = process.env.npm_config_node_gyp ?? bundledNodeGyp();
   const nodedir = existsSync('/usr/include/node/node_api.h') ? ['--nodedir=/usr'] : [];
   const [cmd, args] = nodeGyp ? [process.execPath, [nodeGyp]] : ['node-gyp', []];
-  // make -k: a target that fails to compile does not stop the other one.
+  // make -k: a target that fails to compile does not stop the others.
   spawnSync(cmd, [...args, 'rebuild', ...nodedir], { cwd: here, stdio: 'inherit', env: { ...process.env, MAKEFLAGS: `${process.env.MAKEFLAGS ?? ''} -k`.trim() } });
   for (const addon of addons) {
     // rebuild starts from an empty build/, so a file there was built by this run.
