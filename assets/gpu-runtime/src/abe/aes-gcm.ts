@@ -8,9 +8,7 @@
  * cannot write into caller memory and so pays an extra allocation and copy per call.
  */
 import { createCipheriv, createDecipheriv } from 'node:crypto';
-import { existsSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import * as path from 'node:path';
+import { loadAddon } from '../native-addon';
 import { AbeError, expectLength } from './errors';
 
 export const AES_KEY_BYTES = 32;
@@ -62,17 +60,10 @@ export const nodeCryptoBackend: AesGcmBackend = {
   },
 };
 
-/**
- * The addon next to the bundle (dist/egpu.js -> dist/aes_gcm.node) or, when running from
- * the sources (tests, tsx), in the package's dist/. Undefined when it was not built; a
- * file that exists but does not load is a broken build and throws.
- */
+/** dist/aes_gcm.node (see native-addon.ts); undefined when it was not built. */
 export function loadNativeBackend(): AesGcmBackend | undefined {
-  const candidates = [path.join(__dirname, 'aes_gcm.node'), path.join(__dirname, '..', '..', 'dist', 'aes_gcm.node')];
-  const file = candidates.find((candidate) => existsSync(candidate));
-  if (file === undefined) return undefined;
-  const addon = createRequire(__filename)(file) as Omit<AesGcmBackend, 'name'>;
-  return { name: 'native', seal: addon.seal, open: addon.open };
+  const addon = loadAddon<Omit<AesGcmBackend, 'name'>>('aes_gcm');
+  return addon === undefined ? undefined : { name: 'native', seal: addon.seal, open: addon.open };
 }
 
 /** The backend in use: the addon where it was built, node:crypto otherwise. */

@@ -16,12 +16,11 @@
  * here goes through an NsmTransport, so tests inject one that answers as the NSM would.
  */
 import { existsSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import * as path from 'node:path';
 import { CborError, CborValue, decodeCbor, encodeCbor } from '../../../../lib/shared/cbor';
 import type { EnclaveIdentity } from '../abe/handshake';
 import { ImagePcrs, PCR_BYTES } from '../abe/key-schedule';
 import { RuntimeError } from '../errors';
+import { loadAddon } from '../native-addon';
 import { AttestationError } from './attestation-error';
 import { LIMITS, parseAttestationDocument } from './document';
 
@@ -91,14 +90,9 @@ export interface NsmAddon {
 /** Returns the addon, or undefined when it was not built; throws when it exists but does not load. */
 export type NsmLoader = () => NsmAddon | undefined;
 
-/**
- * The addon next to the bundle (dist/egpu.js -> dist/nsm.node) or, when running from the
- * sources (tests, tsx), in the package's dist/. Undefined when it was not built.
- */
+/** dist/nsm.node (see native-addon.ts); undefined when it was not built. */
 export function loadNsmAddon(): NsmAddon | undefined {
-  const candidates = [path.join(__dirname, 'nsm.node'), path.join(__dirname, '..', '..', 'dist', 'nsm.node')];
-  const file = candidates.find((candidate) => existsSync(candidate));
-  return file === undefined ? undefined : createRequire(__filename)(file) as NsmAddon;
+  return loadAddon<NsmAddon>('nsm');
 }
 
 /** What an attestation document is asked to carry; each field optional, as in the NSM API. */

@@ -7,10 +7,8 @@
  * This module is the thin layer over the addon; transport.ts validates addresses, chooses
  * the addon (injectably, for tests) and turns failures into TransportErrors.
  */
-import { existsSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import * as net from 'node:net';
-import * as path from 'node:path';
+import { loadAddon } from '../native-addon';
 
 /** VMADDR_CID_ANY and VMADDR_PORT_ANY: any local CID (listening), any free port. */
 export const VSOCK_ANY = 0xffff_ffff;
@@ -45,15 +43,9 @@ export interface VsockAddon {
 /** Returns the addon, or undefined when it was not built; throws when it exists but does not load. */
 export type VsockLoader = () => VsockAddon | undefined;
 
-/**
- * The addon next to the bundle (dist/egpu.js -> dist/vsock.node) or, when running from the
- * sources (tests, tsx), in the package's dist/. Undefined when it was not built; a file that
- * exists but does not load throws.
- */
+/** dist/vsock.node (see native-addon.ts); undefined when it was not built. */
 export function loadVsockAddon(): VsockAddon | undefined {
-  const candidates = [path.join(__dirname, 'vsock.node'), path.join(__dirname, '..', '..', 'dist', 'vsock.node')];
-  const file = candidates.find((candidate) => existsSync(candidate));
-  return file === undefined ? undefined : createRequire(__filename)(file) as VsockAddon;
+  return loadAddon<VsockAddon>('vsock');
 }
 
 /** Wraps the JavaScript end of a bridge; the socket owns (and closes) the fd. */
