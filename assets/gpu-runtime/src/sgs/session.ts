@@ -293,21 +293,14 @@ export class SgsSession {
     if (context.isClosed) return;
     // One writev (RecordConnection batches a turn's writes); each frame's memory goes back to the pool once written.
     for (const frame of frames) context.send(frame, () => releaseFrame(frame)).catch(() => {});
-    if (context.socket.writableNeedDrain && !this.egp.socket.isPaused()) {
-      this.egp.socket.pause();
-      context.socket.once('drain', () => this.egp.socket.resume());
-    }
+    pauseWhileFull(this.egp.socket, context.socket);
   }
 
   /** Result frames go straight on; while the EGP does not read, SGS stops reading the context. */
   private relayToEnclave(frame: Buffer): void {
     if (this.egp.isClosed) return;
     this.egp.send(frame, () => releaseFrame(frame)).catch(() => {});
-    const context = this.context!;
-    if (this.egp.socket.writableNeedDrain && !context.socket.isPaused()) {
-      context.socket.pause();
-      this.egp.socket.once('drain', () => context.socket.resume());
-    }
+    pauseWhileFull(this.context!.socket, this.egp.socket);
   }
 
   // Errors.
@@ -345,5 +338,13 @@ export class SgsSession {
 
   private stateDescription(): string {
     return { 'await-open': 'before {t: open}', 'await-hello': 'while waiting for the context hello', 'await-reply': 'before the enclave reply', 'await-ready': 'before the session is ready', 'ready': 'in a ready session', 'closed': 'after the session ended' }[this.state];
+  }
+}
+
+/** Relaying from `source` to `sink`: while `sink` holds more than it wants, `source` is not read. */
+function pauseWhileFull(source: Socket, sink: Socket): void {
+  if (sink.writableNeedDrain && !source.isPaused()) {
+    source.pause();
+    sink.once('drain', () => source.resume());
   }
 }
