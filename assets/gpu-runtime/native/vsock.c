@@ -26,6 +26,7 @@
 #define _GNU_SOURCE
 #define NAPI_VERSION 8
 #include <errno.h>
+#include <stdbool.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <node_api.h>
@@ -51,7 +52,7 @@ static const char *errno_name(int err) {
   switch (err) {
 #define NAME(e) case e: return #e;
     NAME(EACCES) NAME(EADDRINUSE) NAME(EADDRNOTAVAIL) NAME(EAFNOSUPPORT) NAME(EAGAIN)
-    NAME(EBADF) NAME(ECONNABORTED) NAME(ECONNREFUSED) NAME(ECONNRESET) NAME(EHOSTUNREACH)
+    NAME(EBADF) NAME(ECANCELED) NAME(ECONNABORTED) NAME(ECONNREFUSED) NAME(ECONNRESET) NAME(EHOSTUNREACH)
     NAME(EINTR) NAME(EINVAL) NAME(EMFILE) NAME(ENETUNREACH) NAME(ENFILE) NAME(ENOBUFS)
     NAME(ENODEV) NAME(ENOMEM) NAME(ENOTCONN) NAME(ENOTSOCK) NAME(EPERM) NAME(EPIPE)
     NAME(EPROTONOSUPPORT) NAME(EPROTOTYPE) NAME(ESOCKTNOSUPPORT) NAME(ETIMEDOUT) NAME(EOPNOTSUPP)
@@ -254,13 +255,16 @@ static int get_uint32(napi_env env, napi_value value, const char *name, uint32_t
   return 1;
 }
 
+/* A descriptor number: an integer in 0..INT_MAX. napi_get_value_int32 would read NaN, 0.5 and
+ * 2^32 as 0 (another descriptor, which bridge() would then take over and close). */
 static int get_fd(napi_env env, napi_value value, int *out) {
-  int32_t fd;
-  if (napi_get_value_int32(env, value, &fd) != napi_ok || fd < 0) {
+  double number;
+  if (napi_get_value_double(env, value, &number) != napi_ok || number != number || number < 0 ||
+      number > (double)INT_MAX || number != (double)(int)number) {
     napi_throw_type_error(env, "ERR_VSOCK_ARGUMENT", "fd must be a non-negative integer");
     return 0;
   }
-  *out = fd;
+  *out = (int)number;
   return 1;
 }
 
@@ -399,7 +403,12 @@ static napi_value js_connect(napi_env env, napi_callback_info info) {
   if (napi_create_promise(env, &r->deferred, &promise) != napi_ok ||
       napi_create_async_work(env, NULL, name, connect_execute, connect_complete, r, &r->work) != napi_ok ||
       napi_queue_async_work(env, r->work) != napi_ok) {
-    free(r); /* only reachable when N-API itself fails, which has thrown already */
+    bool pending = false;
+    if (r->work != NULL) napi_delete_async_work(env, r->work);
+    free(r);
+    if (napi_is_exception_pending(env, &pending) != napi_ok || !pending) {
+      napi_throw_error(env, "ERR_VSOCK", "vsock.connect could not be queued");
+    }
     return NULL;
   }
   return promise;

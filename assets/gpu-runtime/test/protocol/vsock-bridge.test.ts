@@ -149,7 +149,8 @@ describe.skipIf(addon === undefined)(`the vsock bridge over real sockets (skippe
   });
 
   it('refuses what is not a connected stream socket, with errno codes, and takes the fd over', async () => {
-    expect(() => addon!.bridge(-1)).toThrow(/fd must be a non-negative integer/);
+    // Not descriptor numbers (read as int32 they would all be 0, standard input):
+    for (const bad of [-1, Number.NaN, 0.5, 2 ** 32, 2 ** 31]) expect(() => addon!.bridge(bad)).toThrow(/fd must be a non-negative integer/);
     const notOpen = 1_000_000;
     expect(() => addon!.bridge(notOpen)).toThrow(expect.objectContaining({ code: 'EBADF', syscall: 'getsockopt' }));
     // A listening socket is a stream socket, but bridging it would serve no one: the bridge
