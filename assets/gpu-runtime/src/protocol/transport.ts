@@ -12,9 +12,10 @@
  * addon, or where the kernel has no vsock transport, vsock addresses fail with
  * VSOCK_UNAVAILABLE, a message naming the address, the reason and the fix.
  *
- * Under the test runner (VITEST set) or with EGPU_VSOCK=off, the default addon is not used
- * at all: on the build machines the vsock device belongs to the machine itself, so nothing
- * there may connect to or listen on a vsock address. Tests inject the addon they want.
+ * With EGPU_VSOCK=off the default addon is not used at all: on the build machines the vsock
+ * device belongs to the machine itself, so nothing there may connect to or listen on a vsock
+ * address (vitest.config.mts sets it for every test and the processes they start). Tests
+ * inject the addon they want.
  */
 import * as net from 'node:net';
 import { RuntimeError } from '../errors';
@@ -53,7 +54,7 @@ export function formatAddress(address: Address): string {
 
 /** Where connect and listen find the vsock addon; tests inject theirs. */
 export interface TransportOptions {
-  /** Defaults to dist/vsock.node, or none under the test runner or with EGPU_VSOCK=off. */
+  /** Defaults to dist/vsock.node, or none with EGPU_VSOCK=off. */
   readonly vsock?: VsockLoader;
 }
 
@@ -132,26 +133,17 @@ function vsockFailure(text: string, code: 'CONNECT' | 'LISTEN', what: string, er
 
 const VSOCK_KERNEL_FIX = 'run inside a Nitro enclave or on its parent instance (nitro-enclaves-allocator loads the vsock driver), or use unix: or tcp: in local mode';
 
-let defaultAddon: { addon?: VsockAddon; error?: string } | undefined;
-
 /** The addon to use for `text`, or VSOCK_UNAVAILABLE saying why there is none and what to do. */
 function vsockAddon(text: string, options: TransportOptions): VsockAddon {
   let addon: VsockAddon | undefined;
   let failure: string | undefined;
-  if (options.vsock !== undefined) {
+  if (options.vsock === undefined && process.env.EGPU_VSOCK === 'off') {
+    failure = 'vsock is switched off by EGPU_VSOCK=off: nothing here may reach a vsock address; use unix: or tcp:';
+  } else {
     try {
-      addon = options.vsock();
+      addon = (options.vsock ?? loadVsockAddon)();
     } catch (error) {
       failure = `dist/vsock.node does not load (${(error as Error).message}); rebuild it with npm run build:runtime`;
-    }
-  } else {
-    const disabled = process.env.EGPU_VSOCK === 'off' ? 'EGPU_VSOCK=off' : process.env.VITEST !== undefined ? 'the test runner (VITEST is set)' : undefined;
-    if (disabled !== undefined) {
-      failure = `vsock is switched off by ${disabled}: nothing here may reach a vsock address; use unix: or tcp:`;
-    } else {
-      defaultAddon ??= loadDefaultAddon();
-      addon = defaultAddon.addon;
-      failure = defaultAddon.error;
     }
   }
   if (addon === undefined) {
@@ -161,11 +153,3 @@ function vsockAddon(text: string, options: TransportOptions): VsockAddon {
 }
 
 const NO_ADDON = 'this build has no vsock addon (dist/vsock.node); build the runtime where a C toolchain and Node\'s headers are installed (npm run build:runtime), or use unix: or tcp: in local mode';
-
-function loadDefaultAddon(): { addon?: VsockAddon; error?: string } {
-  try {
-    return { addon: loadVsockAddon() };
-  } catch (error) {
-    return { error: `dist/vsock.node does not load (${(error as Error).message}); rebuild it with npm run build:runtime` };
-  }
-}
