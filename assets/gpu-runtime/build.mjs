@@ -33,6 +33,8 @@ await esbuild.build({
 });
 
 // Each addon is optional and built on its own: one that fails to compile leaves the other.
+// With EGPU_REQUIRE_ADDONS=1 (CI) a missing one fails the build instead: the tests that need
+// an addon skip without it, and CI must not pass by skipping them.
 const addons = [
   { name: 'aes_gcm', what: 'the AES-256-GCM addon', fallback: 'the runtime falls back to node:crypto for AES-256-GCM' },
   { name: 'vsock', what: 'the AF_VSOCK addon', fallback: 'vsock: addresses are refused (VSOCK_UNAVAILABLE); unix: and tcp: work' },
@@ -55,6 +57,11 @@ if (existsSync(join(here, 'binding.gyp'))) {
       console.warn(`[gpu-runtime] ${addon.what} not built; ${addon.fallback}`);
     }
   }
+}
+const missing = addons.filter((addon) => !existsSync(join(dist, `${addon.name}.node`)));
+if (process.env.EGPU_REQUIRE_ADDONS === '1' && missing.length > 0) {
+  console.error(`[gpu-runtime] EGPU_REQUIRE_ADDONS=1 and not built: ${missing.map((addon) => `dist/${addon.name}.node`).join(', ')}`);
+  process.exit(1);
 }
 console.log('[gpu-runtime] done');
 
