@@ -9,6 +9,7 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { openFdCount } from '../protocol/vsock-helpers';
 import { COMMANDS } from '../../src/cli';
 import { dispatch } from '../../src/cli/command';
 import { NSM_REQUEST_MAX_BYTES, NSM_RESPONSE_MAX_BYTES, NsmDevice, NsmError, encodeDescribePcrRequest, loadNsmAddon } from '../../src/attestation/nsm-device';
@@ -77,10 +78,13 @@ describe.skipIf(addon === undefined)('the NSM addon', () => {
     expect(() => addon!.request(`${file}\0x`, Buffer.alloc(1))).toThrow(/without NUL bytes/);
   });
 
-  it('runs many requests at once without blocking the JavaScript thread', async () => {
+  it('runs many requests at once, and closes each descriptor it opened', async () => {
     const file = regularFile();
-    const results = await Promise.allSettled(Array.from({ length: 32 }, () => addon!.request(file, encodeDescribePcrRequest(1))));
+    const fdsBefore = openFdCount();
+    const requests = Array.from({ length: 32 }, () => addon!.request(file, encodeDescribePcrRequest(1)));
+    const results = await Promise.allSettled(requests);
     expect(results.every((result) => result.status === 'rejected' && (result.reason as NodeJS.ErrnoException).code === 'ENOTTY')).toBe(true);
+    expect(openFdCount()).toBe(fdsBefore); // one descriptor per request, closed after it
   });
 
   it('gives NsmDevice typed errors: NSM_IO for the failed ioctl, NSM_UNAVAILABLE once the path is gone', async () => {
