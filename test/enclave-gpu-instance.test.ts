@@ -4,6 +4,7 @@ import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import { Size, Token, CfnParameter } from 'aws-cdk-lib';
 import { Match, Template } from 'aws-cdk-lib/assertions';
+import { Construct } from 'constructs';
 import { describe, expect, it } from 'vitest';
 import { EnclaveGpuInstance, EnclaveGpuInstanceProps, EnclaveImage, attestation_kms, observability as observability_module } from '../lib';
 import { expectedPcrs, placeholderSections, typicalSections, writeEif, writePlaceholderEif, writeTempFile } from './helpers/eif';
@@ -323,6 +324,28 @@ describe('EnclaveGpuInstance validation', () => {
 
   it.each([1, 3, 5])('refuses an odd enclave vCPU count (%i)', (cpuCount) => {
     expect(() => synth({ enclave: { cpuCount } })).toThrow(/enclave\.cpuCount must be even .* got \d/);
+  });
+
+  it('refuses, once and before anything needs them, an enclave image whose PCRs are not known at synth time', () => {
+    class UnmeasuredImage extends EnclaveImage {
+      public readonly pcrs = undefined;
+      public bind(scope: Construct) {
+        const { pcrs, ...rest } = EnclaveImage.fromEifFile(eifPath).bind(scope);
+        void pcrs;
+        return rest;
+      }
+    }
+    const refused = /^TestStack\/Inference: enclaveImage has no known PCR0, PCR1 and PCR2, .*Use EnclaveImage\.fromEifFile\(\)/;
+    // Not the key's, nor the observability's: one error, whatever else is set.
+    expect(() => synth({ enclaveImage: new UnmeasuredImage() })).toThrow(refused);
+    expect(() => synth({ enclaveImage: new UnmeasuredImage(), observability: false })).toThrow(refused);
+  });
+
+  it('refuses, at synth, a boot script above the 16 KB of user data EC2 accepts', () => {
+    const { stack, vpc } = testStack();
+    const construct = new EnclaveGpuInstance(stack, 'Inference', { vpc, enclaveImage: EnclaveImage.fromEifFile(eifPath) });
+    construct.instance.userData.addCommands(`# ${'x'.repeat(4 * 1024)}`);
+    expect(() => Template.fromStack(stack)).toThrow(/the boot script is about \d+ bytes, above the 16384 bytes of user data EC2 accepts/);
   });
 
   it('refuses an enclave that leaves the parent fewer than 2 vCPUs', () => {

@@ -169,6 +169,9 @@ describe('runtime on the instance', () => {
     expect(sgs).toContain('Requires=egpu-context.service\nAfter=egpu-context.service network-online.target\n');
     expect(sgs).toContain('LogsDirectory=enclave-gpu\n');
     expect(context).toContain('RuntimeDirectory=enclave-gpu\n');
+    // The context's socket: group egpu (SGS) may connect, others may not (0770 under UMask 0007, in a 0750 directory).
+    expect(context).toContain('RuntimeDirectoryMode=0750\n');
+    expect(context).toContain('UMask=0007\n');
     for (const unit of [context, sgs]) {
       for (const directive of ['NoNewPrivileges=yes', 'ProtectSystem=strict', 'ProtectHome=yes', 'PrivateTmp=yes', 'CapabilityBoundingSet=\n']) {
         expect(unit).toContain(directive);
@@ -274,10 +277,15 @@ describe('install script, run in a sandbox', () => {
     expect(box.calls()).not.toContain('npm-20');
   });
 
-  it('checks what it installed: the runtime checks pass on the sandbox', () => {
+  it('checks what it installed: the runtime checks pass on the sandbox after an install, and fail before', () => {
     const [marker, link] = runtimeCheckCommands(runtime.sha256);
     expect(marker).toBe(`test -e /opt/enclave-gpu/runtime/${runtime.sha256}/.installed`);
     expect(link).toBe(`test "$(readlink /opt/enclave-gpu/runtime/current)" = ${runtime.sha256}`);
+    const box = sandbox();
+    const checks = box.localise([marker, link].join(' && '));
+    expect(box.run(checks, '').status).not.toBe(0);
+    expect(box.run(box.localise(renderRuntimeInstaller(settings)), stagedArchive(runtime)).status).toBe(0);
+    expect(box.run(checks, '').status).toBe(0);
   });
 });
 

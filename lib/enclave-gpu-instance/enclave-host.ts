@@ -9,6 +9,7 @@ import { EnclaveGpuObservability } from '../observability/enclave-gpu-observabil
 import { enclaveImageDimension } from '../observability/metric-catalogue';
 import { EnclaveResourceSettings } from './boot/enclave-resource-settings';
 import { renderEnclaveBootScript } from './boot/enclave-boot-script';
+import { ContextPcrs } from './boot/runtime-services';
 import { EnclaveHostProps } from './enclave-host-props';
 import { EnclaveImageConfig } from './enclave-image';
 import { GpuRuntimeConfig, defaultGpuRuntime } from './gpu-runtime';
@@ -48,6 +49,8 @@ export class EnclaveHost {
   readonly rootVolume: ec2.BlockDevice;
   readonly userData = ec2.UserData.forLinux();
   readonly runtime: GpuRuntimeConfig;
+  /** The image's PCRs, known at synth time: the key, SGS, the context and the metrics all need them. */
+  private readonly pcrs: ContextPcrs;
   private readonly enclaveCid: number;
   private readonly kmsProxyVsockPort: number;
   private readonly sgsVsockPort: number;
@@ -73,6 +76,7 @@ export class EnclaveHost {
     this.sgsHealthPort = requireWholeNumber(scope, 'sgsHealthPort', props.sgsHealthPort ?? 7411, 1, 65535);
 
     this.image = props.enclaveImage.bind(scope);
+    this.pcrs = knownPcrs(scope, this.image);
     this.resources = resolveEnclaveResources(scope, props.enclave, typeInfo, this.image.sizeBytes);
 
     this.role = props.role ?? createParentRole(scope, 'Role');
@@ -114,7 +118,7 @@ export class EnclaveHost {
       cloudWatchAgentConfig: observability?.cloudWatchAgentConfig(),
       runtime: { s3Url: this.runtime.bucket.s3UrlForObject(this.runtime.objectKey), sha256: this.runtime.sha256, region: Stack.of(this.scope).region },
       sgs: {
-        pcrs: this.runtimePcrs(),
+        pcrs: this.pcrs,
         enclaveVsockPort: this.sgsVsockPort,
         healthPort: this.sgsHealthPort,
         publishMetrics: observability !== undefined,
@@ -132,16 +136,6 @@ export class EnclaveHost {
       : [];
   }
 
-  /** The image's PCRs that SGS and the context admit: they must be known at synth time. */
-  private runtimePcrs(): { pcr0: string; pcr1: string; pcr2: string; pcr8?: string } {
-    const pcrs = this.image.pcrs;
-    const known = (value: string | undefined): value is string => value !== undefined && !Token.isUnresolved(value);
-    if (!pcrs || !known(pcrs.pcr0) || !known(pcrs.pcr1) || !known(pcrs.pcr2)) {
-      throw propError(this.scope, 'enclaveImage', 'has no known PCR0, PCR1 and PCR2, which SGS and the execution context admit enclaves by', 'Use EnclaveImage.fromEifFile(), which measures the file');
-    }
-    return { pcr0: pcrs.pcr0, pcr1: pcrs.pcr1, pcr2: pcrs.pcr2, ...(known(pcrs.pcr8) ? { pcr8: pcrs.pcr8 } : {}) };
-  }
-
   private resolveObservability(option: boolean | EnclaveGpuObservability, instanceId: string | undefined): EnclaveGpuObservability | undefined {
     if (typeof option !== 'boolean') {
       return option;
@@ -149,23 +143,26 @@ export class EnclaveHost {
     if (!option) {
       return undefined;
     }
-    const pcr0 = this.image.pcrs?.pcr0;
-    if (!pcr0 || Token.isUnresolved(pcr0)) {
-      throw propError(this.scope, 'observability', "needs the enclave image's PCR0 for the EnclaveImage dimension", 'Use an enclaveImage with a known PCR0, pass your own EnclaveGpuObservability, or set observability: false');
-    }
-    return new EnclaveGpuObservability(this.scope, 'Observability', { enclaveImage: enclaveImageDimension(pcr0), instanceId });
+    return new EnclaveGpuObservability(this.scope, 'Observability', { enclaveImage: enclaveImageDimension(this.pcrs.pcr0), instanceId });
   }
 
   /** A key bound to the image's measurements, and to the role's when its ARN is known at synth. */
   private createKey(role: iam.IRole | undefined): AttestationBoundKey {
-    const imagePcrs: Pcrs | undefined = this.image.pcrs;
-    if (!imagePcrs) {
-      throw propError(this.scope, 'key', 'is required when the enclave image has no known PCRs', 'Pass an AttestationBoundKey, or an enclaveImage with PCRs');
-    }
+    const imagePcrs: Pcrs = this.image.pcrs!; // checked by knownPcrs
     const roleArn = role?.roleArn;
     const pcr3 = roleArn && !Token.isUnresolved(roleArn) ? EifMeasurements.pcr3ForRole(roleArn) : undefined;
     return new AttestationBoundKey(this.scope, 'Key', { pcrs: { ...imagePcrs, ...(pcr3 ? { pcr3 } : {}) } });
   }
+}
+
+/** The image's PCR0-2 (and PCR8 if signed), which must be known at synth time. */
+function knownPcrs(scope: Construct, image: EnclaveImageConfig): ContextPcrs {
+  const pcrs = image.pcrs;
+  const known = (value: string | undefined): value is string => value !== undefined && !Token.isUnresolved(value);
+  if (!pcrs || !known(pcrs.pcr0) || !known(pcrs.pcr1) || !known(pcrs.pcr2)) {
+    throw propError(scope, 'enclaveImage', 'has no known PCR0, PCR1 and PCR2, which the key policy, SGS, the execution context and the metrics are bound to', 'Use EnclaveImage.fromEifFile(), which measures the file');
+  }
+  return { pcr0: pcrs.pcr0, pcr1: pcrs.pcr1, pcr2: pcrs.pcr2, ...(known(pcrs.pcr8) ? { pcr8: pcrs.pcr8 } : {}) };
 }
 
 function createSecurityGroup(scope: Construct, vpc: ec2.IVpc): ec2.SecurityGroup {

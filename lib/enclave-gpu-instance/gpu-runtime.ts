@@ -77,14 +77,22 @@ export function bundledGpuRuntime(directory: string): GpuRuntime {
   return new DirectoryRuntime(directory, 'GpuRuntime.fromBundledAsset', 'Build it with `npm run build:runtime` in the cdk-enclave-gpu package (`npm run build` builds it too)');
 }
 
+/** The default runtime of each app, so its constructs share one archive (read, tarred and hashed once). */
+const defaultRuntimes = new WeakMap<Construct, GpuRuntime>();
+
 /** The default runtime of a construct: the app's context override, else the bundled one. */
 export function defaultGpuRuntime(scope: Construct): GpuRuntime {
-  const override = scope.node.tryGetContext(GPU_RUNTIME_DIRECTORY_CONTEXT);
-  if (override === undefined) return GpuRuntime.fromBundledAsset();
-  if (typeof override !== 'string' || override.length === 0) {
-    throw new Error(`context ${GPU_RUNTIME_DIRECTORY_CONTEXT} must be the path of a runtime directory, got ${JSON.stringify(override)}`);
+  const app = scope.node.root;
+  let runtime = defaultRuntimes.get(app);
+  if (runtime === undefined) {
+    const override = scope.node.tryGetContext(GPU_RUNTIME_DIRECTORY_CONTEXT);
+    if (override !== undefined && (typeof override !== 'string' || override.length === 0)) {
+      throw new Error(`context ${GPU_RUNTIME_DIRECTORY_CONTEXT} must be the path of a runtime directory, got ${JSON.stringify(override)}`);
+    }
+    runtime = override === undefined ? GpuRuntime.fromBundledAsset() : GpuRuntime.fromDirectory(override);
+    defaultRuntimes.set(app, runtime);
   }
-  return GpuRuntime.fromDirectory(override);
+  return runtime;
 }
 
 /** The entry point every runtime directory must hold. */

@@ -57,8 +57,8 @@ export interface SgsBootSettings {
   readonly pcrs: ContextPcrs;
   /** The vsock port SGS listens on for enclaves. */
   readonly enclaveVsockPort: number;
-  /** The loopback port of SGS's health endpoint, which the health check queries; undefined for none. */
-  readonly healthPort?: number;
+  /** The loopback port of SGS's health endpoint, which the health check queries. */
+  readonly healthPort: number;
   /** Publish EnclaveGPU metrics (in the stack's region). */
   readonly publishMetrics: boolean;
 }
@@ -148,7 +148,7 @@ export function renderEnclaveBootScript(settings: EnclaveBootSettings): string[]
     .step('installing the health check')
     .writeFile({
       path: HEALTH_SCRIPT_PATH,
-      content: renderHealthCheckScript('enclave-gpu', settings.region, settings.sgs.healthPort !== undefined ? `http://127.0.0.1:${settings.sgs.healthPort}/health` : undefined),
+      content: renderHealthCheckScript('enclave-gpu', settings.region, `http://127.0.0.1:${settings.sgs.healthPort}/health`),
       mode: '0755',
     })
     .writeFile({ path: `/etc/systemd/system/${HEALTH_SERVICE}`, content: renderHealthService(), mode: '0644' })

@@ -18,21 +18,19 @@ export const HEALTH_STATE_DIR = '/run/enclave-gpu-health';
  * failure is only logged: one script for instances and fleets alike, so both render the same
  * boot configuration.
  *
- * @param sgsHealthUrl SGS's `GET /health` URL, or undefined to check the enclave only
+ * @param sgsHealthUrl SGS's `GET /health` URL
  */
-export function renderHealthCheckScript(enclaveName: string, region: string, sgsHealthUrl?: string): string {
+export function renderHealthCheckScript(enclaveName: string, region: string, sgsHealthUrl: string): string {
   return [
     '#!/bin/bash',
-    `# Rendered by cdk-enclave-gpu: is the enclave running${sgsHealthUrl ? ' and SGS serving' : ''}? Report the instance unhealthy after repeated failures.`,
+    '# Rendered by cdk-enclave-gpu: is the enclave running and SGS serving? Report the instance unhealthy after repeated failures.',
     'set -u',
     `state_file=${HEALTH_STATE_DIR}/failures`,
     `install -d -m 0700 ${HEALTH_STATE_DIR}`,
     `state=$(nitro-cli describe-enclaves 2>/dev/null | python3 -c 'import json,sys; print(next((e.get("State","") for e in json.load(sys.stdin) if e.get("EnclaveName")=="${enclaveName}"), "ABSENT"))' 2>/dev/null || echo UNKNOWN)`,
     `problem=""`,
     `[ "$state" = "RUNNING" ] || problem="enclave ${enclaveName} is $state"`,
-    ...(sgsHealthUrl
-      ? [`curl -sf --max-time 5 -o /dev/null ${sgsHealthUrl} || problem="\${problem:+$problem; }SGS does not answer ${sgsHealthUrl}"`]
-      : []),
+    `curl -sf --max-time 5 -o /dev/null ${sgsHealthUrl} || problem="\${problem:+$problem; }SGS does not answer ${sgsHealthUrl}"`,
     'if [ -z "$problem" ]; then rm -f "$state_file"; exit 0; fi',
     'failures=$(( $(cat "$state_file" 2>/dev/null || echo 0) + 1 ))',
     'echo "$failures" > "$state_file"',

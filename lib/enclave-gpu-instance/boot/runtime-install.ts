@@ -1,5 +1,5 @@
 import { installCommand } from './host-packages';
-import { shellQuote, writeFileCommands } from './boot-script';
+import { dirname, shellQuote, writeFileCommands } from './boot-script';
 import {
   CONTEXT_SERVICE,
   CONTEXT_USER,
@@ -62,7 +62,7 @@ export function renderRuntimeInstaller(settings: RuntimeInstallSettings): string
     `getent group ${RUNTIME_GROUP} >/dev/null || groupadd --system ${RUNTIME_GROUP}`,
     ...[CONTEXT_USER, SGS_USER].map((user) => `id -u ${user} >/dev/null 2>&1 || useradd --system --gid ${RUNTIME_GROUP} --no-create-home --home-dir / --shell /sbin/nologin ${user}`),
     // Others may traverse /opt/enclave-gpu (to the runtime) but not list it.
-    `install -d -m 0711 ${dirnameOf(RUNTIME_ROOT)}`,
+    `install -d -m 0711 ${dirname(RUNTIME_ROOT)}`,
     `install -d -m 0755 ${RUNTIME_ROOT}`,
     'if [ ! -e "$runtime_dir/.installed" ]; then',
     `  staging=$(mktemp -d ${RUNTIME_ROOT}/.staging.XXXXXX)`,
@@ -106,8 +106,4 @@ export function runtimeCheckCommands(sha256: string): string[] {
     `test "$(readlink ${RUNTIME_CURRENT})" = ${sha256}`,
     `${NODE_EXECUTABLE} ${EGPU_ENTRY} --help >/dev/null`,
   ];
-}
-
-function dirnameOf(path: string): string {
-  return path.slice(0, path.lastIndexOf('/'));
 }

@@ -1,3 +1,4 @@
+import { givenPcrs, pcrIndex } from '../../attestation-kms/pcr-values';
 import { KERNEL_ATTESTATION_LOG_PATH } from '../../observability/metric-catalogue';
 import { dirname } from './boot-script';
 import { renderSystemdUnit } from './systemd-unit';
@@ -147,9 +148,7 @@ export interface ContextPcrs {
 
 /** `/etc/enclave-gpu/context.env`: the context's `--expect-pcr` arguments, from the enclave image's PCRs. */
 export function renderContextEnvironment(pcrs: ContextPcrs): string {
-  const args = [[0, pcrs.pcr0], [1, pcrs.pcr1], [2, pcrs.pcr2], [8, pcrs.pcr8]]
-    .filter((entry): entry is [number, string] => entry[1] !== undefined)
-    .map(([index, value]) => `--expect-pcr ${index}=${value}`);
+  const args = givenPcrs(pcrs).map(([field, value]) => `--expect-pcr ${pcrIndex(field)}=${value}`);
   return [
     '# Rendered by cdk-enclave-gpu: the measurements every enclave must attest to the execution context.',
     `${CONTEXT_ARGS_VARIABLE}=${args.join(' ')}`,

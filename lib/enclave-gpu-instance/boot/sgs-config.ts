@@ -1,5 +1,5 @@
 import { KERNEL_ATTESTATION_LOG_PATH } from '../../observability/metric-catalogue';
-import { CONTEXT_SOCKET } from './runtime-services';
+import { CONTEXT_SOCKET, ContextPcrs } from './runtime-services';
 
 /**
  * VMADDR_CID_ANY: SGS listens on the parent's vsock for every enclave of the instance (the
@@ -14,9 +14,9 @@ export interface SgsConfigSettings {
   /** The vsock port enclaves connect to. */
   readonly enclaveVsockPort: number;
   /** The one enclave image SGS admits. */
-  readonly pcrs: { readonly pcr0: string; readonly pcr1: string; readonly pcr2: string };
-  /** The loopback port of the HTTP health endpoint, or undefined for none. */
-  readonly healthPort?: number;
+  readonly pcrs: ContextPcrs;
+  /** The loopback port of the HTTP health endpoint. */
+  readonly healthPort: number;
   /** Publish EnclaveGPU metrics to CloudWatch in this region, or undefined for none. */
   readonly metricsRegion?: string;
 }
@@ -33,7 +33,7 @@ export function renderSgsConfig(settings: SgsConfigSettings): string {
     context: `unix:${CONTEXT_SOCKET}`,
     root: 'aws',
     allowlist: [{ pcr0: settings.pcrs.pcr0, pcr1: settings.pcrs.pcr1, pcr2: settings.pcrs.pcr2, partition: 'default' }],
-    ...(settings.healthPort !== undefined ? { health: `tcp:127.0.0.1:${settings.healthPort}` } : {}),
+    health: `tcp:127.0.0.1:${settings.healthPort}`,
     ...(settings.metricsRegion !== undefined ? { metrics: { enabled: true, region: settings.metricsRegion, instanceId: INSTANCE_ID_PLACEHOLDER } } : {}),
     kernelAttestationLog: KERNEL_ATTESTATION_LOG_PATH,
   };
