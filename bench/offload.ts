@@ -12,6 +12,7 @@
  * are the machine's at the moment, other work included.
  */
 import { ChildProcess, spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as net from 'node:net';
 import { EgpClient } from '../assets/gpu-runtime/src/egp/client';
@@ -39,8 +40,20 @@ export interface OffloadReport {
     readonly rawRttP99Us: number;
     readonly offloadRttP99Us: number;
     readonly ratio: number;
+    /**
+     * CPU time per 4-byte operation in each process of the path (microseconds, from
+     * /proc/PID/schedstat for SGS and the context, process.cpuUsage here); undefined where
+     * /proc is not there.
+     */
+    readonly cpuUsPerOp: { readonly egp: number; readonly sgs?: number; readonly context?: number };
+    /** The raw round trip p50 when the echo process has been idle IDLE_GAP_MS before each. */
+    readonly rawRttAfterIdleUs: number;
   };
 }
+
+/** The idle time before each of the raw round trips that measure a cold wake-up. */
+export const IDLE_GAP_MS = 5;
+const IDLE_ROUND_TRIPS = 200;
 
 export interface OffloadOptions {
   readonly resnetRequests: number;
@@ -91,19 +104,33 @@ async function measureResnet(stack: LocalStack, model: Buffer, options: OffloadO
 async function measureSmallOp(stack: LocalStack, options: OffloadOptions): Promise<OffloadReport['smallOp']> {
   const gpu = await EgpClient.connect({ sgs: stack.sgsAddress, enclave: stack.enclave });
   const offload: number[] = [];
+  let cpuUsPerOp: OffloadReport['smallOp']['cpuUsPerOp'] = { egp: Number.NaN };
   try {
     const [a, b, out] = await Promise.all([gpu.malloc(4), gpu.malloc(4), gpu.malloc(4)]);
     await Promise.all([gpu.memcpyHtoD(a, Buffer.alloc(4)), gpu.memcpyHtoD(b, Buffer.alloc(4))]);
     const args = { a, b, out, count: 1 };
-    for (let i = 0; i < options.warmupSmallOps + options.smallOps; i++) {
+    for (let i = 0; i < options.warmupSmallOps; i++) await gpu.launchKernel('add', args);
+    const cpuBefore = { egp: process.cpuUsage(), sgs: cpuNs(stack.sgs.pid), context: cpuNs(stack.context.pid) };
+    for (let i = 0; i < options.smallOps; i++) {
       const start = nowUs();
       await gpu.launchKernel('add', args);
-      if (i >= options.warmupSmallOps) offload.push(nowUs() - start);
+      offload.push(nowUs() - start);
     }
+    const egpCpu = process.cpuUsage(cpuBefore.egp);
+    const perOp = (before: number | undefined, pid: number | undefined) => {
+      const after = cpuNs(pid);
+      return before === undefined || after === undefined ? undefined : Math.round((after - before) / 1e3 / options.smallOps);
+    };
+    cpuUsPerOp = {
+      egp: Math.round((egpCpu.user + egpCpu.system) / options.smallOps),
+      sgs: perOp(cpuBefore.sgs, stack.sgs.pid),
+      context: perOp(cpuBefore.context, stack.context.pid),
+    };
   } finally {
     gpu.close();
   }
   const raw = await rawRoundTrips(join(stack.dir, 'echo.sock'), options.warmupSmallOps + options.smallOps, options.warmupSmallOps);
+  const rawAfterIdle = await rawRoundTrips(join(stack.dir, 'echo-idle.sock'), IDLE_ROUND_TRIPS, 0, IDLE_GAP_MS);
   const rawRttUs = quantile(raw, 0.5);
   const offloadRttUs = quantile(offload, 0.5);
   return {
@@ -112,7 +139,19 @@ async function measureSmallOp(stack: LocalStack, options: OffloadOptions): Promi
     rawRttP99Us: Math.round(quantile(raw, 0.99) * 10) / 10,
     offloadRttP99Us: Math.round(quantile(offload, 0.99) * 10) / 10,
     ratio: Math.round((offloadRttUs / rawRttUs) * 100) / 100,
+    cpuUsPerOp,
+    rawRttAfterIdleUs: Math.round(quantile(rawAfterIdle, 0.5) * 10) / 10,
   };
+}
+
+/** CPU time a process has run so far (ns), from /proc/PID/schedstat; undefined without it. */
+function cpuNs(pid: number | undefined): number | undefined {
+  if (pid === undefined) return undefined;
+  try {
+    return Number(readFileSync(`/proc/${pid}/schedstat`, 'utf8').split(' ')[0]);
+  } catch {
+    return undefined;
+  }
 }
 
 /** The echo process: a Node server on a Unix socket writing back what it reads. */
@@ -125,9 +164,11 @@ process.on('SIGTERM', () => process.exit(0));
 
 /**
  * Round trips of a 200-byte message (about an ABE frame of a small launch) to an echo
- * process over a Unix socket: the same kind of link, with none of the protocol.
+ * process over a Unix socket: the same kind of link, with none of the protocol. With
+ * `idleMs`, both processes sleep that long before each round trip, as the processes of the
+ * offload path do through an inference.
  */
-async function rawRoundTrips(path: string, calls: number, warmup: number): Promise<number[]> {
+async function rawRoundTrips(path: string, calls: number, warmup: number, idleMs = 0): Promise<number[]> {
   const echo: ChildProcess = spawn(process.execPath, ['-e', ECHO_SOURCE, path], { stdio: ['ignore', 'pipe', 'inherit'] });
   await new Promise<void>((resolve, reject) => {
     echo.stdout!.once('data', () => resolve());
@@ -141,6 +182,7 @@ async function rawRoundTrips(path: string, calls: number, warmup: number): Promi
   const times: number[] = [];
   try {
     for (let i = 0; i < calls; i++) {
+      if (idleMs > 0) await new Promise((resolve) => setTimeout(resolve, idleMs));
       const start = nowUs();
       await new Promise<void>((resolve) => {
         let received = 0;

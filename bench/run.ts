@@ -12,7 +12,7 @@ import * as os from 'node:os';
 import { activeBackend, nodeCryptoBackend } from '../assets/gpu-runtime/src/abe/aes-gcm';
 import { CHUNKS_PER_OPERATION, openThroughput, sealThroughput } from './abe-throughput';
 import { handshakeLatency } from './handshake';
-import { measureOffload } from './offload';
+import { IDLE_GAP_MS, measureOffload } from './offload';
 import { opensslSpeed } from './openssl-speed';
 
 const SIZES = [{ label: '1 KiB', bytes: 1024 }, { label: '64 KiB', bytes: 64 * 1024 }, { label: '1 MiB', bytes: 1024 * 1024 }];
@@ -82,6 +82,9 @@ async function main(): Promise<void> {
   print(`  breakdown p50 (ms): ${Object.entries(resnet50.breakdownMs).map(([part, value]) => `${part} ${value.toFixed(3)}`).join(', ')}`);
   print(`  overhead (end to end - compute): p50 ${resnet50.overheadMs.toFixed(3)} ms, p99 ${resnet50.overheadP99Ms.toFixed(3)} ms (target p50 <= ${OVERHEAD_TARGET_MS} ms): ${resnet50.overheadMs <= OVERHEAD_TARGET_MS ? 'met' : 'NOT met'}`);
   print(`  4-byte kernel round trip: p50 ${smallOp.offloadRttUs} us (p99 ${smallOp.offloadRttP99Us}); raw socket round trip p50 ${smallOp.rawRttUs} us (p99 ${smallOp.rawRttP99Us}): ${smallOp.ratio}x (target <= ${SMALL_OP_TARGET_RATIO}x): ${smallOp.ratio <= SMALL_OP_TARGET_RATIO ? 'met' : 'NOT met'}`);
+
+  const cpu = smallOp.cpuUsPerOp;
+  print(`  CPU per 4-byte kernel: EGP ${cpu.egp} us, SGS ${cpu.sgs ?? 'n/a'} us, context ${cpu.context ?? 'n/a'} us; raw round trip after ${IDLE_GAP_MS} ms idle: p50 ${smallOp.rawRttAfterIdleUs} us`);
 
   if (json) {
     const report = {
