@@ -19,7 +19,7 @@
  */
 import * as net from 'node:net';
 import { RuntimeError } from '../errors';
-import { VSOCK_ANY, VsockAddon, VsockLoader, VsockServer, bridgedSocket, loadVsockAddon } from './vsock';
+import { VSOCK_ANY, VsockAddon, VsockLoader, VsockServer, bridgedSocket, formatVsock, loadVsockAddon } from './vsock';
 
 export type Address =
   | { kind: 'unix'; path: string }
@@ -48,7 +48,7 @@ export function formatAddress(address: Address): string {
   switch (address.kind) {
     case 'unix': return `unix:${address.path}`;
     case 'tcp': return `tcp:${address.host}:${address.port}`;
-    case 'vsock': return `vsock:${address.cid === VSOCK_ANY ? 'any' : address.cid}:${address.port}`;
+    case 'vsock': return formatVsock(address.cid, address.port);
   }
 }
 

@@ -13,6 +13,11 @@ import { loadAddon } from '../native-addon';
 /** VMADDR_CID_ANY and VMADDR_PORT_ANY: any local CID (listening), any free port. */
 export const VSOCK_ANY = 0xffff_ffff;
 
+/** `vsock:CID:PORT`, with VMADDR_CID_ANY written `any`. */
+export function formatVsock(cid: number, port: number): string {
+  return `vsock:${cid === VSOCK_ANY ? 'any' : cid}:${port}`;
+}
+
 /** Called on the JavaScript thread with a bridged fd per accepted connection, or an accept error. */
 export type ConnectionCallback = (error: NodeJS.ErrnoException | null, fd?: number) => void;
 
@@ -65,7 +70,6 @@ export class VsockServer extends net.Server {
   private native: NativeListener | undefined;
   private readonly sockets = new Set<net.Socket>();
   private closeEmitted = false;
-  private lastAddress: string | null = null;
 
   constructor(onConnection: (socket: net.Socket) => void) {
     super(onConnection);
@@ -76,14 +80,13 @@ export class VsockServer extends net.Server {
   start(open: (onConnection: ConnectionCallback) => NativeListener): this {
     if (this.native !== undefined || this.closeEmitted) throw new Error('the server was already started');
     this.native = open((error, fd) => this.deliver(error, fd));
-    const bound = this.native.address();
-    this.lastAddress = bound === null ? null : `vsock:${bound.cid === VSOCK_ANY ? 'any' : bound.cid}:${bound.port}`;
     process.nextTick(() => this.emit('listening'));
     return this;
   }
 
   override address(): string | null {
-    return this.native === undefined ? null : this.lastAddress;
+    const bound = this.native?.address();
+    return bound ? formatVsock(bound.cid, bound.port) : null;
   }
 
   override close(callback?: (error?: Error) => void): this {
