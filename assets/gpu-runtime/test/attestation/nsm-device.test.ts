@@ -22,7 +22,7 @@ import {
 } from '../../src/attestation/nsm-device';
 import { SimulatedNsm } from '../../src/attestation/simulated-nsm';
 import { verifyAttestationDocument } from '../../src/attestation/verify';
-import { refusal } from '../refusal';
+import { asyncRefusal, refusal } from '../refusal';
 import { AWS_DOCUMENT } from './helpers';
 
 // Text strings as CBOR, by hand: head 0x60 + length, then the ASCII bytes.
@@ -50,14 +50,9 @@ function nsmRefusal(action: () => unknown, code: string): NsmError {
 
 /** The NsmError `action` rejects with, checked for code. */
 async function asyncNsmRefusal(action: () => Promise<unknown>, code: string): Promise<NsmError> {
-  try {
-    await action();
-  } catch (error) {
-    expect(error).toBeInstanceOf(NsmError);
-    expect((error as NsmError).code).toBe(code);
-    return error as NsmError;
-  }
-  throw new Error(`expected ${code}, but nothing was thrown`);
+  const error = await asyncRefusal(action, NsmError);
+  expect(error.code).toBe(code);
+  return error;
 }
 
 describe('NSM requests, byte for byte', () => {

@@ -15,18 +15,10 @@ import { Address, TransportError, TransportOptions, connect, formatAddress, list
 import { VSOCK_ANY, VsockAddon, VsockServer } from '../../src/protocol/vsock';
 import { WireError } from '../../src/protocol/wire-error';
 import { sealerAndOpener, testOperation } from '../abe/helpers';
-import { refusal } from '../refusal';
+import { asyncRefusal, refusal } from '../refusal';
 import { NO_ADDON, addon, eventually, removeScratch, tcpBackedAddon } from './vsock-helpers';
 
-async function asyncRefusal(action: () => Promise<unknown>): Promise<TransportError> {
-  try {
-    await action();
-  } catch (error) {
-    expect(error).toBeInstanceOf(TransportError);
-    return error as TransportError;
-  }
-  throw new Error('expected a refusal, but it succeeded');
-}
+const transportRefusal = (action: () => Promise<unknown>) => asyncRefusal(action, TransportError);
 
 const errno = (code: string, message: string) => Object.assign(new Error(message), { code });
 
@@ -65,10 +57,10 @@ describe('vsock addresses', () => {
 
   it('refuses to connect to any CID or any port, before looking for the addon', async () => {
     const options: TransportOptions = { vsock: () => untouchable };
-    const anyCid = await asyncRefusal(() => connect(parseAddress('vsock:any:7410'), options));
+    const anyCid = await transportRefusal(() => connect(parseAddress('vsock:any:7410'), options));
     expect(anyCid.code).toBe('ADDRESS');
     expect(anyCid.message).toContain("'any' is a CID to listen on, not to connect to");
-    const anyPort = await asyncRefusal(() => connect({ kind: 'vsock', cid: 3, port: VSOCK_ANY }, options));
+    const anyPort = await transportRefusal(() => connect({ kind: 'vsock', cid: 3, port: VSOCK_ANY }, options));
     expect(anyPort.code).toBe('ADDRESS');
   });
 });
@@ -77,28 +69,28 @@ describe('vsock unavailable', () => {
   const address: Address = { kind: 'vsock', cid: 3, port: 7410 };
 
   it('is refused without the addon, naming the address, the reason and the fix', async () => {
-    const error = await asyncRefusal(() => connect(address, { vsock: () => undefined }));
+    const error = await transportRefusal(() => connect(address, { vsock: () => undefined }));
     expect(error.code).toBe('VSOCK_UNAVAILABLE');
     expect(error.message).toContain('vsock:3:7410');
     expect(error.message).toContain('no vsock addon (dist/vsock.node)');
     expect(error.message).toContain('npm run build:runtime');
-    const listening = await asyncRefusal(() => listen({ kind: 'vsock', cid: VSOCK_ANY, port: 7410 }, () => undefined, { vsock: () => undefined }));
+    const listening = await transportRefusal(() => listen({ kind: 'vsock', cid: VSOCK_ANY, port: 7410 }, () => undefined, { vsock: () => undefined }));
     expect(listening.code).toBe('VSOCK_UNAVAILABLE');
     expect(listening.message).toContain('vsock:any:7410');
   });
 
   it('is refused when the addon exists but does not load', async () => {
-    const error = await asyncRefusal(() => connect(address, { vsock: () => { throw new Error('invalid ELF header'); } }));
+    const error = await transportRefusal(() => connect(address, { vsock: () => { throw new Error('invalid ELF header'); } }));
     expect(error.code).toBe('VSOCK_UNAVAILABLE');
     expect(error.message).toMatch(/dist\/vsock\.node does not load \(invalid ELF header\); rebuild it/);
   });
 
   it('is switched off by EGPU_VSOCK=off (set for every test): the default addon is never used here', async () => {
     expect(process.env.EGPU_VSOCK).toBe('off');
-    const error = await asyncRefusal(() => connect(address));
+    const error = await transportRefusal(() => connect(address));
     expect(error.code).toBe('VSOCK_UNAVAILABLE');
     expect(error.message).toContain('vsock:3:7410: AF_VSOCK is not available: vsock is switched off by EGPU_VSOCK=off');
-    const listening = await asyncRefusal(() => listen(address, () => undefined));
+    const listening = await transportRefusal(() => listen(address, () => undefined));
     expect(listening.code).toBe('VSOCK_UNAVAILABLE');
   });
 
@@ -108,11 +100,11 @@ describe('vsock unavailable', () => {
       connect: () => Promise.reject(errno(code, 'socket: Address family not supported by protocol')),
       listen: () => { throw errno(code, 'socket: Address family not supported by protocol'); },
     };
-    const error = await asyncRefusal(() => connect(address, { vsock: () => failing }));
+    const error = await transportRefusal(() => connect(address, { vsock: () => failing }));
     expect(error.code).toBe('VSOCK_UNAVAILABLE');
     expect(error.message).toContain('vsock:3:7410: AF_VSOCK is not available on this machine (socket: Address family not supported by protocol)');
     expect(error.message).toContain('run inside a Nitro enclave or on its parent instance');
-    const listening = await asyncRefusal(() => listen(address, () => undefined, { vsock: () => failing }));
+    const listening = await transportRefusal(() => listen(address, () => undefined, { vsock: () => failing }));
     expect(listening.code).toBe('VSOCK_UNAVAILABLE');
   });
 
@@ -122,10 +114,10 @@ describe('vsock unavailable', () => {
       connect: () => Promise.reject(errno('ECONNREFUSED', 'connect: Connection refused')),
       listen: () => { throw errno('EADDRINUSE', 'bind: Address already in use'); },
     };
-    const error = await asyncRefusal(() => connect(address, { vsock: () => failing }));
+    const error = await transportRefusal(() => connect(address, { vsock: () => failing }));
     expect(error.code).toBe('CONNECT');
     expect(error.message).toBe('CONNECT: cannot connect to vsock:3:7410: connect: Connection refused');
-    const listening = await asyncRefusal(() => listen(address, () => undefined, { vsock: () => failing }));
+    const listening = await transportRefusal(() => listen(address, () => undefined, { vsock: () => failing }));
     expect(listening.code).toBe('LISTEN');
     expect(listening.message).toBe('LISTEN: cannot listen on vsock:3:7410: bind: Address already in use');
   });
