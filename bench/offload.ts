@@ -19,6 +19,7 @@ import { EgpClient } from '../assets/gpu-runtime/src/egp/client';
 import { LocalStack, startLocalStack } from '../assets/gpu-runtime/src/egp/local-stack';
 import { nowUs, quantile } from '../assets/gpu-runtime/src/egp/timing';
 import { ensureResnet50 } from '../scripts/build-resnet50';
+import { BarePathReport, measureBarePath } from './bare-path';
 import { BREAKDOWN, RequestSample, ResnetOffload, percentiles } from '../scripts/resnet-offload';
 
 export interface OffloadReport {
@@ -33,6 +34,11 @@ export interface OffloadReport {
     /** p50 of each part of a request (ms): seal, transport, queue, compute, open. */
     readonly breakdownMs: Record<(typeof BREAKDOWN)[number], number>;
     readonly modelUploadMs: number;
+    /**
+     * The same requests through the bare path (bare-path.ts): the three processes and their
+     * sockets, none of the offload. Its overhead is the floor the sockets and wake-ups set.
+     */
+    readonly bare: BarePathReport;
   };
   readonly smallOp: {
     readonly rawRttUs: number;
@@ -69,16 +75,19 @@ const ms = (us: number) => Math.round(us) / 1000;
 export async function measureOffload(options: OffloadOptions = DEFAULT_OFFLOAD_OPTIONS): Promise<OffloadReport> {
   const model = ensureResnet50();
   const stack = await startLocalStack();
+  let smallOp: OffloadReport['smallOp'];
+  let resnet50: Omit<OffloadReport['resnet50'], 'bare'>;
   try {
-    const smallOp = await measureSmallOp(stack, options);
-    const resnet50 = await measureResnet(stack, model.bytes, options);
-    return { resnet50, smallOp };
+    smallOp = await measureSmallOp(stack, options);
+    resnet50 = await measureResnet(stack, model.bytes, options);
   } finally {
     await stack.stop();
   }
+  const bare = await measureBarePath(model.path, options.resnetRequests, options.warmupRequests);
+  return { resnet50: { ...resnet50, bare }, smallOp };
 }
 
-async function measureResnet(stack: LocalStack, model: Buffer, options: OffloadOptions): Promise<OffloadReport['resnet50']> {
+async function measureResnet(stack: LocalStack, model: Buffer, options: OffloadOptions): Promise<Omit<OffloadReport['resnet50'], 'bare'>> {
   const offload = await ResnetOffload.prepare(stack, model);
   const samples: RequestSample[] = [];
   try {

@@ -81,6 +81,10 @@ async function main(): Promise<void> {
   print(`  ResNet-50, ${resnet50.requests} requests, p50: direct onnxruntime ${resnet50.directMs.toFixed(2)} ms, offloaded ${resnet50.offloadMs.toFixed(2)} ms (compute ${resnet50.computeMs.toFixed(2)} ms); ${resnet50.identical}/${resnet50.requests} outputs bit-identical`);
   print(`  breakdown p50 (ms): ${Object.entries(resnet50.breakdownMs).map(([part, value]) => `${part} ${value.toFixed(3)}`).join(', ')}`);
   print(`  overhead (end to end - compute): p50 ${resnet50.overheadMs.toFixed(3)} ms, p99 ${resnet50.overheadP99Ms.toFixed(3)} ms (target p50 <= ${OVERHEAD_TARGET_MS} ms): ${resnet50.overheadMs <= OVERHEAD_TARGET_MS ? 'met' : 'NOT met'}`);
+  const { bare } = resnet50;
+  print(`  the same requests on the bare path (bench/bare-path.ts: sockets and processes only, no crypto, no protocol), overhead:`);
+  print(`    through a relay (the offload's 3 processes): p50 ${bare.relayed.overheadMs.toFixed(3)} ms, p99 ${bare.relayed.overheadP99Ms.toFixed(3)} ms`);
+  print(`    straight to the compute process (2):         p50 ${bare.oneLink.overheadMs.toFixed(3)} ms, p99 ${bare.oneLink.overheadP99Ms.toFixed(3)} ms; ${bare.identical}/${2 * bare.requests} outputs bit-identical`);
   print(`  4-byte kernel round trip: p50 ${smallOp.offloadRttUs} us (p99 ${smallOp.offloadRttP99Us}); raw socket round trip p50 ${smallOp.rawRttUs} us (p99 ${smallOp.rawRttP99Us}): ${smallOp.ratio}x (target <= ${SMALL_OP_TARGET_RATIO}x): ${smallOp.ratio <= SMALL_OP_TARGET_RATIO ? 'met' : 'NOT met'}`);
 
   const cpu = smallOp.cpuUsPerOp;

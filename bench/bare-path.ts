@@ -1,0 +1,156 @@
+/**
+ * The bare path: what the offload's topology costs before any of the offload runs. The same
+ * ResNet-50 requests as the resnet50 benchmark, with the same three processes in the same
+ * places, and nothing else:
+ *
+ *   this process --unix--> relay --unix--> bare context (bare-context.ts: onnxruntime, same options)
+ *                <--------       <--------
+ *
+ * The input leaves in writes of the EGP's chunk size; the relay (SGS's place) forwards
+ * bytes as they arrive, without reading them; the bare context copies them into one buffer,
+ * runs the model and answers the logits with its computeUs. No sealing, no opening, no
+ * frames, no handshake, no scheduling. Its overhead (end to end minus computeUs, the
+ * resnet50 benchmark's definition) is what the sockets and the processes' wake-ups between
+ * inferences cost on this machine: the part of the offload's overhead that no change to its
+ * protocol or crypto can remove. The same requests also go straight to the bare context
+ * (oneLink): the floor for any design that runs the model in another process. Each request
+ * is followed by a direct run in this process, as in the resnet50 benchmark, so both see
+ * the same caches.
+ */
+import { ChildProcess, spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import * as net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { DEFAULT_CHUNK_BYTES } from '../assets/gpu-runtime/src/egp/client';
+import { nowUs, quantile } from '../assets/gpu-runtime/src/egp/timing';
+import { DEFAULT_ONNX_THREADS, loadOnnxRuntime, onnxSessionOptions, resolveOnnxProvider } from '../assets/gpu-runtime/src/kernels/onnx-runtime';
+import { RESNET50_INPUT, RESNET50_OUTPUT, SeededRandom } from '../scripts/build-resnet50';
+
+export interface BarePathReport {
+  /** Requests on each route. */
+  readonly requests: number;
+  /** Through the relay: the offload's three processes and two links. */
+  readonly relayed: BareOverhead;
+  /** Straight to the bare context: two processes, one link, the least any offload to another process needs. */
+  readonly oneLink: BareOverhead;
+  /** Outputs byte-identical to a direct run of the same input, both routes (the bare path did run the model). */
+  readonly identical: number;
+}
+
+/** p50 and p99 of end to end minus the bare context's computeUs (ms). */
+export interface BareOverhead {
+  readonly overheadMs: number;
+  readonly overheadP99Ms: number;
+}
+
+/** SGS's place: forwards each chunk as it comes, both ways, looking at nothing. */
+const RELAY_SOURCE = `
+const net = require('node:net');
+const [listenPath, targetPath] = process.argv.slice(1);
+const server = net.createServer((client) => {
+  const target = net.createConnection(targetPath);
+  client.on('data', (d) => target.write(d));
+  target.on('data', (d) => client.write(d));
+});
+server.listen(listenPath, () => process.stdout.write('ready\\n'));
+process.on('SIGTERM', () => process.exit(0));
+`;
+
+const INPUT_ELEMENTS = RESNET50_INPUT.dims.reduce((a: number, b: number) => a * b, 1);
+const REPLY_HEADER_BYTES = 4 + 8;
+const START_TIMEOUT_MS = 60_000;
+
+export async function measureBarePath(modelPath: string, requests: number, warmup: number): Promise<BarePathReport> {
+  const dir = mkdtempSync(join(tmpdir(), 'egpu-bare-'));
+  const contextSocket = join(dir, 'context.sock');
+  const relaySocket = join(dir, 'relay.sock');
+  const loader = pathToFileURL(require.resolve('tsx')).href;
+  const children: ChildProcess[] = [];
+  let socket: net.Socket | undefined;
+  try {
+    children.push(await started(['--import', loader, join(__dirname, 'bare-context.ts'), contextSocket, modelPath]));
+    children.push(await started(['-e', RELAY_SOURCE, relaySocket, contextSocket]));
+    const ort = await loadOnnxRuntime();
+    const provider = await resolveOnnxProvider('auto', DEFAULT_ONNX_THREADS);
+    const direct = await ort.InferenceSession.create(modelPath, onnxSessionOptions({ threads: DEFAULT_ONNX_THREADS, provider }));
+    const random = new SeededRandom(2024);
+    let identical = 0;
+    const route = async (path: string): Promise<BareOverhead> => {
+      socket = await connected(path);
+      const overheads: number[] = [];
+      for (let i = 0; i < warmup + requests; i++) {
+        const input = random.uniform(INPUT_ELEMENTS, 1);
+        const bytes = Buffer.from(input.buffer, input.byteOffset, input.byteLength);
+        const start = nowUs();
+        const reply = await roundTrip(socket, bytes);
+        const e2eUs = nowUs() - start;
+        const computeUs = reply.readDoubleLE(4);
+        const results = await direct.run({ [RESNET50_INPUT.name]: new ort.Tensor('float32', input, [...RESNET50_INPUT.dims]) });
+        if (i < warmup) continue;
+        overheads.push(e2eUs - computeUs);
+        const expected = results[RESNET50_OUTPUT.name].data as Float32Array;
+        if (reply.subarray(REPLY_HEADER_BYTES).equals(Buffer.from(expected.buffer, expected.byteOffset, expected.byteLength))) identical++;
+      }
+      socket.destroy();
+      const ms = (us: number) => Math.round(us) / 1000;
+      return { overheadMs: ms(quantile(overheads, 0.5)), overheadP99Ms: ms(quantile(overheads, 0.99)) };
+    };
+    try {
+      const relayed = await route(relaySocket);
+      const oneLink = await route(contextSocket);
+      return { requests, relayed, oneLink, identical };
+    } finally {
+      await direct.release();
+    }
+  } finally {
+    socket?.destroy();
+    for (const child of children) child.kill('SIGTERM');
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** Sends one request in chunk-sized writes; resolves to the whole reply, length prefix included. */
+function roundTrip(socket: net.Socket, input: Buffer): Promise<Buffer> {
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = [];
+    let received = 0;
+    const onData = (chunk: Buffer) => {
+      chunks.push(chunk);
+      received += chunk.length;
+      if (received < 4 || received < 4 + Buffer.concat(chunks).readUInt32BE(0)) return;
+      socket.off('data', onData);
+      resolve(Buffer.concat(chunks, received));
+    };
+    socket.on('data', onData);
+    const length = Buffer.alloc(4);
+    length.writeUInt32BE(input.length, 0);
+    socket.write(length);
+    for (let offset = 0; offset < input.length; offset += DEFAULT_CHUNK_BYTES) {
+      socket.write(input.subarray(offset, Math.min(input.length, offset + DEFAULT_CHUNK_BYTES)));
+    }
+  });
+}
+
+function started(args: string[]): Promise<ChildProcess> {
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'] });
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`${args.join(' ').slice(0, 200)} did not start within ${START_TIMEOUT_MS} ms`)), START_TIMEOUT_MS);
+    child.stdout!.once('data', () => {
+      clearTimeout(timer);
+      resolve(child);
+    });
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`${args.join(' ').slice(0, 200)} exited (${code}) before it was ready`));
+    });
+  });
+}
+
+function connected(path: string): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const socket = net.createConnection(path, () => resolve(socket));
+    socket.once('error', reject);
+  });
+}
