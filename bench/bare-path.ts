@@ -17,7 +17,7 @@
  * is followed by a direct run in this process, as in the resnet50 benchmark, so both see
  * the same caches.
  */
-import { ChildProcess, spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import * as net from 'node:net';
 import { tmpdir } from 'node:os';
@@ -27,6 +27,7 @@ import { DEFAULT_CHUNK_BYTES } from '../assets/gpu-runtime/src/egp/client';
 import { nowUs, quantile } from '../assets/gpu-runtime/src/egp/timing';
 import { DEFAULT_ONNX_THREADS, loadOnnxRuntime, onnxSessionOptions, resolveOnnxProvider } from '../assets/gpu-runtime/src/kernels/onnx-runtime';
 import { RESNET50_INPUT, RESNET50_OUTPUT, SeededRandom } from '../scripts/build-resnet50';
+import { RELAY_SOURCE, connectUnix, startProcess } from './plain-processes';
 
 export interface BarePathReport {
   /** Requests on each route. */
@@ -45,22 +46,8 @@ export interface BareOverhead {
   readonly overheadP99Ms: number;
 }
 
-/** SGS's place: forwards each chunk as it comes, both ways, looking at nothing. */
-const RELAY_SOURCE = `
-const net = require('node:net');
-const [listenPath, targetPath] = process.argv.slice(1);
-const server = net.createServer((client) => {
-  const target = net.createConnection(targetPath);
-  client.on('data', (d) => target.write(d));
-  target.on('data', (d) => client.write(d));
-});
-server.listen(listenPath, () => process.stdout.write('ready\\n'));
-process.on('SIGTERM', () => process.exit(0));
-`;
-
 const INPUT_ELEMENTS = RESNET50_INPUT.dims.reduce((a: number, b: number) => a * b, 1);
 const REPLY_HEADER_BYTES = 4 + 8;
-const START_TIMEOUT_MS = 60_000;
 
 export async function measureBarePath(modelPath: string, requests: number, warmup: number): Promise<BarePathReport> {
   const dir = mkdtempSync(join(tmpdir(), 'egpu-bare-'));
@@ -70,15 +57,15 @@ export async function measureBarePath(modelPath: string, requests: number, warmu
   const children: ChildProcess[] = [];
   let socket: net.Socket | undefined;
   try {
-    children.push(await started(['--import', loader, join(__dirname, 'bare-context.ts'), contextSocket, modelPath]));
-    children.push(await started(['-e', RELAY_SOURCE, relaySocket, contextSocket]));
+    children.push(await startProcess(['--import', loader, join(__dirname, 'bare-context.ts'), contextSocket, modelPath]));
+    children.push(await startProcess(['-e', RELAY_SOURCE, relaySocket, contextSocket]));
     const ort = await loadOnnxRuntime();
     const provider = await resolveOnnxProvider('auto', DEFAULT_ONNX_THREADS);
     const direct = await ort.InferenceSession.create(modelPath, onnxSessionOptions({ threads: DEFAULT_ONNX_THREADS, provider }));
     const random = new SeededRandom(2024);
     let identical = 0;
     const route = async (path: string): Promise<BareOverhead> => {
-      socket = await connected(path);
+      socket = await connectUnix(path);
       const overheads: number[] = [];
       for (let i = 0; i < warmup + requests; i++) {
         const input = random.uniform(INPUT_ELEMENTS, 1);
@@ -130,27 +117,5 @@ function roundTrip(socket: net.Socket, input: Buffer): Promise<Buffer> {
     for (let offset = 0; offset < input.length; offset += DEFAULT_CHUNK_BYTES) {
       socket.write(input.subarray(offset, Math.min(input.length, offset + DEFAULT_CHUNK_BYTES)));
     }
-  });
-}
-
-function started(args: string[]): Promise<ChildProcess> {
-  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'] });
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`${args.join(' ').slice(0, 200)} did not start within ${START_TIMEOUT_MS} ms`)), START_TIMEOUT_MS);
-    child.stdout!.once('data', () => {
-      clearTimeout(timer);
-      resolve(child);
-    });
-    child.once('exit', (code) => {
-      clearTimeout(timer);
-      reject(new Error(`${args.join(' ').slice(0, 200)} exited (${code}) before it was ready`));
-    });
-  });
-}
-
-function connected(path: string): Promise<net.Socket> {
-  return new Promise((resolve, reject) => {
-    const socket = net.createConnection(path, () => resolve(socket));
-    socket.once('error', reject);
   });
 }

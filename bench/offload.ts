@@ -11,7 +11,7 @@
  * Latencies are medians (p50) and 99th percentiles of many calls after a warm-up; the figures
  * are the machine's at the moment, other work included.
  */
-import { ChildProcess, spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as net from 'node:net';
@@ -20,6 +20,7 @@ import { LocalStack, startLocalStack } from '../assets/gpu-runtime/src/egp/local
 import { nowUs, quantile } from '../assets/gpu-runtime/src/egp/timing';
 import { ensureResnet50 } from '../scripts/build-resnet50';
 import { BarePathReport, measureBarePath } from './bare-path';
+import { ECHO_SOURCE, RELAY_SOURCE, connectUnix, startProcess } from './plain-processes';
 import { BREAKDOWN, RequestSample, ResnetOffload, percentiles } from '../scripts/resnet-offload';
 
 export interface OffloadReport {
@@ -52,6 +53,11 @@ export interface OffloadReport {
      * /proc is not there.
      */
     readonly cpuUsPerOp: { readonly egp: number; readonly sgs?: number; readonly context?: number };
+    /**
+     * The raw round trip p50 through a relay process (the offload's three processes and four
+     * socket hops, none of its work): the floor for the offload's topology.
+     */
+    readonly relayedRawRttUs: number;
     /** The raw round trip p50 when the echo process has been idle IDLE_GAP_MS before each. */
     readonly rawRttAfterIdleUs: number;
   };
@@ -139,13 +145,15 @@ async function measureSmallOp(stack: LocalStack, options: OffloadOptions): Promi
     gpu.close();
   }
   const raw = await rawRoundTrips(join(stack.dir, 'echo.sock'), options.warmupSmallOps + options.smallOps, options.warmupSmallOps);
-  const rawAfterIdle = await rawRoundTrips(join(stack.dir, 'echo-idle.sock'), IDLE_ROUND_TRIPS, 0, IDLE_GAP_MS);
+  const relayed = await rawRoundTrips(join(stack.dir, 'echo-relayed.sock'), options.warmupSmallOps + options.smallOps, options.warmupSmallOps, { relayed: true });
+  const rawAfterIdle = await rawRoundTrips(join(stack.dir, 'echo-idle.sock'), IDLE_ROUND_TRIPS, 0, { idleMs: IDLE_GAP_MS });
   const rawRttUs = quantile(raw, 0.5);
   const offloadRttUs = quantile(offload, 0.5);
   return {
     rawRttUs: Math.round(rawRttUs * 10) / 10,
     offloadRttUs: Math.round(offloadRttUs * 10) / 10,
     rawRttP99Us: Math.round(quantile(raw, 0.99) * 10) / 10,
+    relayedRawRttUs: Math.round(quantile(relayed, 0.5) * 10) / 10,
     offloadRttP99Us: Math.round(quantile(offload, 0.99) * 10) / 10,
     ratio: Math.round((offloadRttUs / rawRttUs) * 100) / 100,
     cpuUsPerOp,
@@ -163,33 +171,23 @@ function cpuNs(pid: number | undefined): number | undefined {
   }
 }
 
-/** The echo process: a Node server on a Unix socket writing back what it reads. */
-const ECHO_SOURCE = `
-const net = require('node:net');
-const server = net.createServer((s) => s.on('data', (d) => s.write(d)));
-server.listen(process.argv[1], () => process.stdout.write('ready\\n'));
-process.on('SIGTERM', () => process.exit(0));
-`;
-
 /**
  * Round trips of a 200-byte message (about an ABE frame of a small launch) to an echo
  * process over a Unix socket: the same kind of link, with none of the protocol. With
- * `idleMs`, both processes sleep that long before each round trip, as the processes of the
+ * `relayed`, through a relay process in between, as the offload goes through SGS. With
+ * `idleMs`, the processes sleep that long before each round trip, as the processes of the
  * offload path do through an inference.
  */
-async function rawRoundTrips(path: string, calls: number, warmup: number, idleMs = 0): Promise<number[]> {
-  const echo: ChildProcess = spawn(process.execPath, ['-e', ECHO_SOURCE, path], { stdio: ['ignore', 'pipe', 'inherit'] });
-  await new Promise<void>((resolve, reject) => {
-    echo.stdout!.once('data', () => resolve());
-    echo.once('exit', (code) => reject(new Error(`the echo process exited (${code})`)));
-  });
-  const socket = await new Promise<net.Socket>((resolve, reject) => {
-    const s = net.createConnection(path, () => resolve(s));
-    s.once('error', reject);
-  });
+async function rawRoundTrips(path: string, calls: number, warmup: number, { idleMs = 0, relayed = false } = {}): Promise<number[]> {
+  const children: ChildProcess[] = [];
+  let socket: net.Socket | undefined;
   const message = Buffer.alloc(200, 7);
   const times: number[] = [];
   try {
+    children.push(await startProcess(['-e', ECHO_SOURCE, path]));
+    if (relayed) children.push(await startProcess(['-e', RELAY_SOURCE, `${path}.relay`, path]));
+    socket = await connectUnix(relayed ? `${path}.relay` : path);
+    const link = socket;
     for (let i = 0; i < calls; i++) {
       if (idleMs > 0) await new Promise((resolve) => setTimeout(resolve, idleMs));
       const start = nowUs();
@@ -198,18 +196,18 @@ async function rawRoundTrips(path: string, calls: number, warmup: number, idleMs
         const onData = (chunk: Buffer) => {
           received += chunk.length;
           if (received >= message.length) {
-            socket.off('data', onData);
+            link.off('data', onData);
             resolve();
           }
         };
-        socket.on('data', onData);
-        socket.write(message);
+        link.on('data', onData);
+        link.write(message);
       });
       if (i >= warmup) times.push(nowUs() - start);
     }
   } finally {
-    socket.destroy();
-    echo.kill('SIGTERM');
+    socket?.destroy();
+    for (const child of children) child.kill('SIGTERM');
   }
   return times;
 }

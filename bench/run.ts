@@ -86,6 +86,7 @@ async function main(): Promise<void> {
   print(`    through a relay (the offload's 3 processes): p50 ${bare.relayed.overheadMs.toFixed(3)} ms, p99 ${bare.relayed.overheadP99Ms.toFixed(3)} ms`);
   print(`    straight to the compute process (2):         p50 ${bare.oneLink.overheadMs.toFixed(3)} ms, p99 ${bare.oneLink.overheadP99Ms.toFixed(3)} ms; ${bare.identical}/${2 * bare.requests} outputs bit-identical`);
   print(`  4-byte kernel round trip: p50 ${smallOp.offloadRttUs} us (p99 ${smallOp.offloadRttP99Us}); raw socket round trip p50 ${smallOp.rawRttUs} us (p99 ${smallOp.rawRttP99Us}): ${smallOp.ratio}x (target <= ${SMALL_OP_TARGET_RATIO}x): ${smallOp.ratio <= SMALL_OP_TARGET_RATIO ? 'met' : 'NOT met'}`);
+  print(`  raw round trip through a relay process (the offload's 3 processes, none of its work): p50 ${smallOp.relayedRawRttUs} us`);
 
   const cpu = smallOp.cpuUsPerOp;
   print(`  CPU per 4-byte kernel: EGP ${cpu.egp} us, SGS ${cpu.sgs ?? 'n/a'} us, context ${cpu.context ?? 'n/a'} us; raw round trip after ${IDLE_GAP_MS} ms idle: p50 ${smallOp.rawRttAfterIdleUs} us`);
