@@ -19,7 +19,8 @@
  * reject with an Error whose `code` is the errno name (EAFNOSUPPORT, ECONNREFUSED, ...).
  *
  * A bridge thread owns both of its descriptors: it half-closes one side (shutdown SHUT_WR)
- * when the other reaches end-of-file, ends once both directions have, and on any error
+ * when the other reaches end-of-file, ends once both directions have or once the JavaScript
+ * socket is gone (closed, not just half-closed) after its end-of-file, and on any error
  * closes everything, with SO_LINGER 0 on the external socket so that its peer sees a reset.
  * The JavaScript end then reads end-of-file (AF_UNIX has no reset to pass on).
  */
@@ -156,13 +157,21 @@ static void *bridge_main(void *arg) {
     struct pollfd fds[2] = {{b->external, 0, 0}, {b->local, 0, 0}};
     wait_for(&b->in, &fds[0], &fds[1]);
     wait_for(&b->out, &fds[1], &fds[0]);
-    /* A socket nothing waits on is left out: its POLLHUP or POLLERR would wake poll forever.
-     * The error still surfaces at the next read or write of it. */
-    for (int i = 0; i < 2; i++) {
-      if (fds[i].events == 0) fds[i].fd = -1;
-    }
+    /* Once the JavaScript side has ended its sending (out.done) while the peer may still
+     * send, the JavaScript end is watched for a hang-up even with nothing to write to it: a
+     * hang-up there means the JavaScript socket is gone (a half-close is no hang-up), so
+     * nothing more can be delivered, and waiting for the peer to send or close could take
+     * forever. Any other socket nothing waits on is left out: its POLLHUP or POLLERR would
+     * wake poll forever; its error surfaces at the next read or write of it. */
+    int watch_local = b->out.done && !b->in.done;
+    if (fds[0].events == 0) fds[0].fd = -1;
+    if (fds[1].events == 0 && !watch_local) fds[1].fd = -1;
     if (poll(fds, 2, -1) < 0 && errno != EINTR) {
       failed = 1;
+      break;
+    }
+    if (watch_local && (fds[1].revents & (POLLHUP | POLLERR))) {
+      failed = b->in.length > b->in.offset; /* bytes the peer sent that cannot be delivered: reset */
       break;
     }
   }

@@ -104,6 +104,28 @@ describe.skipIf(addon === undefined)(`the vsock bridge over real sockets (skippe
     await bridgesIdle(baseline);
   });
 
+  it('ends its thread when the JavaScript side is gone while the peer stays connected and silent', async () => {
+    const baseline = addon!.activeBridges();
+    const { peer, local } = await bridgedPair('tcp', { allowHalfOpen: true });
+    local.destroy();
+    await once(peer.resume(), 'end'); // the end is passed on; the peer neither sends nor closes
+    await bridgesIdle(baseline); // before this fix the thread waited for the peer as long as it stayed
+    peer.destroy();
+  });
+
+  it('keeps its thread while the JavaScript side has only half-closed, and delivers what the peer sends after', async () => {
+    const baseline = addon!.activeBridges();
+    const { peer, local } = await bridgedPair('unix', { allowHalfOpen: true });
+    const received = readAll(local);
+    local.end();
+    await once(peer.resume(), 'end');
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(addon!.activeBridges()).toBe(baseline + 1);
+    peer.end('sent after the half-close');
+    expect((await received).toString()).toBe('sent after the half-close');
+    await bridgesIdle(baseline);
+  });
+
   it('runs 50 bridged connections at once, each intact', async () => {
     const baseline = addon!.activeBridges();
     const pairs = await Promise.all(Array.from({ length: 50 }, (_, i) => bridgedPair(i % 2 === 0 ? 'tcp' : 'unix')));
