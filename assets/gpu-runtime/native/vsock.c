@@ -14,7 +14,9 @@
  *   activeBridges()                         -> number      bridge threads still running
  *
  * onConnection(error, fd) is called on the JavaScript thread with a bridged fd per accepted
- * connection, or with an Error (code, errno, syscall) when accept fails. A listener has
+ * connection, or with an Error (code, errno, syscall, fatal) when accept fails; fatal is true
+ * when the accept loop has stopped for good (the listening socket failed), false when it
+ * goes on (out of descriptors or memory: it retries; a connection that could not be bridged). A listener has
  * close(), address() -> {cid, port} | null, ref() and unref(). Failed system calls throw or
  * reject with an Error whose `code` is the errno name (EAFNOSUPPORT, ECONNREFUSED, ...).
  *
@@ -436,6 +438,7 @@ typedef struct {
 
 typedef struct {
   int fd, err;
+  int fatal; /* the accept loop has stopped after this error */
   const char *syscall;
 } accept_event;
 
@@ -457,6 +460,9 @@ static void deliver(napi_env env, napi_value callback, void *context, void *data
   if (e->err != 0) {
     argv[0] = errno_error(env, e->err, e->syscall);
     argv[1] = undefined;
+    napi_value fatal;
+    napi_get_boolean(env, e->fatal != 0, &fatal);
+    napi_set_named_property(env, argv[0], "fatal", fatal);
   } else {
     napi_get_null(env, &argv[0]);
     argv[1] = int_value(env, e->fd);
@@ -475,7 +481,7 @@ static void tsfn_finalize(napi_env env, void *data, void *hint) {
 }
 
 /* Queues an event; 0 when the listener is closing (the event is dropped, its fd closed). */
-static int post(listener *l, int fd, int err, const char *syscall) {
+static int post(listener *l, int fd, int err, const char *syscall, int fatal) {
   accept_event *e = malloc(sizeof *e);
   if (e == NULL) {
     if (fd >= 0) close(fd);
@@ -484,6 +490,7 @@ static int post(listener *l, int fd, int err, const char *syscall) {
   e->fd = fd;
   e->err = err;
   e->syscall = syscall;
+  e->fatal = fatal;
   if (napi_call_threadsafe_function(l->tsfn, e, napi_tsfn_nonblocking) != napi_ok) {
     if (fd >= 0) close(fd);
     free(e);
@@ -498,7 +505,7 @@ static void *accept_main(void *arg) {
     struct pollfd fds[2] = {{l->fd, POLLIN, 0}, {l->wake[0], POLLIN, 0}};
     if (poll(fds, 2, -1) < 0) {
       if (errno == EINTR) continue;
-      post(l, -1, errno, "poll");
+      post(l, -1, errno, "poll", 1);
       return NULL;
     }
     if (fds[1].revents != 0) return NULL; /* close() */
@@ -507,8 +514,9 @@ static void *accept_main(void *arg) {
     if (fd < 0) {
       int err = errno;
       if (err == EINTR || err == EAGAIN || err == EWOULDBLOCK || err == ECONNABORTED || err == EPROTO) continue;
-      if (!post(l, -1, err, "accept")) return NULL;
-      if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
+      int transient = err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM;
+      if (!post(l, -1, err, "accept", !transient)) return NULL;
+      if (transient) {
         /* Out of descriptors or memory: wait a little (or for close()) and try again. */
         struct pollfd wake = {l->wake[0], POLLIN, 0};
         if (poll(&wake, 1, ACCEPT_RETRY_MS) > 0) return NULL;
@@ -519,7 +527,7 @@ static void *accept_main(void *arg) {
     int err = 0;
     const char *syscall;
     int local = make_bridge(fd, &err, &syscall);
-    if (!(local >= 0 ? post(l, local, 0, NULL) : post(l, -1, err, syscall))) return NULL;
+    if (!(local >= 0 ? post(l, local, 0, NULL, 0) : post(l, -1, err, syscall, 0))) return NULL;
   }
 }
 

@@ -18,7 +18,8 @@ const sgs: Command = {
     + 'Admits enclave sessions after verifying their attestation against the PCR allowlist,\n'
     + 'relays them to the execution context, schedules their operations fairly with bounded\n'
     + 'queues and deadlines, publishes EnclaveGPU metrics and the kernel-attestation log, and\n'
-    + 'serves /health. SIGTERM drains: queued and in-flight operations finish, then exit 0.',
+    + 'serves /health. SIGTERM drains: queued and in-flight operations finish, then exit 0. If the\n'
+    + 'enclave link stops accepting for good, SGS drains the same way and exits 1.',
   usage: [
     '  --config FILE          sgs.json: listen addresses, root, allowlist, partitions, limits, metrics',
     '  --check                validate the configuration, print it and exit',
@@ -35,15 +36,20 @@ const sgs: Command = {
     const server = await SgsServer.start(config, { log });
     const removeHook = installHeapSnapshotHook(log);
     io.stdout(`sgs: ready: enclave link ${server.enclaveAddress}, health ${server.healthAddress ?? 'off'}, pid ${process.pid}\n`);
-    const signal = await new Promise<NodeJS.Signals>((resolve) => {
-      process.once('SIGTERM', resolve);
-      process.once('SIGINT', resolve);
-    });
-    log(`sgs: ${signal}: draining`);
+    const stop = await Promise.race([
+      new Promise<NodeJS.Signals>((resolve) => {
+        process.once('SIGTERM', resolve);
+        process.once('SIGINT', resolve);
+      }),
+      server.listenerFailure,
+    ]);
+    const failed = stop instanceof Error;
+    log(failed ? 'sgs: no new session can be accepted: draining, then exiting 1 (the service manager restarts SGS)' : `sgs: ${stop}: draining`);
     await server.drain();
     removeHook();
-    setTimeout(() => process.exit(0), EXIT_GRACE_MS).unref();
-    return 0;
+    const status = failed ? 1 : 0;
+    setTimeout(() => process.exit(status), EXIT_GRACE_MS).unref();
+    return status;
   },
 };
 

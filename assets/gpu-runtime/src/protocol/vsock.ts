@@ -18,8 +18,17 @@ export function formatVsock(cid: number, port: number): string {
   return `vsock:${cid === VSOCK_ANY ? 'any' : cid}:${port}`;
 }
 
+/**
+ * An accept that failed: `fatal` when the accept loop has stopped for good (the listening
+ * socket failed), not when it goes on (out of descriptors or memory, a connection that could
+ * not be bridged).
+ */
+export interface AcceptError extends NodeJS.ErrnoException {
+  fatal?: boolean;
+}
+
 /** Called on the JavaScript thread with a bridged fd per accepted connection, or an accept error. */
-export type ConnectionCallback = (error: NodeJS.ErrnoException | null, fd?: number) => void;
+export type ConnectionCallback = (error: AcceptError | null, fd?: number) => void;
 
 /** A listening socket whose accept loop runs on a native thread. */
 export interface NativeListener {
@@ -62,7 +71,9 @@ export function bridgedSocket(fd: number, options: { allowHalfOpen?: boolean } =
  * A net.Server whose connections come from a native listener (the accept loop of a vsock
  * socket, or of any listening socket handed to `serve`). It behaves as net.Server does for
  * what the runtime uses: 'connection', 'listening', 'close' (once stopped and every
- * connection has closed), 'error' for failed accepts (when someone listens for it),
+ * connection has closed), 'error' for failed accepts (when someone listens for it; always
+ * when the accept loop has stopped, which also stops the server: `listening` turns false, so
+ * an unhandled one ends the process rather than leaving a listener that accepts nothing),
  * close(callback), address() (here the `vsock:CID:PORT` text), ref(), unref(),
  * getConnections(). listen() is not for it: transport.listen starts it.
  */
@@ -124,8 +135,15 @@ export class VsockServer extends net.Server {
     throw new Error('a VsockServer is started by transport.listen, not by listen()');
   }
 
-  private deliver(error: NodeJS.ErrnoException | null, fd?: number): void {
+  private deliver(error: AcceptError | null, fd?: number): void {
     if (error !== null || fd === undefined) {
+      if (error?.fatal === true && this.native !== undefined) {
+        this.native.close();
+        this.native = undefined;
+        this.emit('error', error);
+        this.emitCloseIfDrained();
+        return;
+      }
       // Like net.Server: a failed accept is an 'error' event; the loop goes on where it can.
       if (this.listenerCount('error') > 0) this.emit('error', error ?? new Error('accept delivered no connection'));
       return;

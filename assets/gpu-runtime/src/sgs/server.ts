@@ -62,6 +62,13 @@ export class SgsServer {
   }
 
   private readonly sessions = new Set<SgsSession>();
+  private reportListenerFailure!: (error: Error) => void;
+  /**
+   * Resolves if the enclave link stops accepting for good (its listener failed and closed):
+   * no new session can start, so the caller should drain and exit for its supervisor to
+   * restart SGS. A failed accept after which the listener goes on is only logged.
+   */
+  readonly listenerFailure = new Promise<Error>((resolve) => { this.reportListenerFailure = resolve; });
   private readonly services: SessionServices;
   private enclaveServer: Server | undefined;
   private health: HealthEndpoint | undefined;
@@ -170,7 +177,15 @@ export class SgsServer {
   private async listen(): Promise<void> {
     const { enclaveListen, health } = this.config;
     if (enclaveListen.kind === 'unix') removeStaleSocket(enclaveListen.path);
-    this.enclaveServer = await listen(enclaveListen, (socket) => this.accept(socket));
+    const server = this.enclaveServer = await listen(enclaveListen, (socket) => this.accept(socket));
+    server.on('error', (error: NodeJS.ErrnoException) => {
+      if (server.listening) {
+        this.log(`sgs: accepting an enclave connection failed (${error.code ?? error.message}); still listening`);
+        return;
+      }
+      this.log(`sgs: the enclave link ${this.boundAddress} stopped accepting: ${error.message}`);
+      this.reportListenerFailure(error);
+    });
     const bound = this.enclaveServer.address();
     this.boundAddress = enclaveListen.kind === 'tcp' && bound !== null && typeof bound === 'object'
       ? formatAddress({ ...enclaveListen, port: (bound as AddressInfo).port })

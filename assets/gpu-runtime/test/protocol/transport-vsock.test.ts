@@ -12,7 +12,7 @@ import { sealBuffer } from '../../src/abe/frame';
 import { ControlMessage } from '../../src/protocol/control';
 import { RecordConnection } from '../../src/protocol/record-connection';
 import { Address, TransportError, TransportOptions, connect, formatAddress, listen, parseAddress } from '../../src/protocol/transport';
-import { VSOCK_ANY, VsockAddon, VsockServer } from '../../src/protocol/vsock';
+import { AcceptError, ConnectionCallback, VSOCK_ANY, VsockAddon, VsockServer } from '../../src/protocol/vsock';
 import { WireError } from '../../src/protocol/wire-error';
 import { sealerAndOpener, testOperation } from '../abe/helpers';
 import { asyncRefusal, refusal } from '../refusal';
@@ -120,6 +120,51 @@ describe('vsock unavailable', () => {
     const listening = await transportRefusal(() => listen(address, () => undefined, { vsock: () => failing }));
     expect(listening.code).toBe('LISTEN');
     expect(listening.message).toBe('LISTEN: cannot listen on vsock:3:7410: bind: Address already in use');
+  });
+});
+
+describe('VsockServer and accept failures (a stand-in native listener)', () => {
+  /** A server over a listener whose deliveries the test makes; `closes` counts native close() calls. */
+  function standIn(): { server: VsockServer; deliver: ConnectionCallback; closes: () => number } {
+    let deliver!: ConnectionCallback;
+    let closes = 0;
+    const server = new VsockServer(() => undefined).start((callback) => {
+      deliver = callback;
+      return { close: () => { closes++; }, address: () => ({ cid: 3, port: 7410 }), ref: () => undefined, unref: () => undefined };
+    });
+    return { server, deliver, closes: () => closes };
+  }
+  const acceptError = (code: string, fatal: boolean): AcceptError => Object.assign(new Error(`accept: ${code}`), { code, syscall: 'accept', fatal });
+
+  it('goes on listening after an accept that failed and was retried, and emits it only to a listener', () => {
+    const { server, deliver, closes } = standIn();
+    expect(() => deliver(acceptError('EMFILE', false))).not.toThrow(); // nobody listens: dropped, as net.Server does
+    const seen: Error[] = [];
+    server.on('error', (error) => seen.push(error));
+    deliver(acceptError('ENOBUFS', false));
+    expect(seen).toMatchObject([{ code: 'ENOBUFS' }]);
+    expect(server.listening).toBe(true);
+    expect(closes()).toBe(0);
+    server.close();
+  });
+
+  it('stops when the accept loop has stopped: listening turns false, the listener is closed, error and close are emitted', async () => {
+    const { server, deliver, closes } = standIn();
+    const seen: Error[] = [];
+    server.on('error', (error) => seen.push(error));
+    const closed = new Promise<void>((resolve) => server.once('close', resolve));
+    deliver(acceptError('EBADF', true));
+    expect(seen).toMatchObject([{ code: 'EBADF', fatal: true }]);
+    expect(server.listening).toBe(false);
+    expect(server.address()).toBeNull();
+    expect(closes()).toBe(1);
+    await closed;
+  });
+
+  it('makes a stopped accept loop an unhandled error when nobody listens for it, rather than a listener that accepts nothing', () => {
+    const { server, deliver } = standIn();
+    expect(() => deliver(acceptError('EBADF', true))).toThrow('accept: EBADF');
+    expect(server.listening).toBe(false);
   });
 });
 
