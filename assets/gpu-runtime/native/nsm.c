@@ -30,6 +30,7 @@
 #include <unistd.h>
 #include <linux/ioctl.h>
 #include <linux/types.h>
+#include "errno-error.h"
 
 /* The kernel's uapi header (Linux 6.8 and later) where the build machine has it; otherwise the
  * same definitions, from include/uapi/linux/nsm.h. */
@@ -56,37 +57,6 @@ struct nsm_raw {
 #endif
 
 _Static_assert(sizeof(struct nsm_raw) == 32, "struct nsm_raw must be two pairs of 64-bit fields");
-
-/* ---- errors --------------------------------------------------------------------------- */
-
-static const char *errno_name(int err) {
-  switch (err) {
-#define NAME(e) case e: return #e;
-    NAME(EACCES) NAME(EAGAIN) NAME(EBADF) NAME(EBUSY) NAME(EFAULT) NAME(EINTR) NAME(EINVAL)
-    NAME(EIO) NAME(EISDIR) NAME(ELOOP) NAME(EMFILE) NAME(EMSGSIZE) NAME(ENAMETOOLONG)
-    NAME(ENFILE) NAME(ENODATA) NAME(ENODEV) NAME(ENOENT) NAME(ENOMEM) NAME(ENOTDIR)
-    NAME(ENOTTY) NAME(ENXIO) NAME(EOVERFLOW) NAME(EPERM) NAME(EROFS) NAME(ETIMEDOUT)
-#undef NAME
-    default: return "UNKNOWN";
-  }
-}
-
-/* An Error "syscall path: strerror" with code (the errno name), errno, syscall and path. */
-static napi_value errno_error(napi_env env, int err, const char *syscall, const char *path) {
-  char text[PATH_MAX + 160];
-  napi_value code, message, error, number, call, where;
-  snprintf(text, sizeof text, "%s %s: %s", syscall, path, strerror(err));
-  napi_create_string_utf8(env, errno_name(err), NAPI_AUTO_LENGTH, &code);
-  napi_create_string_utf8(env, text, NAPI_AUTO_LENGTH, &message);
-  napi_create_error(env, code, message, &error);
-  napi_create_int32(env, err, &number);
-  napi_create_string_utf8(env, syscall, NAPI_AUTO_LENGTH, &call);
-  napi_create_string_utf8(env, path, NAPI_AUTO_LENGTH, &where);
-  napi_set_named_property(env, error, "errno", number);
-  napi_set_named_property(env, error, "syscall", call);
-  napi_set_named_property(env, error, "path", where);
-  return error;
-}
 
 /* ---- one request ---------------------------------------------------------------------- */
 

@@ -44,6 +44,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 #include <linux/vm_sockets.h>
+#include "errno-error.h"
 
 #define BRIDGE_BUFFER_BYTES (128 * 1024)
 #define THREAD_STACK_BYTES (128 * 1024)
@@ -51,36 +52,8 @@
 
 /* ---- errors --------------------------------------------------------------------------- */
 
-static const char *errno_name(int err) {
-  switch (err) {
-#define NAME(e) case e: return #e;
-    NAME(EACCES) NAME(EADDRINUSE) NAME(EADDRNOTAVAIL) NAME(EAFNOSUPPORT) NAME(EAGAIN)
-    NAME(EBADF) NAME(ECANCELED) NAME(ECONNABORTED) NAME(ECONNREFUSED) NAME(ECONNRESET) NAME(EHOSTUNREACH)
-    NAME(EINTR) NAME(EINVAL) NAME(EMFILE) NAME(ENETUNREACH) NAME(ENFILE) NAME(ENOBUFS)
-    NAME(ENODEV) NAME(ENOMEM) NAME(ENOTCONN) NAME(ENOTSOCK) NAME(EPERM) NAME(EPIPE)
-    NAME(EPROTONOSUPPORT) NAME(EPROTOTYPE) NAME(ESOCKTNOSUPPORT) NAME(ETIMEDOUT) NAME(EOPNOTSUPP)
-#undef NAME
-    default: return "UNKNOWN";
-  }
-}
-
-/* An Error "syscall: strerror" with code (the errno name), errno and syscall properties. */
-static napi_value errno_error(napi_env env, int err, const char *syscall) {
-  char text[160];
-  napi_value code, message, error, number, call;
-  snprintf(text, sizeof text, "%s: %s", syscall, strerror(err));
-  napi_create_string_utf8(env, errno_name(err), NAPI_AUTO_LENGTH, &code);
-  napi_create_string_utf8(env, text, NAPI_AUTO_LENGTH, &message);
-  napi_create_error(env, code, message, &error);
-  napi_create_int32(env, err, &number);
-  napi_create_string_utf8(env, syscall, NAPI_AUTO_LENGTH, &call);
-  napi_set_named_property(env, error, "errno", number);
-  napi_set_named_property(env, error, "syscall", call);
-  return error;
-}
-
 static void throw_errno(napi_env env, int err, const char *syscall) {
-  napi_throw(env, errno_error(env, err, syscall));
+  napi_throw(env, errno_error(env, err, syscall, NULL));
 }
 
 /* ---- the bridge ----------------------------------------------------------------------- */
@@ -387,7 +360,7 @@ static void connect_complete(napi_env env, napi_status status, void *data) {
   if (status != napi_ok && r->err == 0) r->err = ECANCELED;
   if (r->err != 0) {
     if (r->fd >= 0) close(r->fd);
-    napi_reject_deferred(env, r->deferred, errno_error(env, r->err, r->syscall));
+    napi_reject_deferred(env, r->deferred, errno_error(env, r->err, r->syscall, NULL));
   } else {
     napi_resolve_deferred(env, r->deferred, int_value(env, r->fd));
   }
@@ -458,7 +431,7 @@ static void deliver(napi_env env, napi_value callback, void *context, void *data
   napi_value argv[2], undefined, exception;
   napi_get_undefined(env, &undefined);
   if (e->err != 0) {
-    argv[0] = errno_error(env, e->err, e->syscall);
+    argv[0] = errno_error(env, e->err, e->syscall, NULL);
     argv[1] = undefined;
     napi_value fatal;
     napi_get_boolean(env, e->fatal != 0, &fatal);
