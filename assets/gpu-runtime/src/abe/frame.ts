@@ -28,6 +28,12 @@ export interface OperationParams {
   readonly digest: Buffer;
   /** The AES-GCM implementation (default: the addon where built); both give the same bytes. */
   readonly backend?: AesGcmBackend;
+  /**
+   * Called once if the operation fails or is aborted before it completes, including when
+   * these parameters are refused here (AbeSession zeroises its own copy of K_n then). Not
+   * called when the operation completes, nor by an abort() after that.
+   */
+  readonly onFailure?: () => void;
 }
 
 type State = 'open' | 'complete' | 'failed';
@@ -42,9 +48,11 @@ abstract class Operation {
   protected readonly backend: AesGcmBackend;
   protected nextChunk = 0;
   protected state: State = 'open';
+  private readonly onFailure: (() => void) | undefined;
 
   constructor(params: OperationParams) {
     this.key = params.key;
+    this.onFailure = params.onFailure;
     try {
       expectLength('key', params.key, AES_KEY_BYTES);
       expectLength('session id', params.session, SESSION_ID_BYTES);
@@ -55,6 +63,7 @@ abstract class Operation {
       checkDirection(params.dir);
     } catch (error) {
       this.key.fill(0);
+      this.onFailure?.();
       throw error;
     }
     this.session = Buffer.from(params.session);
@@ -71,8 +80,11 @@ abstract class Operation {
 
   /** Ends the operation early: the key is zeroised and nothing more is sealed or opened. */
   abort(): void {
-    if (this.state === 'open') this.state = 'failed';
     this.key.fill(0);
+    if (this.state === 'open') {
+      this.state = 'failed';
+      this.onFailure?.();
+    }
   }
 
   protected finishChunk(last: boolean): void {

@@ -9,8 +9,10 @@
  *
  * K_n is therefore needed twice per operation, once per direction: the first derivation
  * keeps a copy for the second (an HKDF costs as much as sealing a small frame). A copy lives
- * only while its operation is under way, at most MAX_PENDING_KEYS of them (the oldest is
- * zeroised and derived again if asked for), and close() zeroises what is left.
+ * only while its operation is under way: the sealer or opener it was derived for zeroises it
+ * too when it fails or is aborted before completing (a completed direction leaves it for the
+ * other one). At most MAX_PENDING_KEYS are kept (the oldest is zeroised and derived again if
+ * asked for), and close() zeroises what is left.
  */
 import { AesGcmBackend } from './aes-gcm';
 import { AbeError } from './errors';
@@ -52,7 +54,7 @@ export class AbeSession {
     if (n <= this.lastSealed[dir]) {
       throw new AbeError('NONCE_REUSE', `operation ${n} is not above the last sealed operation ${this.lastSealed[dir]} in direction ${dir}`);
     }
-    const sealer = new FrameSealer({ key: this.operationKey(n), session: this.sessionId, n, dir, digest, backend: this.backend });
+    const sealer = new FrameSealer({ ...this.operationKey(n), session: this.sessionId, n, dir, digest, backend: this.backend });
     this.lastSealed[dir] = n;
     return sealer;
   }
@@ -62,7 +64,12 @@ export class AbeSession {
     this.ensureOpen();
     const window = this.windows[checkDirection(dir)];
     window.check(n); // before deriving a key for nothing
-    return new FrameOpener({ key: this.operationKey(n), session: this.sessionId, n, dir, digest, window, backend: this.backend });
+    return new FrameOpener({ ...this.operationKey(n), session: this.sessionId, n, dir, digest, window, backend: this.backend });
+  }
+
+  /** How many copies of K_n the session holds for a second direction (for tests and diagnostics). */
+  get keptKeys(): number {
+    return this.pendingKeys.size;
   }
 
   /** Zeroises the session key. Operations already created keep their own K_n until they end. */
@@ -75,13 +82,16 @@ export class AbeSession {
 
   /**
    * K_n for a sealer or opener, which owns (and zeroises) the Buffer returned: the copy kept
-   * by the other direction's earlier derivation, or a new derivation that keeps a copy.
+   * by the other direction's earlier derivation, or a new derivation that keeps a copy. With
+   * it the operation's onFailure, which zeroises whatever copy of K_n is still kept: an
+   * operation that failed needs no answer (and one derived again costs only an HKDF).
    */
-  private operationKey(n: number): Buffer {
+  private operationKey(n: number): { key: Buffer; onFailure: () => void } {
+    const onFailure = () => this.dropKeptKey(n);
     const kept = this.pendingKeys.get(n);
     if (kept !== undefined) {
       this.pendingKeys.delete(n);
-      return kept;
+      return { key: kept, onFailure };
     }
     const key = deriveOperationKey(this.sessionKey, n);
     if (this.pendingKeys.size >= MAX_PENDING_KEYS) {
@@ -90,7 +100,14 @@ export class AbeSession {
       this.pendingKeys.delete(oldest);
     }
     this.pendingKeys.set(n, Buffer.from(key));
-    return key;
+    return { key, onFailure };
+  }
+
+  private dropKeptKey(n: number): void {
+    const kept = this.pendingKeys.get(n);
+    if (kept === undefined) return;
+    kept.fill(0);
+    this.pendingKeys.delete(n);
   }
 
   private ensureOpen(): void {
