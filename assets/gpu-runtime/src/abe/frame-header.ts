@@ -6,7 +6,8 @@
  *     "last": bool, "dir": 0 | 1, "digest": bstr(48) }
  *
  * Keys are encoded in that order with shortest-form heads, the bytes lib/shared/cbor.ts
- * gives for that Map. A receiver never re-encodes a header: the AAD is the bytes it received.
+ * gives for that Map; that is a header's only encoding, and a receiver refuses any other.
+ * A receiver never re-encodes a header: the AAD is the bytes it received.
  */
 import { encodeCbor } from '../../../../lib/shared/cbor';
 import { boolField, bytesField, decodeStrictMap, uintField } from './cbor-fields';
@@ -78,9 +79,19 @@ export class OperationHeaders {
   }
 }
 
-/** Parses and range-checks a header; it is still unauthenticated until its frame's tag verifies. */
+/**
+ * Parses and range-checks a header; it is still unauthenticated until its frame's tag verifies.
+ * A header has exactly one encoding (ABE.md, "Frames"), the one OperationHeaders writes, and
+ * only decodeCanonicalHeader accepts; anything else is refused. The strict decoder below runs
+ * only to name what is wrong (TOO_LARGE for a value beyond its limit, MALFORMED for a missing
+ * key or a wrong type); a header it would accept is valid CBOR in another encoding (a key out
+ * of order, a head longer than needed, a tag) and is refused as MALFORMED all the same.
+ */
 export function decodeFrameHeader(bytes: Buffer): FrameHeader {
-  return decodeCanonicalHeader(bytes) ?? decodeAnyHeader(bytes);
+  const header = decodeCanonicalHeader(bytes);
+  if (header !== undefined) return header;
+  decodeAnyHeader(bytes);
+  throw new AbeError('MALFORMED', 'the frame header is not in its one encoding (keys in the order of ABE.md, shortest-form heads, no tags)');
 }
 
 /** The encoded keys in OperationHeaders' order, each followed by its value. */
@@ -91,12 +102,12 @@ const FALSE = 0xf4;
 const TRUE = 0xf5;
 
 /**
- * The fast path, for the one layout OperationHeaders writes (keys in order, shortest-form
- * values, every value in range): the fields read at fixed places, with no generic CBOR
- * decoding (which costs more than the AES-GCM of a small frame). It accepts nothing the
- * strict decoder below would refuse and gives the same fields; anything else (another key
- * order, a long-form integer, a value out of range, garbage) returns undefined, and the
- * strict decoder then decides, with its own errors.
+ * The one encoding of a header, the layout OperationHeaders writes (keys in order,
+ * shortest-form heads, every value in range): the fields read at fixed places, with no
+ * generic CBOR decoding (which costs more than the AES-GCM of a small frame). It accepts
+ * nothing the strict decoder below would refuse and gives the same fields; anything else
+ * (another key order, a longer head than needed, a tag, a value out of range, garbage)
+ * returns undefined, and decodeFrameHeader refuses it.
  */
 function decodeCanonicalHeader(bytes: Buffer): FrameHeader | undefined {
   if (bytes.length > MAX_HEADER_BYTES || bytes[0] !== MAP_OF_8[0]) return undefined;
@@ -125,8 +136,13 @@ function decodeCanonicalHeader(bytes: Buffer): FrameHeader | undefined {
       value = bytes.readUInt32BE(at.offset + 1);
       if (value < 0x10000) return undefined;
       at.offset += 5;
+    } else if (head === 27 && at.offset + 9 <= bytes.length) {
+      const big = bytes.readBigUInt64BE(at.offset + 1); // n of 2^32 and more
+      if (big < 0x1_0000_0000n || big > BigInt(max)) return undefined;
+      value = Number(big);
+      at.offset += 9;
     } else {
-      return undefined; // 8-byte and long forms: the strict decoder
+      return undefined; // another major type, a tag, a truncated head
     }
     return value <= max ? value : undefined;
   };

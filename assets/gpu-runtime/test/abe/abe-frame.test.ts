@@ -1,11 +1,13 @@
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
+import { decodeCbor, encodeCbor } from '../../../../lib/shared/cbor';
+import { sealAesGcm } from '../../src/abe/aes-gcm';
 import { FrameOpener, FrameSealer, sealBuffer } from '../../src/abe/frame';
 import { LENGTH_PREFIX_BYTES, parseFrame } from '../../src/abe/frame-codec';
 import { HOST_TO_ENCLAVE, OperationHeaders, chunkNonce } from '../../src/abe/frame-header';
 import { MAX_CHUNK_BYTES, MAX_CHUNKS, MAX_FRAME_BYTES } from '../../src/abe/limits';
 import { ReplayWindow } from '../../src/abe/replay-window';
-import { referenceHeader, refusal, sealerAndOpener, testOperation } from './helpers';
+import { TestOperation, referenceHeader, refusal, sealerAndOpener, testOperation } from './helpers';
 
 const MiB = 1024 * 1024;
 
@@ -275,6 +277,52 @@ describe('limits', () => {
   });
 });
 
+describe('one encoding per header', () => {
+  const op = testOperation({ n: 1 });
+  const fields = { session: op.session, n: 1, buffer: 3, chunk: 0, last: true, dir: op.dir, digest: op.digest };
+  const canonical = referenceHeader(fields);
+  const plaintext = Buffer.from('sealed under the right key');
+  /** `header` swapped at `at` (an offset into the canonical header) for `replaced` bytes by `by`. */
+  const splice = (at: number, replaced: number, by: number[]) => Buffer.concat([canonical.subarray(0, at), Buffer.from(by), canonical.subarray(at + replaced)]);
+  const after = (key: string) => canonical.indexOf(encodeCbor(key)) + encodeCbor(key).length;
+
+  it('the reference header, sealed by hand under K_n, opens (so the refusals below are the encoding\'s)', () => {
+    const opened = sealerAndOpener(op).opener.open(sealWithHeader(op, canonical, plaintext));
+    expect(opened).toMatchObject({ buffer: 3, chunk: 0, last: true });
+    expect(opened.plaintext.equals(plaintext)).toBe(true);
+  });
+
+  it.each([
+    ['a non-shortest head for v (18 01)', () => splice(after('v'), 1, [0x18, 0x01])],
+    ['an 8-byte head for a small n', () => splice(after('n'), 1, [0x1b, 0, 0, 0, 0, 0, 0, 0, 1])],
+    ['a 4-byte head for a small buffer id', () => splice(after('buffer'), 1, [0x1a, 0, 0, 0, 3])],
+    ['a tagged session (tag 64)', () => splice(after('session'), 0, [0xd8, 0x40])],
+    ['a tagged n (tag 0x1234)', () => splice(after('n'), 0, [0xd9, 0x12, 0x34])],
+    ['a non-shortest byte-string head for the session', () => splice(after('session'), 1, [0x58, 0x10])],
+    ['a non-shortest byte-string head for the digest', () => splice(after('digest'), 2, [0x59, 0x00, 0x30])],
+    ['keys in another order', () => encodeCbor(new Map<string, number | boolean | Buffer>([
+      ['v', 1], ['session', fields.session], ['n', 1], ['chunk', 0], ['buffer', 3], ['last', true], ['dir', fields.dir], ['digest', fields.digest],
+    ]))],
+  ])('%s: MALFORMED, even sealed under the right key', (_, header) => {
+    const bytes = header();
+    expect(decodeCbor(bytes)).toBeInstanceOf(Map); // valid CBOR, the v1 fields, another encoding
+    expect(bytes.equals(canonical)).toBe(false);
+    expect(refusal(() => sealerAndOpener(op).opener.open(sealWithHeader(op, bytes, plaintext)), 'MALFORMED')).toMatch(/one encoding/);
+  });
+
+  it('an n of 2^32 and more (an 8-byte head, its shortest form) opens', () => {
+    for (const n of [2 ** 32, Number.MAX_SAFE_INTEGER]) {
+      const { sealer, opener } = sealerAndOpener(testOperation({ n }));
+      expect(opener.open(sealer.seal(0, plaintext, true)).plaintext.equals(plaintext), `n ${n}`).toBe(true);
+    }
+  });
+
+  it('a value out of range keeps its own code (TOO_LARGE)', () => {
+    const header = referenceHeader({ ...fields, buffer: 2 ** 32 });
+    refusal(() => sealerAndOpener(op).opener.open(sealWithHeader(op, header, plaintext)), 'TOO_LARGE');
+  });
+});
+
 describe('keys are zeroised', () => {
   const zero = Buffer.alloc(32);
 
@@ -321,6 +369,14 @@ function prefixed(body: Buffer): Buffer {
   const prefix = Buffer.alloc(4);
   prefix.writeUInt32BE(body.length);
   return Buffer.concat([prefix, body]);
+}
+
+/** A frame with any header bytes, sealed as chunk 0 of `op` under its key, as a sealer would. */
+function sealWithHeader(op: TestOperation, header: Buffer, plaintext: Buffer): Buffer {
+  const ciphertext = Buffer.from(plaintext);
+  const tag = Buffer.alloc(16);
+  sealAesGcm({ key: op.key, nonce: chunkNonce(op.dir, 0), aad: header, input: ciphertext, tag });
+  return rebuild(header, ciphertext, tag);
 }
 
 /** A frame assembled from arbitrary parts, for inputs a sealer would never produce. */
