@@ -27,7 +27,7 @@ export type AbeErrorCode =
   | 'INVALID_PUBLIC_KEY'
   /** Attested PCRs missing or not 48 bytes. */
   | 'INVALID_PCR'
-  /** A caller error: a key, nonce, tag or buffer of the wrong size or type. */
+  /** A caller error: a key, nonce, tag or buffer of the wrong size or type, a negative or fractional counter or id. */
   | 'INVALID_ARGUMENT'
   /** Sealing under an operation counter already used: it would repeat nonces under K_n. */
   | 'NONCE_REUSE'
@@ -44,5 +44,19 @@ export class AbeError extends RuntimeError {
 export function expectLength(what: string, value: Uint8Array, length: number, code: AbeErrorCode = 'INVALID_ARGUMENT'): void {
   if (value.length !== length) {
     throw new AbeError(code, `${what} must be ${length} bytes, got ${value.length}`);
+  }
+}
+
+/**
+ * Throws unless `value` is a whole number in 0..max: TOO_LARGE above the limit (ABE.md,
+ * "Limits", the code a receiver gives for the same value), INVALID_ARGUMENT for a negative,
+ * fractional or non-numeric value.
+ */
+export function expectUint(what: string, value: number, max: number): void {
+  if (value > max) {
+    throw new AbeError('TOO_LARGE', `${what} ${value} exceeds ${max}`);
+  }
+  if (!Number.isSafeInteger(value) || value < 0) {
+    throw new AbeError('INVALID_ARGUMENT', `${what} ${value} is not an integer in 0..${max}`);
   }
 }

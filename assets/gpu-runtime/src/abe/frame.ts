@@ -11,7 +11,7 @@
  * is aborted. Any refused frame ends the operation: the caller discards what it delivered.
  */
 import { AesGcmBackend, AES_KEY_BYTES, activeBackend, openAesGcm, sealAesGcm } from './aes-gcm';
-import { AbeError, expectLength } from './errors';
+import { AbeError, expectLength, expectUint } from './errors';
 import { layOutFrame, parseFrame } from './frame-codec';
 import { DIGEST_BYTES, Direction, OperationHeaders, checkDirection, chunkNonce } from './frame-header';
 import { SESSION_ID_BYTES } from './key-schedule';
@@ -57,9 +57,7 @@ abstract class Operation {
       expectLength('key', params.key, AES_KEY_BYTES);
       expectLength('session id', params.session, SESSION_ID_BYTES);
       expectLength('digest', params.digest, DIGEST_BYTES);
-      if (!Number.isSafeInteger(params.n) || params.n < 0 || params.n > MAX_OPERATION) {
-        throw new AbeError('INVALID_ARGUMENT', `operation counter ${params.n} is not an integer in 0..${MAX_OPERATION}`);
-      }
+      expectUint('operation counter', params.n, MAX_OPERATION);
       checkDirection(params.dir);
     } catch (error) {
       this.key.fill(0);
@@ -119,9 +117,7 @@ export class FrameSealer extends Operation {
     if (plaintext.length > MAX_CHUNK_BYTES) {
       throw new AbeError('TOO_LARGE', `a chunk of ${plaintext.length} bytes exceeds the ${MAX_CHUNK_BYTES}-byte limit; split it`);
     }
-    if (!Number.isSafeInteger(buffer) || buffer < 0 || buffer > MAX_BUFFER_ID) {
-      throw new AbeError('INVALID_ARGUMENT', `buffer id ${buffer} is not an integer in 0..${MAX_BUFFER_ID}`);
-    }
+    expectUint('buffer id', buffer, MAX_BUFFER_ID);
     if (this.nextChunk >= MAX_CHUNKS) {
       this.abort();
       throw new AbeError('TOO_LARGE', `operation ${this.n} reached the limit of ${MAX_CHUNKS} chunks`);

@@ -20,7 +20,7 @@
  * are cleansed by OpenSSL when those objects are freed.)
  */
 import { ECDH, createECDH, createHash, createHmac } from 'node:crypto';
-import { AbeError, expectLength } from './errors';
+import { AbeError, expectLength, expectUint } from './errors';
 import { MAX_OPERATION } from './limits';
 
 export const P384_PUBLIC_KEY_BYTES = 97; // SEC1 uncompressed: 0x04 || x || y
@@ -115,9 +115,7 @@ export function deriveSessionKey(inputs: SessionKeyInputs): Buffer {
 
 /** The HKDF info of K_n: "launch" || uint64be(n). */
 export function operationInfo(n: number): Buffer {
-  if (!Number.isSafeInteger(n) || n < 0 || n > MAX_OPERATION) {
-    throw new AbeError('INVALID_ARGUMENT', `operation counter ${n} is not an integer in 0..${MAX_OPERATION}`);
-  }
+  expectUint('operation counter', n, MAX_OPERATION);
   const info = Buffer.alloc(OPERATION_LABEL.length + 8);
   OPERATION_LABEL.copy(info);
   info.writeBigUInt64BE(BigInt(n), OPERATION_LABEL.length);

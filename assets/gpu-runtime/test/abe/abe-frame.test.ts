@@ -244,6 +244,21 @@ describe('limits', () => {
     expect(() => sealer.seal(0, Buffer.alloc(1), true)).not.toThrow(); // the sealer is still usable
   });
 
+  it('refuses to seal a buffer id beyond 2^32 - 1 (TOO_LARGE) or not a whole number (INVALID_ARGUMENT), without using up a chunk', () => {
+    const { sealer, opener } = sealerAndOpener();
+    for (const buffer of [2 ** 32, 2 ** 53, Infinity]) refusal(() => sealer.seal(buffer, Buffer.alloc(1), true), 'TOO_LARGE');
+    for (const buffer of [-1, 1.5, NaN]) refusal(() => sealer.seal(buffer, Buffer.alloc(1), true), 'INVALID_ARGUMENT');
+    expect(opener.open(sealer.seal(2 ** 32 - 1, Buffer.alloc(1), true))).toMatchObject({ buffer: 2 ** 32 - 1, chunk: 0 });
+  });
+
+  it('refuses an operation counter beyond 2^53 - 1 (TOO_LARGE) or not a whole number (INVALID_ARGUMENT)', () => {
+    for (const n of [2 ** 53, 2 ** 64]) {
+      refusal(() => new FrameSealer({ ...testOperation({ n }) }), 'TOO_LARGE');
+      refusal(() => new FrameOpener({ ...testOperation({ n }), window: new ReplayWindow() }), 'TOO_LARGE');
+    }
+    for (const n of [-1, 1.5]) refusal(() => new FrameSealer({ ...testOperation({ n }) }), 'INVALID_ARGUMENT');
+  });
+
   it('refuses a length prefix over the frame limit, and a ciphertext over the chunk limit', () => {
     const frame = sealerAndOpener().sealer.seal(0, Buffer.alloc(8), true);
     const huge = Buffer.from(frame);

@@ -57,8 +57,9 @@ describe('operation keys', () => {
     expect(deriveOperationKey(sessionKey, 1).length).toBe(32);
   });
 
-  it('refuses a counter that is negative, fractional or beyond 2^53 - 1', () => {
-    for (const n of [-1, 1.5, 2 ** 53]) refusal(() => deriveOperationKey(randomBytes(32), n), 'INVALID_ARGUMENT');
+  it('refuses a counter beyond 2^53 - 1 (TOO_LARGE, as ABE.md\'s Limits) and one that is negative or fractional (INVALID_ARGUMENT)', () => {
+    for (const n of [2 ** 53, 2 ** 64, Infinity]) refusal(() => deriveOperationKey(randomBytes(32), n), 'TOO_LARGE');
+    for (const n of [-1, 1.5, NaN]) refusal(() => deriveOperationKey(randomBytes(32), n), 'INVALID_ARGUMENT');
   });
 });
 

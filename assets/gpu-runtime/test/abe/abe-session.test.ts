@@ -136,6 +136,16 @@ describe('AbeSession', () => {
     refusal(() => session.opener(1, ENCLAVE_TO_HOST, randomBytes(48)), 'CLOSED');
   });
 
+  it('refuses an operation counter beyond 2^53 - 1: TOO_LARGE, as ABE.md\'s Limits say', () => {
+    const { enclave, context } = sessionPair();
+    for (const n of [2 ** 53, 2 ** 64]) {
+      refusal(() => enclave.sealer(n, ENCLAVE_TO_HOST, randomBytes(48)), 'TOO_LARGE');
+      refusal(() => context.opener(n, ENCLAVE_TO_HOST, randomBytes(48)), 'TOO_LARGE');
+    }
+    refusal(() => enclave.sealer(1.5, ENCLAVE_TO_HOST, randomBytes(48)), 'INVALID_ARGUMENT');
+    expect(() => enclave.sealer(Number.MAX_SAFE_INTEGER, ENCLAVE_TO_HOST, randomBytes(48))).not.toThrow();
+  });
+
   it('refuses a direction other than 0 or 1', () => {
     const { enclave } = sessionPair();
     refusal(() => enclave.sealer(1, 2 as 0, randomBytes(48)), 'INVALID_ARGUMENT');
