@@ -119,7 +119,7 @@ describe('runtime on the instance', () => {
     expect(installer).toMatch(/aws s3 cp 's3:\/\/cdk-hnb659fds-assets-123456789012-us-east-1\/[0-9a-f]{64}\.tar' "\$staging\/runtime.tar" --region us-east-1/);
     expect(installer).toContain(`echo "${runtime.sha256}  $staging/runtime.tar" | sha256sum --check --strict -`);
     expect(installer).toContain('test -x /usr/bin/node-20 || dnf install -y nodejs20\ntest -x /usr/bin/npm-20 || dnf install -y nodejs20-npm\n');
-    expect(installer).toContain('npm-20 ci --omit=dev');
+    expect(installer).toContain('npm-20 ci --omit=dev --ignore-scripts');
   });
 
   it('writes sgs.json and the context PCRs from the enclave image, and starts the runtime before the enclave', () => {
@@ -243,7 +243,7 @@ describe('install script, run in a sandbox', () => {
     const installed = path.join(box.root, 'opt/enclave-gpu/runtime', runtime.sha256);
     expect(fs.readFileSync(path.join(installed, 'egpu.js'), 'utf8')).toBe('console.log("sandboxed")');
     expect(fs.existsSync(path.join(installed, '.installed'))).toBe(true);
-    expect(fs.readFileSync(path.join(installed, '.npm-args'), 'utf8')).toMatch(/^ci --omit=dev --no-audit --no-fund --cache /);
+    expect(fs.readFileSync(path.join(installed, '.npm-args'), 'utf8')).toMatch(/^ci --omit=dev --ignore-scripts --no-audit --no-fund --cache /);
     expect(fs.existsSync(path.join(installed, 'node_modules', 'onnxruntime-node'))).toBe(true);
     expect(fs.readlinkSync(path.join(box.root, 'opt/enclave-gpu/runtime/current'))).toBe(runtime.sha256);
     expect(fs.readdirSync(path.join(box.root, 'opt/enclave-gpu/runtime')).sort()).toEqual([runtime.sha256, 'current'].sort());

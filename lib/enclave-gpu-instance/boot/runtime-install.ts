@@ -40,7 +40,8 @@ export interface RuntimeInstallSettings {
 /**
  * The install script of the runtime: Node.js 20 from the distribution, the system users,
  * the archive from S3 (checked against its SHA-256, unpacked to
- * `/opt/enclave-gpu/runtime/<sha256>`, its pinned dependencies installed with `npm ci`), the
+ * `/opt/enclave-gpu/runtime/<sha256>`, its pinned dependencies installed with `npm ci`, no
+ * install scripts run, so nothing is installed that the lockfile's hashes do not cover), the
  * `current` link, the systemd units and the `egpu` wrapper.
  *
  * One script for the AMI build (EnclaveGpuImage's component) and the boot script: on an
@@ -71,8 +72,10 @@ export function renderRuntimeInstaller(settings: RuntimeInstallSettings): string
     `  echo "${settings.sha256}  $staging/runtime.tar" | sha256sum --check --strict -`,
     '  install -d -m 0755 "$staging/runtime"',
     '  tar -xf "$staging/runtime.tar" -C "$staging/runtime" --no-same-owner',
-    // The lockfile pins onnxruntime-node and its dependencies with their integrity hashes.
-    '  (cd "$staging/runtime" && npm-20 ci --omit=dev --no-audit --no-fund --cache "$staging/npm-cache")',
+    // The lockfile pins onnxruntime-node and its dependencies with their integrity hashes, and
+    // no dependency's install script runs: onnxruntime-node's would fetch its CUDA provider
+    // libraries from NuGet with no integrity check, into the process that holds plaintext.
+    '  (cd "$staging/runtime" && npm-20 ci --omit=dev --ignore-scripts --no-audit --no-fund --cache "$staging/npm-cache")',
     '  touch "$staging/runtime/.installed"',
     '  rm -rf "$runtime_dir"',
     '  mv "$staging/runtime" "$runtime_dir"',
