@@ -83,11 +83,12 @@ describe('EnclaveGpuImage', () => {
     expect(other.recipeVersion).not.toBe(image.recipeVersion);
   });
 
-  it('builds from the Deep Learning Base GPU AMI, resolved from its public SSM parameter, with an encrypted root volume', () => {
-    const parameters = template.toJSON().Parameters as Record<string, { Type: string; Default: string }>;
-    const [name] = Object.entries(parameters).find(([, p]) => p.Default === EnclaveGpuInstance.DEFAULT_MACHINE_IMAGE_PARAMETER)!;
+  it('builds from the Deep Learning Base GPU AMI, read from its public SSM parameter at each build, with an encrypted root volume', () => {
+    // Not a deploy-time parameter: a new base AMI must not change (and so replace) the recipe.
+    const parameters = (template.toJSON().Parameters ?? {}) as Record<string, { Default?: string }>;
+    expect(Object.values(parameters).map((p) => p.Default)).not.toContain(EnclaveGpuInstance.DEFAULT_MACHINE_IMAGE_PARAMETER);
     template.hasResourceProperties('AWS::ImageBuilder::ImageRecipe', {
-      ParentImage: { Ref: name },
+      ParentImage: `ssm:${EnclaveGpuInstance.DEFAULT_MACHINE_IMAGE_PARAMETER}`,
       Components: [{ ComponentArn: { 'Fn::GetAtt': [Match.stringLikeRegexp('^AmiHostComponent'), 'Arn'] } }],
       BlockDeviceMappings: [{ DeviceName: '/dev/xvda', Ebs: { DeleteOnTermination: true, Encrypted: true, VolumeSize: 100, VolumeType: 'gp3' } }],
     });

@@ -37,6 +37,8 @@ export interface EnclaveGpuImageProps {
 
   /**
    * The public SSM parameter of the base AMI (Amazon Linux 2023 with the NVIDIA driver).
+   * Image Builder reads it when each build starts, so every build (the weekly rebuild too)
+   * starts from the AMI it names at that moment.
    *
    * @default - the AWS Deep Learning Base OSS Nvidia Driver GPU AMI (Amazon Linux 2023), x86_64
    */
@@ -112,7 +114,11 @@ export class EnclaveGpuImage extends Construct implements ec2.IMachineImage {
     });
 
     const parentImageParameter = props.parentImageParameter ?? DEFAULT_MACHINE_IMAGE_PARAMETER;
-    const parentImage = ec2.MachineImage.fromSsmParameter(parentImageParameter, { os: ec2.OperatingSystemType.LINUX }).getImage(this).imageId;
+    // Image Builder reads the parameter when each build starts (an `ssm:` parent image): the
+    // recipe stays the same resource when AWS publishes a new base AMI (a recipe cannot be
+    // updated in place, and a replacement under the same name and version would fail), and
+    // every build, the weekly rebuild included, starts from the latest one.
+    const parentImage = `ssm:${parentImageParameter}`;
     const rootVolume = { deviceName: '/dev/xvda', ebs: { volumeSize: 100, volumeType: 'gp3', encrypted: true, deleteOnTermination: true } };
     this.recipeVersion = versionOf(JSON.stringify({ component: this.componentVersion, parentImageParameter, rootVolume }));
     const recipe = new imagebuilder.CfnImageRecipe(this, 'Recipe', {
