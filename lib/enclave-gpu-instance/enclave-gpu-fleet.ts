@@ -129,7 +129,7 @@ export class EnclaveGpuFleet extends Construct implements ec2.IConnectable, iam.
     if (!props.notificationsTopic) {
       Validations.of(this.autoScalingGroup).acknowledge({
         id: 'AwsSolutions-AS3',
-        reason: 'Scaling events are in the group activity history and CloudTrail, and the enclave alarms page on failures; pass notificationsTopic to receive every launch and termination.',
+        reason: 'Scaling events are in the group activity history and CloudTrail, and an instance whose enclave or runtime fails its health check is reported unhealthy and replaced; pass notificationsTopic to receive every launch and termination.',
       });
     }
     this.connections = this.autoScalingGroup.connections;
