@@ -158,6 +158,24 @@ describe('AttestationBoundKey validation', () => {
     expect(() => build(pcrs)).toThrow(message);
   });
 
+  it.each([
+    [{ pcr3: 'e3'.repeat(48) }, 'pcr3'],
+    [{ pcr4: 'e4'.repeat(48) }, 'pcr4'],
+    [{ pcr1: PCRS.pcr1 }, 'pcr1'],
+    [{ pcr2: PCRS.pcr2, pcr3: 'e3'.repeat(48) }, 'pcr2, pcr3'],
+  ])('refuses %j: PCRs that identify no enclave code', (pcrs, named) => {
+    expect(() => build(pcrs)).toThrow(`S/Key: pcrs (${named}) identifies no enclave code: any image anyone builds would match. Give pcr0 (the whole image), pcr8 (its signing certificate), or pcr1 and pcr2 together`);
+  });
+
+  it.each([
+    { pcr0: PCRS.pcr0 },
+    { pcr8: PCRS.pcr8 },
+    { pcr1: PCRS.pcr1, pcr2: PCRS.pcr2 },
+    { pcr0: PCRS.pcr0, pcr3: 'e3'.repeat(48), pcr4: 'e4'.repeat(48) },
+  ])('accepts %j', (pcrs) => {
+    expect(() => build(pcrs)).not.toThrow();
+  });
+
   it('refuses all-zero (debug-mode) PCRs, naming them', () => {
     expect(() => build({ pcr0: '0'.repeat(96), pcr1: '0'.repeat(96), pcr2: PCRS.pcr2 }))
       .toThrow(/pcrs.pcr0, pcrs.pcr1 are all zeros, the measurement of an enclave run in debug mode.*allowDebugMode: true/);

@@ -12,7 +12,8 @@ import { Pcrs } from './pcrs';
 export interface AttestationBoundKeyProps {
   /**
    * The enclave measurements the key is bound to. Every PCR given becomes a condition of
-   * every statement that can release key material; give at least one. Use
+   * every statement that can release key material. They must identify the enclave's code:
+   * PCR0, PCR8, or PCR1 and PCR2 together (PCR3 and PCR4 only narrow those down). Use
    * `EifMeasurements.fromFile()` for PCR0, PCR1, PCR2 (and PCR8) of an image.
    */
   readonly pcrs: Pcrs;
@@ -198,6 +199,13 @@ function checkPcrs(scope: Construct, pcrs: Pcrs, allowDebugMode: boolean): Pcrs 
   const given = givenPcrs(pcrs);
   if (given.length === 0) {
     throw new Error(`${scope.node.path}: pcrs is empty. Give at least one PCR (EifMeasurements.fromFile() gives PCR0, PCR1 and PCR2), or the key would bind to nothing.`);
+  }
+  if (pcrs.pcr0 === undefined && pcrs.pcr8 === undefined && (pcrs.pcr1 === undefined || pcrs.pcr2 === undefined)) {
+    throw new Error(
+      `${scope.node.path}: pcrs (${given.map(([field]) => field).join(', ')}) identifies no enclave code: any image ` +
+      'anyone builds would match. Give pcr0 (the whole image), pcr8 (its signing certificate), or pcr1 and pcr2 together ' +
+      '(kernel and application); pcr3 and pcr4 (the parent\'s role and instance) can only narrow them. EifMeasurements.fromFile() gives PCR0, PCR1 and PCR2.',
+    );
   }
   const debug = given.filter(([, value]) => isDebugModePcr(value)).map(([field]) => field);
   if (debug.length > 0 && !allowDebugMode) {
