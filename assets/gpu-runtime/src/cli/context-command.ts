@@ -2,8 +2,9 @@
  * `egpu context`: runs an execution context until SIGTERM or SIGINT, then ends every session
  * (zeroising its keys and buffers) and exits 0.
  */
+import { checkImagePolicy } from '../context/attestation-check';
 import { DEFAULT_MAX_SESSIONS, DEFAULT_MEMORY_CAP, ExecutionContext } from '../context/execution-context';
-import { UsageError } from '../errors';
+import { RuntimeError, UsageError } from '../errors';
 import { DEFAULT_ONNX_THREADS, MAX_ONNX_THREADS } from '../kernels/onnx-runtime';
 import { formatAddress, parseAddress } from '../protocol/transport';
 import { parsePcrAssignments } from './attest-inputs';
@@ -18,7 +19,10 @@ const context: Command = {
   usage: [
     '  --listen ADDR          where SGS connects: unix:/path or tcp:host:port (a host-local link; vsock is the enclave\'s link to SGS)',
     '  --root aws|FILE.pem    the root enclave documents must chain to (default aws; a PEM file in local mode)',
-    '  --expect-pcr N=HEX     a PCR value every enclave must attest; repeat for several',
+    '  --expect-pcr N=HEX     a PCR value every enclave must attest; repeat for several. Required: PCR0, PCR8,',
+    '                         or PCR1 and PCR2 (the values nitro-cli describe-eif prints)',
+    '  --allow-any-image      serve enclaves of any image, with no --expect-pcr (development only)',
+    '  --allow-debug-mode     accept all-zero expected PCRs, i.e. enclaves in debug mode (development only)',
     `  --memory-cap BYTES     device memory per session (default ${DEFAULT_MEMORY_CAP})`,
     `  --max-sessions N       concurrent sessions; more are refused BUSY (default ${DEFAULT_MAX_SESSIONS})`,
     `  --threads N            onnxruntime intra-op threads (default ${DEFAULT_ONNX_THREADS})`,
@@ -27,6 +31,8 @@ const context: Command = {
     'listen': { type: 'string' },
     'root': { type: 'string' },
     'expect-pcr': { type: 'string', multiple: true },
+    'allow-any-image': { type: 'boolean' },
+    'allow-debug-mode': { type: 'boolean' },
     'memory-cap': { type: 'string' },
     'max-sessions': { type: 'string' },
     'threads': { type: 'string' },
@@ -39,13 +45,25 @@ const context: Command = {
     const expectedPcrs = Object.fromEntries(
       Object.entries(parsePcrAssignments(values['expect-pcr'] as string[] | undefined, '--expect-pcr')).map(([n, v]) => [n, v.toString('hex')]),
     );
+    const memoryCap = parseCount(values['memory-cap'], '--memory-cap', 0, Number.MAX_SAFE_INTEGER, DEFAULT_MEMORY_CAP);
+    const maxSessions = parseCount(values['max-sessions'], '--max-sessions', 1, 65_536, DEFAULT_MAX_SESSIONS);
+    const threads = parseCount(values.threads, '--threads', 1, MAX_ONNX_THREADS, DEFAULT_ONNX_THREADS);
+    const policy = { expectedPcrs, allowAnyImage: values['allow-any-image'] === true, allowDebugMode: values['allow-debug-mode'] === true };
+    try {
+      checkImagePolicy(policy, { anyImage: '--allow-any-image', debugMode: '--allow-debug-mode' });
+    } catch (error) {
+      throw new UsageError(`--expect-pcr: ${(error as RuntimeError).reason}`);
+    }
+    if (policy.allowAnyImage && Object.keys(expectedPcrs).length === 0) io.stderr('egpu context: --allow-any-image: serving enclaves of ANY image; never do this with real data\n');
     const server = await ExecutionContext.start({
       listen,
       root: (values.root as string | undefined) ?? 'aws',
       expectedPcrs: Object.keys(expectedPcrs).length > 0 ? expectedPcrs : undefined,
-      memoryCap: parseCount(values['memory-cap'], '--memory-cap', 0, Number.MAX_SAFE_INTEGER, DEFAULT_MEMORY_CAP),
-      maxSessions: parseCount(values['max-sessions'], '--max-sessions', 1, 65_536, DEFAULT_MAX_SESSIONS),
-      threads: parseCount(values.threads, '--threads', 1, MAX_ONNX_THREADS, DEFAULT_ONNX_THREADS),
+      allowAnyImage: policy.allowAnyImage,
+      allowDebugMode: policy.allowDebugMode,
+      memoryCap,
+      maxSessions,
+      threads,
       log: (line) => io.stderr(`egpu context: ${line}\n`),
     });
     // The pid is this process's own: launchers such as tsx run the command in a child, and

@@ -31,8 +31,15 @@ export interface ExecutionContextOptions {
   readonly listen: string | Address;
   /** The root enclave documents must chain to: 'aws' (default), a certificate, or a PEM file's path. */
   readonly root?: ContextRoot;
-  /** PCR index to the hex value every enclave's document must carry (the image allowlist). */
+  /**
+   * PCR index to the hex value every enclave's document must carry (the image allowlist):
+   * PCR0, PCR8, or PCR1 and PCR2 at least, none all zeros, unless allowed below.
+   */
   readonly expectedPcrs?: Readonly<Record<number, string>>;
+  /** Serve enclaves of any image (no expectedPcrs): for development only. Default false. */
+  readonly allowAnyImage?: boolean;
+  /** Accept all-zero expected PCRs (enclaves in debug mode): for development only. Default false. */
+  readonly allowDebugMode?: boolean;
   /** Device memory per session, bytes (default 1 GiB). */
   readonly memoryCap?: number;
   /** Concurrent sessions (default 256); more are refused with BUSY. */
@@ -64,7 +71,13 @@ export class ExecutionContext {
     const onnx: OnnxSettings = { threads, provider: await resolveOnnxProvider(options.onnxProvider ?? 'auto', threads) };
     const models = new OnnxSessionCache(onnx, options.maxModels ?? DEFAULT_MAX_MODELS);
     const environment: SessionEnvironment = {
-      check: attestationCheck({ root: options.root ?? 'aws', expectedPcrs: options.expectedPcrs, clock: options.clock }),
+      check: attestationCheck({
+        root: options.root ?? 'aws',
+        expectedPcrs: options.expectedPcrs,
+        allowAnyImage: options.allowAnyImage,
+        allowDebugMode: options.allowDebugMode,
+        clock: options.clock,
+      }),
       kernels: createKernelRegistry(models),
       memoryCap,
       handshakeTimeoutMs,

@@ -109,7 +109,7 @@ describe('egpu context', () => {
   it('refuses to start on a live context\'s socket', async () => {
     const socket = path.join(workspace.dir, 'c.sock');
     const first = await ContextProcess.start(socket);
-    const second = spawnSync(TSX, [CLI, 'context', '--listen', `unix:${socket}`, '--root', ROOT_PEM], { cwd: REPO_ROOT, encoding: 'utf8', timeout: 30_000 });
+    const second = spawnSync(TSX, [CLI, 'context', '--listen', `unix:${socket}`, '--root', ROOT_PEM, ...pcrOptions], { cwd: REPO_ROOT, encoding: 'utf8', timeout: 30_000 });
     expect(second.status).toBe(1);
     expect(second.stderr).toContain(`another process is listening on ${socket}`);
     process.kill(first.pid!, 'SIGTERM');
@@ -122,7 +122,9 @@ describe('egpu context', () => {
     [['--listen', 'unix:/tmp/x.sock', '--memory-cap', '1e9'], 2, '--memory-cap must be an integer'],
     [['--listen', 'unix:/tmp/x.sock', '--expect-pcr', '0=abcd'], 2, '--expect-pcr 0 must be 48 bytes of hex'],
     [['--listen', 'vsock:3:7000'], 2, '--listen must be a unix: or tcp: address'],
-    [['--listen', 'unix:/tmp/x.sock', '--root', '/nonexistent/root.pem'], 1, 'cannot read /nonexistent/root.pem'],
+    [['--listen', 'unix:/tmp/x.sock'], 2, '--expect-pcr: the expected PCRs (none) do not name the enclave\'s code, so any image would be served: expect PCR0, PCR8, or PCR1 and PCR2 (the values nitro-cli describe-eif prints), or pass --allow-any-image for development'],
+    [['--listen', 'unix:/tmp/x.sock', '--expect-pcr', `0=${'00'.repeat(48)}`], 2, '--expect-pcr: the expected PCR0 is all zeros, the measurement of an enclave in debug mode, whose memory the parent instance can read: expect the real measurements, or pass --allow-debug-mode for development'],
+    [['--listen', 'unix:/tmp/x.sock', '--root', '/nonexistent/root.pem', ...pcrOptions], 1, 'cannot read /nonexistent/root.pem'],
   ])('egpu context %j exits %i: %s', (args, status, message) => {
     const result = spawnSync(TSX, [CLI, 'context', ...args], { cwd: REPO_ROOT, encoding: 'utf8', timeout: 30_000 });
     expect(result.status).toBe(status);

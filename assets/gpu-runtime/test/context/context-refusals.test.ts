@@ -199,14 +199,14 @@ describe('attestation', () => {
     expect(await handshakeRefusal(context, enclave.identity(), (hello) => { (hello as { nonce: Buffer }).nonce = randomBytes(32); })).toMatchObject({ code: 'UNAUTHORIZED', closed: true });
   });
 
-  it('refuses the AWS root for simulated documents, and accepts any image when no PCRs are pinned', async () => {
+  it('refuses the AWS root for simulated documents, and accepts any image only when that is asked for', async () => {
     const aws = await startContext(enclave, { root: 'aws' });
     try {
       expect(await handshakeRefusal(aws.context)).toMatchObject({ code: 'UNAUTHORIZED', closed: true });
     } finally {
       await aws.stop();
     }
-    const open = await startContext(enclave, { expectedPcrs: undefined });
+    const open = await startContext(enclave, { expectedPcrs: undefined, allowAnyImage: true });
     try {
       const client = await TestClient.connect(open.context.address);
       await client.handshake(new TestEnclave(enclave.nsm, 'any-image').identity());
@@ -214,6 +214,31 @@ describe('attestation', () => {
       client.close();
     } finally {
       await open.stop();
+    }
+  });
+
+  const pcr = (index: number) => enclave.expectedPcrs[index as 0 | 1 | 2];
+  it.each([
+    [undefined, /the expected PCRs \(none\) do not name the enclave's code, so any image would be served: expect PCR0, PCR8, or PCR1 and PCR2.*allowAnyImage: true/],
+    [{ 1: 'b1'.repeat(48) }, /the expected PCRs \(PCR1\) do not name the enclave's code/],
+    [{ 3: 'e3'.repeat(48), 4: 'e4'.repeat(48) }, /the expected PCRs \(PCR3, PCR4\) do not name the enclave's code/],
+  ])('will not start with expected PCRs %j, which would serve any image', async (expectedPcrs, message) => {
+    await expect(startContext(enclave, { expectedPcrs })).rejects.toThrow(message);
+  });
+
+  it('will not expect a debug-mode (all-zero) PCR unless allowDebugMode, and accepts PCR1 and PCR2 without PCR0', async () => {
+    await expect(startContext(enclave, { expectedPcrs: { 0: '00'.repeat(48), 1: pcr(1) } }))
+      .rejects.toThrow(/the expected PCR0 is all zeros, the measurement of an enclave in debug mode.*allowDebugMode: true/);
+    const debug = await startContext(enclave, { expectedPcrs: { 0: '00'.repeat(48) }, allowDebugMode: true });
+    await debug.stop();
+    const byParts = await startContext(enclave, { expectedPcrs: { 1: pcr(1), 2: pcr(2) } });
+    try {
+      const client = await TestClient.connect(byParts.context.address);
+      await client.handshake(enclave.identity());
+      expect((await client.call({ op: 'malloc', buffer: 1, size: 1 })).result.ok).toBe(true);
+      client.close();
+    } finally {
+      await byParts.stop();
     }
   });
 
