@@ -215,13 +215,14 @@ describe('install script, run in a sandbox', () => {
     fs.mkdirSync(bin);
     const stub = (name: string, body = '') => fs.writeFileSync(path.join(bin, name), `#!/bin/bash\necho "${name} $*" >> ${log}\n${body}\n`, { mode: 0o755 });
     stub('aws', 'cp "$FAKE_ARCHIVE" "$4"');
+    stub('curl', 'while [ $# -gt 0 ]; do if [ "$1" = -o ]; then cp "$FAKE_NUPKG" "$2"; fi; shift; done');
     stub('npm-20', 'mkdir -p node_modules/onnxruntime-node && echo "$*" > .npm-args');
     for (const name of ['dnf', 'groupadd', 'useradd', 'systemctl']) stub(name);
     stub('getent', 'exit 2');
     stub('id', 'exit 1');
-    const run = (script: string, archive: string) => spawnSync('bash', ['-c', script], {
+    const run = (script: string, archive: string, nupkg = '') => spawnSync('bash', ['-c', script], {
       encoding: 'utf8',
-      env: { ...process.env, PATH: `${bin}:${process.env.PATH}`, FAKE_ARCHIVE: archive },
+      env: { ...process.env, PATH: `${bin}:${process.env.PATH}`, FAKE_ARCHIVE: archive, FAKE_NUPKG: nupkg },
     });
     const localise = (script: string) => script
       .replace(/\/opt\/enclave-gpu/g, `${root}/opt/enclave-gpu`)
@@ -277,6 +278,56 @@ describe('install script, run in a sandbox', () => {
     expect(box.calls()).not.toContain('npm-20');
   });
 
+  /** A stand-in for the CUDA provider package: a zip with the three libraries where the real one has them (and another file). */
+  function fakeProviderPackage(dir: string): { file: string; sha512: string; libraries: Record<string, string> } {
+    const libraries: Record<string, string> = {
+      libonnxruntime_providers_cuda: 'cuda provider bytes',
+      libonnxruntime_providers_shared: 'shared provider bytes',
+      libonnxruntime_providers_tensorrt: 'tensorrt provider bytes',
+    };
+    const file = path.join(dir, 'provider.nupkg');
+    const entries = Object.entries(libraries).map(([name, text]) => [`runtimes/linux-x64/native/${name}.so`, text]);
+    entries.push(['Microsoft.ML.OnnxRuntime.Gpu.Linux.nuspec', '<package/>']);
+    const made = spawnSync('python3', ['-c', 'import json, sys, zipfile\nwith zipfile.ZipFile(sys.argv[1], "w") as z:\n  [z.writestr(n, t) for n, t in json.loads(sys.argv[2])]', file, JSON.stringify(entries)], { encoding: 'utf8' });
+    expect(made.status, made.stderr).toBe(0);
+    return { file, sha512: crypto.createHash('sha512').update(fs.readFileSync(file)).digest('hex'), libraries };
+  }
+
+  it('installs the pinned CUDA provider package when asked: checked, its three libraries beside onnxruntime-node, once', () => {
+    const box = sandbox();
+    const provider = fakeProviderPackage(box.root);
+    const withCuda = { ...settings, cudaProvider: { url: 'https://api.nuget.org/v3-flatcontainer/x/1/x.1.nupkg', sha512: provider.sha512 } };
+    const script = box.localise(renderRuntimeInstaller(withCuda));
+    const first = box.run(script, stagedArchive(runtime), provider.file);
+    expect(first.stderr).toBe('');
+    expect(first.status).toBe(0);
+    const binaries = path.join(box.root, 'opt/enclave-gpu/runtime', runtime.sha256, 'node_modules/onnxruntime-node/bin/napi-v6/linux/x64');
+    expect(fs.readdirSync(binaries).sort()).toEqual(Object.keys(provider.libraries).map((name) => `${name}.so`).sort());
+    for (const [name, text] of Object.entries(provider.libraries)) {
+      expect(fs.readFileSync(path.join(binaries, `${name}.so`), 'utf8')).toBe(text);
+      expect(fs.statSync(path.join(binaries, `${name}.so`)).mode & 0o777).toBe(0o644);
+    }
+    expect(box.calls()).toContain("curl -fsS --proto =https --tlsv1.2 --retry 3 -o ");
+    expect(fs.readdirSync(path.join(box.root, 'opt/enclave-gpu/runtime')).sort()).toEqual([runtime.sha256, 'current'].sort()); // no staging left
+    const second = box.run(script, stagedArchive(runtime), provider.file);
+    expect(second.status).toBe(0);
+    expect(box.calls().match(/^curl /gm)).toHaveLength(1);
+  });
+
+  it('refuses a CUDA provider package whose SHA-512 differs: nothing of it installed, and the runtime not made current', () => {
+    const box = sandbox();
+    const provider = fakeProviderPackage(box.root);
+    const withCuda = { ...settings, cudaProvider: { url: 'https://api.nuget.org/v3-flatcontainer/x/1/x.1.nupkg', sha512: 'ab'.repeat(64) } };
+    const result = box.run(box.localise(renderRuntimeInstaller(withCuda)), stagedArchive(runtime), provider.file);
+    expect(result.status).not.toBe(0);
+    expect(result.stdout + result.stderr).toMatch(/FAILED/);
+    const installed = path.join(box.root, 'opt/enclave-gpu/runtime', runtime.sha256);
+    expect(fs.existsSync(path.join(installed, 'node_modules/onnxruntime-node/bin'))).toBe(false);
+    expect(fs.readdirSync(installed).filter((name) => name.startsWith('.cuda-provider'))).toEqual([]);
+    expect(fs.existsSync(path.join(box.root, 'opt/enclave-gpu/runtime/current'))).toBe(false);
+    expect(fs.readdirSync(path.join(box.root, 'opt/enclave-gpu/runtime')).filter((name) => name.startsWith('.staging'))).toEqual([]);
+  });
+
   it('checks what it installed: the runtime checks pass on the sandbox after an install, and fail before', () => {
     const [marker, link] = runtimeCheckCommands(runtime.sha256);
     expect(marker).toBe(`test -e /opt/enclave-gpu/runtime/${runtime.sha256}/.installed`);
@@ -286,6 +337,44 @@ describe('install script, run in a sandbox', () => {
     expect(box.run(checks, '').status).not.toBe(0);
     expect(box.run(box.localise(renderRuntimeInstaller(settings)), stagedArchive(runtime)).status).toBe(0);
     expect(box.run(checks, '').status).toBe(0);
+  });
+});
+
+describe('onnxruntime CUDA provider (opt-in, pinned by SHA-512)', () => {
+  const directory = runtimeDir('console.log("cuda")');
+  const sha512 = crypto.createHash('sha512').update('a provider package').digest();
+  const url = 'https://api.nuget.org/v3-flatcontainer/microsoft.ml.onnxruntime.gpu.linux/1.30.0/microsoft.ml.onnxruntime.gpu.linux.1.30.0.nupkg';
+
+  it('is not installed by default: no download, nothing from NuGet', () => {
+    const installer = hereDocument(instanceUserData(GpuRuntime.fromDirectory(directory)), '/usr/local/libexec/enclave-gpu/install-runtime');
+    expect(installer).not.toContain('nuget');
+    expect(installer).not.toContain('curl');
+  });
+
+  it.each([['hex', sha512.toString('hex')], ['NuGet base64', sha512.toString('base64')]])('downloads the package of the pinned onnxruntime version and checks it against a SHA-512 given in %s', (_, given) => {
+    const runtime = GpuRuntime.fromDirectory(directory, { onnxCudaProviderSha512: given });
+    const installer = hereDocument(instanceUserData(runtime), '/usr/local/libexec/enclave-gpu/install-runtime');
+    expect((RUNTIME_PACKAGE_LOCK.packages as Record<string, { version: string }>)['node_modules/onnxruntime-node'].version).toBe('1.30.0');
+    expect(installer).toContain(`-o "$cuda_staging/provider.nupkg" '${url}'\n`);
+    expect(installer).toContain(`echo "${sha512.toString('hex')}  $cuda_staging/provider.nupkg" | sha512sum --check --strict -\n`);
+    expect(runtime.sha256).toBe(GpuRuntime.fromDirectory(directory).sha256); // the archive is the same; the install script differs
+  });
+
+  it.each(['', 'ab'.repeat(63), 'not a hash', sha512.toString('base64').slice(0, 80)])('refuses onnxCudaProviderSha512 %j, naming it', (given) => {
+    expect(() => GpuRuntime.fromDirectory(directory, { onnxCudaProviderSha512: given })).toThrow(/GpuRuntime.fromDirectory: onnxCudaProviderSha512 must be a SHA-512: 128 hex characters, or the 88-character base64 NuGet publishes as packageHash/);
+  });
+
+  it('gives the AMI component a new version and a check of the provider', () => {
+    const image = (runtime: GpuRuntime) => {
+      const { stack } = testStack();
+      const ami = new EnclaveGpuImage(stack, 'Ami', { gpuRuntime: runtime });
+      return { ami, template: Template.fromStack(stack) };
+    };
+    const plain = image(GpuRuntime.fromDirectory(directory));
+    const cuda = image(GpuRuntime.fromDirectory(directory, { onnxCudaProviderSha512: sha512.toString('hex') }));
+    expect(cuda.ami.componentVersion).not.toBe(plain.ami.componentVersion);
+    const data = Object.values(cuda.template.findResources('AWS::ImageBuilder::Component'))[0].Properties.Data as string;
+    expect(data).toContain(`[ \\"$(uname -m)\\" != x86_64 ] || test -e /opt/enclave-gpu/runtime/${cuda.ami.gpuRuntimeSha256}/.cuda-provider-${sha512.toString('hex').slice(0, 32)}`);
   });
 });
 

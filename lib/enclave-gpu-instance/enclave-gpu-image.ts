@@ -101,10 +101,11 @@ export class EnclaveGpuImage extends Construct implements ec2.IMachineImage {
       s3Url: runtime.bucket.s3UrlForObject(runtime.objectKey),
       sha256: runtime.sha256,
       region: Stack.of(this).region,
+      cudaProvider: runtime.onnxCudaProvider,
     });
     // The version comes from the document with the bucket and region left out (they are
     // deploy-time tokens, whose synth-time text is not stable); the runtime's SHA-256 is in it.
-    this.componentVersion = versionOf(renderHostComponent({ s3Url: 's3://<runtime-bucket>/<runtime-key>', sha256: runtime.sha256, region: '<region>' }));
+    this.componentVersion = versionOf(renderHostComponent({ s3Url: 's3://<runtime-bucket>/<runtime-key>', sha256: runtime.sha256, region: '<region>', cudaProvider: runtime.onnxCudaProvider }));
     const component = new imagebuilder.CfnComponent(this, 'HostComponent', {
       name: `${this.node.addr}-enclave-gpu-host`,
       platform: 'Linux',
@@ -240,7 +241,7 @@ function renderHostComponent(runtime: RuntimeInstallSettings): string {
     '        action: ExecuteBash',
     '        inputs:',
     '          commands:',
-    yamlList(['set -euo pipefail', ...runtimeCheckCommands(runtime.sha256)]),
+    yamlList(['set -euo pipefail', ...runtimeCheckCommands(runtime.sha256, runtime.cudaProvider)]),
     '',
   ].join('\n');
 }

@@ -116,7 +116,12 @@ export class EnclaveHost {
       kmsProxyVsockPort: this.kmsProxyVsockPort,
       region: Aws.REGION,
       cloudWatchAgentConfig: observability?.cloudWatchAgentConfig(),
-      runtime: { s3Url: this.runtime.bucket.s3UrlForObject(this.runtime.objectKey), sha256: this.runtime.sha256, region: Stack.of(this.scope).region },
+      runtime: {
+        s3Url: this.runtime.bucket.s3UrlForObject(this.runtime.objectKey),
+        sha256: this.runtime.sha256,
+        region: Stack.of(this.scope).region,
+        cudaProvider: this.runtime.onnxCudaProvider,
+      },
       sgs: {
         pcrs: this.pcrs,
         enclaveVsockPort: this.sgsVsockPort,

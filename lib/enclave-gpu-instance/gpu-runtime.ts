@@ -19,6 +19,44 @@ export interface GpuRuntimeConfig {
 
   /** SHA-256 of the archive, in lower-case hex: checked on the instance, and the name of its install directory. */
   readonly sha256: string;
+
+  /**
+   * The onnxruntime CUDA provider package to install beside the runtime, checked against
+   * its SHA-512; none when the runtime was built without one.
+   */
+  readonly onnxCudaProvider?: OnnxCudaProviderPackage;
+}
+
+/**
+ * A NuGet package of onnxruntime's CUDA execution provider, pinned by its SHA-512.
+ */
+export interface OnnxCudaProviderPackage {
+  /** The package's download URL (api.nuget.org). */
+  readonly url: string;
+
+  /** Its SHA-512, in lower-case hex. */
+  readonly sha512: string;
+}
+
+/**
+ * Options of a {@link GpuRuntime}.
+ */
+export interface GpuRuntimeOptions {
+  /**
+   * SHA-512 of the `Microsoft.ML.OnnxRuntime.Gpu.Linux` NuGet package of the onnxruntime
+   * version the runtime pins (1.30.0): 128 hex characters, or the 88-character base64 that
+   * NuGet publishes as its `packageHash`. With it, the install script downloads that package
+   * from api.nuget.org, refuses it unless it has this SHA-512, and installs the CUDA
+   * execution provider libraries it carries beside onnxruntime-node (x86_64 only), so
+   * `onnx.run` runs on the GPU. The instances (and the AMI build) then need HTTPS access to
+   * api.nuget.org.
+   *
+   * Check the value yourself: download the package and compute it, or compare it with the
+   * `packageHash` in NuGet's catalog. The runtime never installs it unverified.
+   *
+   * @default - no CUDA provider: `onnx.run` uses onnxruntime's CPU provider
+   */
+  readonly onnxCudaProviderSha512?: string;
 }
 
 /**
@@ -40,8 +78,8 @@ export abstract class GpuRuntime {
    * An app can point every construct that uses the default at another directory with the
    * context key `cdk-enclave-gpu:gpuRuntimeDirectory` (for example in tests).
    */
-  public static fromBundledAsset(): GpuRuntime {
-    return bundledGpuRuntime(BUNDLED_RUNTIME_DIRECTORY);
+  public static fromBundledAsset(options: GpuRuntimeOptions = {}): GpuRuntime {
+    return bundledGpuRuntime(BUNDLED_RUNTIME_DIRECTORY, options);
   }
 
   /**
@@ -49,9 +87,10 @@ export abstract class GpuRuntime {
    * (`*.node`) beside it, the layout of `assets/gpu-runtime/dist`. Other files are ignored.
    *
    * @param directory path to the directory
+   * @param options the CUDA provider to install beside it
    */
-  public static fromDirectory(directory: string): GpuRuntime {
-    return new DirectoryRuntime(path.resolve(directory), 'GpuRuntime.fromDirectory', 'Pass a directory that holds egpu.js (build it with `npm run build:runtime`)');
+  public static fromDirectory(directory: string, options: GpuRuntimeOptions = {}): GpuRuntime {
+    return new DirectoryRuntime(path.resolve(directory), 'GpuRuntime.fromDirectory', 'Pass a directory that holds egpu.js (build it with `npm run build:runtime`)', options);
   }
 
   /** SHA-256 of the runtime archive, in lower-case hex: changes whenever any file in it changes. */
@@ -73,8 +112,8 @@ export const GPU_RUNTIME_DIRECTORY_CONTEXT = 'cdk-enclave-gpu:gpuRuntimeDirector
 export const BUNDLED_RUNTIME_DIRECTORY = path.join(__dirname, '..', '..', 'assets', 'gpu-runtime', 'dist');
 
 /** The bundled runtime, read from `directory` (a parameter for tests). */
-export function bundledGpuRuntime(directory: string): GpuRuntime {
-  return new DirectoryRuntime(directory, 'GpuRuntime.fromBundledAsset', 'Build it with `npm run build:runtime` in the cdk-enclave-gpu package (`npm run build` builds it too)');
+export function bundledGpuRuntime(directory: string, options: GpuRuntimeOptions = {}): GpuRuntime {
+  return new DirectoryRuntime(directory, 'GpuRuntime.fromBundledAsset', 'Build it with `npm run build:runtime` in the cdk-enclave-gpu package (`npm run build` builds it too)', options);
 }
 
 /** The default runtime of each app, so its constructs share one archive (read, tarred and hashed once). */
@@ -101,11 +140,16 @@ export const RUNTIME_ENTRY = 'egpu.js';
 class DirectoryRuntime extends GpuRuntime {
   private archive?: { readonly sha256: string; readonly path: string };
 
-  constructor(private readonly directory: string, private readonly factory: string, private readonly fix: string) {
+  private readonly cudaProvider?: OnnxCudaProviderPackage;
+
+  constructor(private readonly directory: string, private readonly factory: string, private readonly fix: string, options: GpuRuntimeOptions) {
     super();
     const entry = path.join(directory, RUNTIME_ENTRY);
     if (!fs.existsSync(entry)) {
       throw new Error(`${factory}: ${entry} does not exist. ${fix}.`);
+    }
+    if (options.onnxCudaProviderSha512 !== undefined) {
+      this.cudaProvider = { url: onnxCudaProviderUrl(), sha512: sha512Hex(options.onnxCudaProviderSha512, factory) };
     }
   }
 
@@ -116,7 +160,7 @@ class DirectoryRuntime extends GpuRuntime {
   public bind(scope: Construct): GpuRuntimeConfig {
     const archive = this.stage();
     const asset = new s3_assets.Asset(scope, 'GpuRuntime', { path: archive.path });
-    return { bucket: asset.bucket, objectKey: asset.s3ObjectKey, sha256: archive.sha256 };
+    return { bucket: asset.bucket, objectKey: asset.s3ObjectKey, sha256: archive.sha256, onnxCudaProvider: this.cudaProvider };
   }
 
   /** Builds the archive once per runtime (the files are read now, not at deployment). */
@@ -126,6 +170,24 @@ class DirectoryRuntime extends GpuRuntime {
     }
     return this.archive;
   }
+}
+
+/** The NuGet package id of onnxruntime's CUDA provider for Linux (onnxruntime-node's own install script fetches the same). */
+const CUDA_PROVIDER_PACKAGE = 'Microsoft.ML.OnnxRuntime.Gpu.Linux';
+
+/** The download URL of the CUDA provider package of the onnxruntime-node version the lockfile pins (NuGet's flat container). */
+export function onnxCudaProviderUrl(): string {
+  const packages = RUNTIME_PACKAGE_LOCK.packages as Record<string, { version: string }>;
+  const version = packages['node_modules/onnxruntime-node'].version.toLowerCase();
+  const id = CUDA_PROVIDER_PACKAGE.toLowerCase();
+  return `https://api.nuget.org/v3-flatcontainer/${id}/${version}/${id}.${version}.nupkg`;
+}
+
+/** A SHA-512 given as 128 hex characters or as NuGet's 88-character base64, in lower-case hex. */
+function sha512Hex(value: string, factory: string): string {
+  if (/^[0-9a-fA-F]{128}$/.test(value)) return value.toLowerCase();
+  if (/^[A-Za-z0-9+/]{86}==$/.test(value)) return Buffer.from(value, 'base64').toString('hex');
+  throw new Error(`${factory}: onnxCudaProviderSha512 must be a SHA-512: 128 hex characters, or the 88-character base64 NuGet publishes as packageHash; got '${value.length > 140 ? `${value.slice(0, 140)}...` : value}'`);
 }
 
 /** A file of the runtime archive. */

@@ -5,4 +5,4 @@ export * from './enclave-host-props';
 export * from './enclave-gpu-fleet';
 export * from './fleet-scaling';
 export * from './enclave-gpu-image';
-export { GpuRuntime, GpuRuntimeConfig } from './gpu-runtime';
+export { GpuRuntime, GpuRuntimeConfig, GpuRuntimeOptions, OnnxCudaProviderPackage } from './gpu-runtime';

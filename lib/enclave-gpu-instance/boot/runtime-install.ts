@@ -1,3 +1,4 @@
+import type { OnnxCudaProviderPackage } from '../gpu-runtime';
 import { installCommand } from './host-packages';
 import { dirname, shellQuote, writeFileCommands } from './boot-script';
 import {
@@ -35,6 +36,55 @@ export interface RuntimeInstallSettings {
   readonly sha256: string;
   /** The region of the bucket. */
   readonly region: string;
+  /** onnxruntime's CUDA provider package to install beside onnxruntime-node, pinned by SHA-512. */
+  readonly cudaProvider?: OnnxCudaProviderPackage;
+}
+
+/** The delimiter of the Python program that unpacks the CUDA provider package. */
+const PYTHON_DELIMITER = 'EGPU_PY_EOF';
+
+/** Where onnxruntime-node looks for its provider libraries (onnxruntime-node's install metadata). */
+const ORT_BINARY_DIR = 'node_modules/onnxruntime-node/bin/napi-v6/linux/x64';
+
+/** The provider libraries the package carries (runtimes/linux-x64/native/ in it), as onnxruntime-node's install script takes them. */
+const CUDA_PROVIDER_LIBRARIES = ['libonnxruntime_providers_cuda.so', 'libonnxruntime_providers_shared.so', 'libonnxruntime_providers_tensorrt.so'];
+
+/** The marker of an installed CUDA provider package, named by its SHA-512 (a prefix). */
+function cudaMarker(runtimeDir: string, sha512: string): string {
+  return `${runtimeDir}/.cuda-provider-${sha512.slice(0, 32)}`;
+}
+
+/**
+ * Installs the CUDA provider package once per runtime directory and package: downloaded over
+ * HTTPS, refused unless its SHA-512 is the pinned one, its three libraries written beside
+ * onnxruntime-node's binding. Nothing of it is used unverified; x86_64 only (the package has
+ * no other Linux libraries).
+ */
+function cudaProviderLines(runtimeDir: string, provider: OnnxCudaProviderPackage): string[] {
+  if (!/^[0-9a-f]{128}$/.test(provider.sha512)) throw new Error(`CUDA provider sha512 must be 128 lower-case hex characters, got '${provider.sha512}'`);
+  const marker = cudaMarker(runtimeDir, provider.sha512);
+  return [
+    'if [ "$(uname -m)" != x86_64 ]; then',
+    '  echo "onnxruntime\'s CUDA provider package has no $(uname -m) libraries: onnx.run uses the CPU provider" >&2',
+    `elif [ ! -e ${marker} ]; then`,
+    `  cuda_staging=$(mktemp -d ${RUNTIME_ROOT}/.staging.XXXXXX)`,
+    `  curl -fsS --proto '=https' --tlsv1.2 --retry 3 -o "$cuda_staging/provider.nupkg" ${shellQuote(provider.url)}`,
+    `  echo "${provider.sha512}  $cuda_staging/provider.nupkg" | sha512sum --check --strict -`,
+    `  python3 - "$cuda_staging/provider.nupkg" "$runtime_dir/${ORT_BINARY_DIR}" <<'${PYTHON_DELIMITER}'`,
+    'import os, shutil, sys, zipfile',
+    'package, target = sys.argv[1], sys.argv[2]',
+    'os.makedirs(target, exist_ok=True)',
+    'with zipfile.ZipFile(package) as archive:',
+    `    for name in (${CUDA_PROVIDER_LIBRARIES.map((name) => `'${name}'`).join(', ')}):`,
+    '        partial = os.path.join(target, name + ".partial")',
+    '        with archive.open("runtimes/linux-x64/native/" + name) as source, open(partial, "wb") as out:',
+    '            shutil.copyfileobj(source, out)',
+    '        os.chmod(partial, 0o644)',
+    '        os.replace(partial, os.path.join(target, name))',
+    PYTHON_DELIMITER,
+    `  touch ${marker}`,
+    'fi',
+  ];
 }
 
 /**
@@ -65,9 +115,11 @@ export function renderRuntimeInstaller(settings: RuntimeInstallSettings): string
     // Others may traverse /opt/enclave-gpu (to the runtime) but not list it.
     `install -d -m 0711 ${dirname(RUNTIME_ROOT)}`,
     `install -d -m 0755 ${RUNTIME_ROOT}`,
+    'staging=""',
+    'cuda_staging=""',
+    'trap \'rm -rf ${staging:+"$staging"} ${cuda_staging:+"$cuda_staging"}\' EXIT',
     'if [ ! -e "$runtime_dir/.installed" ]; then',
     `  staging=$(mktemp -d ${RUNTIME_ROOT}/.staging.XXXXXX)`,
-    '  trap \'rm -rf "$staging"\' EXIT',
     `  aws s3 cp ${shellQuote(settings.s3Url)} "$staging/runtime.tar" --region ${settings.region} --only-show-errors`,
     `  echo "${settings.sha256}  $staging/runtime.tar" | sha256sum --check --strict -`,
     '  install -d -m 0755 "$staging/runtime"',
@@ -80,6 +132,7 @@ export function renderRuntimeInstaller(settings: RuntimeInstallSettings): string
     '  rm -rf "$runtime_dir"',
     '  mv "$staging/runtime" "$runtime_dir"',
     'fi',
+    ...(settings.cudaProvider ? cudaProviderLines(runtimeDir, settings.cudaProvider) : []),
     `ln -sfn "$(basename "$runtime_dir")" ${RUNTIME_CURRENT}.new`,
     `mv -Tf ${RUNTIME_CURRENT}.new ${RUNTIME_CURRENT}`,
     ...writeFileCommands({ path: `/etc/systemd/system/${CONTEXT_SERVICE}`, content: renderContextService(), mode: '0644' }, UNIT_DELIMITER),
@@ -102,10 +155,11 @@ export function runtimeInstallCommands(settings: RuntimeInstallSettings): string
   ];
 }
 
-/** The commands that check an installed runtime: its marker, and that the bundle starts. */
-export function runtimeCheckCommands(sha256: string): string[] {
+/** The commands that check an installed runtime: its marker (and the CUDA provider's), and that the bundle starts. */
+export function runtimeCheckCommands(sha256: string, cudaProvider?: OnnxCudaProviderPackage): string[] {
   return [
     `test -e ${RUNTIME_ROOT}/${sha256}/.installed`,
+    ...(cudaProvider ? [`[ "$(uname -m)" != x86_64 ] || test -e ${cudaMarker(`${RUNTIME_ROOT}/${sha256}`, cudaProvider.sha512)}`] : []),
     `test "$(readlink ${RUNTIME_CURRENT})" = ${sha256}`,
     `${NODE_EXECUTABLE} ${EGPU_ENTRY} --help >/dev/null`,
   ];
