@@ -11,6 +11,7 @@ import { RuntimeError } from '../errors';
  * - CONSTRAINTS: a certificate breaks the CA, key-usage, path-length or key-type rules.
  * - SIGNATURE: the ES384 signature over the document is not the leaf's.
  * - NONCE_MISMATCH, PCR_MISMATCH: authentic, but not the nonce or measurements expected.
+ * - STALE: authentic, but its timestamp is further from the verification time than allowed.
  */
 export type AttestationErrorCode =
   | 'MALFORMED'
@@ -21,7 +22,8 @@ export type AttestationErrorCode =
   | 'CONSTRAINTS'
   | 'SIGNATURE'
   | 'NONCE_MISMATCH'
-  | 'PCR_MISMATCH';
+  | 'PCR_MISMATCH'
+  | 'STALE';
 
 /** An attestation document refused, with the check that refused it. */
 export class AttestationError extends RuntimeError {

@@ -18,7 +18,16 @@ export interface VerifyOptions {
   readonly expectedNonce?: Buffer;
   /** PCR index to the value (hex, either case) the document must carry. */
   readonly expectedPcrs?: Readonly<Record<number, string>>;
+  /**
+   * Freshness: the most the document's timestamp may lie before `at`, in milliseconds (and
+   * at most MAX_CLOCK_AHEAD_MS after it, for the clocks of the enclave and the verifier).
+   * Unchecked when absent (a document verified long after it was made, e.g. a test vector).
+   */
+  readonly maxAgeMs?: number;
 }
+
+/** How far a document's timestamp may be ahead of the verifier's clock when maxAgeMs is checked. */
+export const MAX_CLOCK_AHEAD_MS = 60_000;
 
 /** What a verified document attests. */
 export interface VerifiedAttestation {
@@ -49,6 +58,12 @@ export function verifyAttestationDocument(bytes: Buffer, options: VerifyOptions 
     throw new AttestationError('NONCE_MISMATCH', doc.nonce
       ? `nonce is ${doc.nonce.toString('hex')}, expected ${options.expectedNonce.toString('hex')}`
       : `the document carries no nonce, expected ${options.expectedNonce.toString('hex')}`);
+  }
+  if (options.maxAgeMs !== undefined) {
+    const age = at.getTime() - doc.timestamp;
+    if (age > options.maxAgeMs || age < -MAX_CLOCK_AHEAD_MS) {
+      throw new AttestationError('STALE', `the document was made at ${new Date(doc.timestamp).toISOString()}, ${age >= 0 ? `${age} ms before` : `${-age} ms after`} the verification time ${at.toISOString()}; at most ${options.maxAgeMs} ms before (or ${MAX_CLOCK_AHEAD_MS} ms after) is accepted`);
+    }
   }
   const pcrs = Object.fromEntries([...doc.pcrs].map(([index, value]) => [index, value.toString('hex')]));
   for (const [index, expected] of Object.entries(options.expectedPcrs ?? {})) {

@@ -1,7 +1,7 @@
 /**
  * The context's own check of the enclave's attestation document (it trusts no one, SGS
  * included, PROTOCOL.md "Session set-up"): the chain to the pinned root, the ES384
- * signature, the hello's nonce, and the expected PCRs, which must name the enclave's code
+ * signature, the hello's nonce, the document's age, and the expected PCRs, which must name the enclave's code
  * (PCR0, PCR8, or PCR1 and PCR2) and, unless debug mode is allowed, not be all zeros (the
  * measurement of an enclave in debug mode, whose memory the parent can read). Serving any
  * image is an explicit choice for development (allowAnyImage).
@@ -34,6 +34,13 @@ export function resolveContextRoot(root: ContextRoot): RootOption {
   return readRootFile(root);
 }
 
+/**
+ * How old an enclave's document may be when the context checks it: it is made for the
+ * context's fresh nonce moments before, so anything older was held back (the nonce already
+ * rules out a replay; this bounds the delay).
+ */
+export const MAX_DOCUMENT_AGE_MS = 5 * 60_000;
+
 export function attestationCheck(policy: AttestationPolicy): AttestationCheck {
   checkImagePolicy(policy);
   const root = resolveContextRoot(policy.root);
@@ -43,6 +50,7 @@ export function attestationCheck(policy: AttestationPolicy): AttestationCheck {
       at: policy.clock?.() ?? new Date(),
       expectedNonce,
       expectedPcrs: policy.expectedPcrs,
+      maxAgeMs: MAX_DOCUMENT_AGE_MS,
     });
 }
 

@@ -46,7 +46,7 @@ export function toWireError(error: unknown): WireError {
       case 'TOO_LARGE':
         return new WireError('TOO_LARGE', error.reason);
       case 'EXPIRED': case 'NOT_YET_VALID': case 'ROOT_MISMATCH': case 'CHAIN': case 'CONSTRAINTS':
-      case 'SIGNATURE': case 'NONCE_MISMATCH': case 'PCR_MISMATCH': case 'INVALID_PCR': case 'INVALID_PUBLIC_KEY':
+      case 'SIGNATURE': case 'NONCE_MISMATCH': case 'PCR_MISMATCH': case 'STALE': case 'INVALID_PCR': case 'INVALID_PUBLIC_KEY':
         return new WireError('UNAUTHORIZED', `${error.code}: ${error.reason}`);
       default:
         return new WireError('MALFORMED', `${error.code}: ${error.reason}`);

@@ -6,7 +6,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { readCertificate } from '../../src/attestation/certificate';
 import { parseAttestationDocument } from '../../src/attestation/document';
 import { SimulatedNsm } from '../../src/attestation/simulated-nsm';
-import { verifyAttestationDocument } from '../../src/attestation/verify';
+import { MAX_CLOCK_AHEAD_MS, verifyAttestationDocument } from '../../src/attestation/verify';
 import { AWS_DOCUMENT, AWS_FACTS, buildChain, decodeDocument, refusal, signedDocument, T0, withPayload } from './helpers';
 
 const nsm = SimulatedNsm.create();
@@ -28,6 +28,19 @@ describe('simulated NSM documents', () => {
     expect(verified.pcrs[8]).toBe('08'.repeat(48));
     expect(verified.publicKey?.toString()).toBe('key');
     expect(verified.userData?.toString()).toBe('data');
+  });
+
+  it('are refused as STALE when older than maxAgeMs at the verification time, or too far ahead of it', () => {
+    const made = new Date(Math.floor(Date.now() / 1000 + 120) * 1000); // ahead, so every `at` below is within the simulated certificates' validity
+    const document = nsm.attest({ timestamp: made });
+    const root = nsm.rootCertificate;
+    const later = (ms: number) => new Date(made.getTime() + ms);
+    verifyAttestationDocument(document, { root, at: later(60_000), maxAgeMs: 60_000 });
+    expect(refusal(() => verifyAttestationDocument(document, { root, at: later(60_001), maxAgeMs: 60_000 }), 'STALE'))
+      .toBe(`the document was made at ${made.toISOString()}, 60001 ms before the verification time ${later(60_001).toISOString()}; at most 60000 ms before (or ${MAX_CLOCK_AHEAD_MS} ms after) is accepted`);
+    verifyAttestationDocument(document, { root, at: later(-MAX_CLOCK_AHEAD_MS), maxAgeMs: 60_000 });
+    expect(refusal(() => verifyAttestationDocument(document, { root, at: later(-MAX_CLOCK_AHEAD_MS - 1), maxAgeMs: 60_000 }), 'STALE')).toMatch(/ms after the verification time/);
+    verifyAttestationDocument(document, { root, at: later(60_001) }); // unchecked without maxAgeMs
   });
 
   it('are never accepted under the AWS root, at any time', () => {

@@ -12,6 +12,7 @@ import { answerHello } from '../../src/abe/handshake';
 import { decodeContextHello, encodeEnclaveReply } from '../../src/abe/handshake-messages';
 import { AbeSession } from '../../src/abe/session';
 import { SimulatedNsm } from '../../src/attestation/simulated-nsm';
+import { MAX_DOCUMENT_AGE_MS } from '../../src/context/attestation-check';
 import { DeviceMemory } from '../../src/context/device-memory';
 import { ExecutionContext } from '../../src/context/execution-context';
 import { BUILTIN_KERNELS } from '../../src/kernels/builtins';
@@ -239,6 +240,17 @@ describe('attestation', () => {
       client.close();
     } finally {
       await byParts.stop();
+    }
+  });
+
+  it('refuses a document made more than five minutes before it checks it: UNAUTHORIZED (STALE)', async () => {
+    const late = await startContext(enclave, { clock: () => new Date(Date.now() + MAX_DOCUMENT_AGE_MS + 60_000) });
+    try {
+      const refused = await handshakeRefusal(late.context);
+      expect(refused).toMatchObject({ code: 'UNAUTHORIZED', closed: true });
+      expect(refused.reason).toMatch(/STALE/);
+    } finally {
+      await late.stop();
     }
   });
 
