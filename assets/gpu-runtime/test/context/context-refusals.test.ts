@@ -102,7 +102,9 @@ describe('what ends the session', () => {
     await client.receive(malloc.n, malloc.digest);
     await client.call({ op: 'malloc', buffer: 2, size: 4 });
     for (const frame of malloc.frames) await client.connection.send(frame);
-    expect(await client.refusal()).toEqual({ code: 'REPLAY', n: malloc.n, closed: true });
+    const refused = await client.refusal();
+    expect(refused).toMatchObject({ code: 'REPLAY', n: malloc.n, closed: true });
+    expect(refused.reason).toContain(String(malloc.n));
   });
 
   it.each([

@@ -123,13 +123,14 @@ export class TestClient {
   }
 
   /** Waits for the context's error message (if any) and the close; returns the error's code. */
-  async refusal(): Promise<{ code?: string; n?: number; closed: true }> {
+  async refusal(): Promise<{ code?: string; n?: number; reason?: string; closed: true }> {
     let code: string | undefined;
     let n: number | undefined;
+    let reason: string | undefined;
     for (;;) {
       const record = await this.next();
-      if ('closed' in record) return { code, n, closed: true };
-      if ('control' in record && record.control.t === 'error') ({ code, n } = record.control);
+      if ('closed' in record) return { code, n, reason, closed: true };
+      if ('control' in record && record.control.t === 'error') ({ code, n, reason } = record.control);
     }
   }
 
