@@ -31,6 +31,8 @@ export interface SgsServerOptions {
 /** The longest the final metrics flush may take when SGS stops. */
 const FINAL_FLUSH_TIMEOUT_MS = 10_000;
 const SESSION_LIMIT_RETRY_MS = 1_000;
+/** The longest a connection refused at maxSessions is kept for its BUSY record to be written. */
+const REFUSAL_LINGER_MS = 1_000;
 
 export class SgsServer {
   /** Starts listening; throws (and releases what it opened) when an address or the kernel log is unusable. */
@@ -62,6 +64,8 @@ export class SgsServer {
   }
 
   private readonly sessions = new Set<SgsSession>();
+  /** Connections refused at maxSessions whose BUSY record is still being written. */
+  private readonly refused = new Set<Socket>();
   private reportListenerFailure!: (error: Error) => void;
   /**
    * Resolves if the enclave link stops accepting for good (its listener failed and closed):
@@ -153,6 +157,7 @@ export class SgsServer {
       this.onEmpty = resolve;
       if (this.sessions.size === 0) resolve();
     });
+    for (const socket of this.refused) socket.destroy();
     for (const session of [...this.sessions]) session.drain();
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([empty, new Promise<void>((resolve) => { timer = setTimeout(resolve, timeoutMs); })]);
@@ -199,12 +204,29 @@ export class SgsServer {
       return;
     }
     if (this.sessions.size >= this.config.maxSessions) {
-      // BUSY, as for a full queue: the EGP retries after retryAfterMs, with a new connection.
-      socket.end(encodeControl({ t: 'error', code: 'BUSY', reason: `SGS serves ${this.config.maxSessions} sessions, its limit`, retryAfterMs: SESSION_LIMIT_RETRY_MS }));
-      socket.on('error', () => {});
+      this.refuse(socket);
       return;
     }
     this.sessions.add(new SgsSession(socket, this.services));
+  }
+
+  /**
+   * BUSY, as for a full queue: the EGP retries after retryAfterMs, with a new connection. What
+   * the peer sent ({t: open}) is read and dropped, and the socket is destroyed once the record
+   * is written, or after REFUSAL_LINGER_MS when it cannot be (a peer that does not read): a
+   * refused connection holds no descriptor, and does not hold up the listener's close() in a drain.
+   */
+  private refuse(socket: Socket): void {
+    this.refused.add(socket);
+    const timer = setTimeout(() => socket.destroy(), REFUSAL_LINGER_MS).unref();
+    socket.on('error', () => {});
+    socket.on('close', () => {
+      clearTimeout(timer);
+      this.refused.delete(socket);
+    });
+    socket.resume();
+    const busy = encodeControl({ t: 'error', code: 'BUSY', reason: `SGS serves ${this.config.maxSessions} sessions, its limit`, retryAfterMs: SESSION_LIMIT_RETRY_MS });
+    socket.end(busy, () => socket.destroy());
   }
 }
 
