@@ -23,6 +23,8 @@ export class RecordConnection {
   private readonly reader = new FrameReader();
   private closed = false;
   private corked = false;
+  /** While the socket needs draining: what every send() made meanwhile returns (one 'drain' listener, not one per record). */
+  private drained: Promise<void> | undefined;
 
   constructor(readonly socket: Socket, private readonly handlers: RecordHandlers) {
     socket.on('data', (chunk: Buffer) => this.receive(chunk));
@@ -47,7 +49,17 @@ export class RecordConnection {
     if (this.closed) return Promise.reject(new WireError('INTERNAL', 'the connection is closed'));
     this.batchWrites();
     const ok = written === undefined ? this.socket.write(record) : this.socket.write(record, () => written());
-    return ok ? Promise.resolve() : new Promise((resolve) => this.socket.once('drain', resolve));
+    return ok ? Promise.resolve() : this.untilDrained();
+  }
+
+  private untilDrained(): Promise<void> {
+    this.drained ??= new Promise((resolve) => {
+      this.socket.once('drain', () => {
+        this.drained = undefined;
+        resolve();
+      });
+    });
+    return this.drained;
   }
 
   /**

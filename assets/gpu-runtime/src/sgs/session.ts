@@ -275,8 +275,15 @@ export class SgsSession {
 
   // Sending.
 
+  /**
+   * Control messages to the EGP: most answer what the EGP sent (BUSY for each resend of a
+   * refused operation), so while the EGP does not read them SGS stops reading the EGP, and
+   * what waits for it stays bounded.
+   */
   private sendToEnclave(message: ControlMessage): void {
-    if (!this.egp.isClosed) this.egp.sendControl(message).catch(() => {});
+    if (this.egp.isClosed) return;
+    this.egp.sendControl(message).catch(() => {});
+    pauseWhileFull(this.egp.socket, this.egp.socket);
   }
 
   private sendToContext(message: ControlMessage): void {
@@ -341,10 +348,25 @@ export class SgsSession {
   }
 }
 
-/** Relaying from `source` to `sink`: while `sink` holds more than it wants, `source` is not read. */
+/** For each socket not being read: the sinks it waits for. */
+const waitingFor = new WeakMap<Socket, Set<Socket>>();
+
+/**
+ * Writing to `sink` what `source` brings: while `sink` holds more than it wants, `source` is
+ * not read. A source waiting for several sinks (the EGP's socket, for the context's and for
+ * its own) is read again once all of them drained; one 'drain' listener per pair at most.
+ */
 function pauseWhileFull(source: Socket, sink: Socket): void {
-  if (sink.writableNeedDrain && !source.isPaused()) {
-    source.pause();
-    sink.once('drain', () => source.resume());
-  }
+  if (!sink.writableNeedDrain) return;
+  let sinks = waitingFor.get(source);
+  if (sinks === undefined) waitingFor.set(source, sinks = new Set());
+  if (sinks.has(sink)) return;
+  sinks.add(sink);
+  source.pause();
+  sink.once('drain', () => {
+    sinks.delete(sink);
+    if (sinks.size > 0) return;
+    waitingFor.delete(source);
+    source.resume();
+  });
 }

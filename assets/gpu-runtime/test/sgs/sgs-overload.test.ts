@@ -1,6 +1,8 @@
 /**
  * SGS against peers that do not play along, over real sockets: connections refused at
- * maxSessions are closed on SGS's side (and do not hold up a drain).
+ * maxSessions are closed on SGS's side (and do not hold up a drain), and an admitted EGP that
+ * resends a refused operation without reading the refusals cannot make SGS buffer without
+ * bound.
  */
 import { connect, Server, Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -66,5 +68,47 @@ describe('SGS at maxSessions', () => {
     await h.sgs.drain(0);
     expect(accepted.every((socket) => socket.destroyed)).toBe(true);
     expect(await egp.next()).toMatchObject({ kind: 'closed' });
+  });
+});
+
+describe('SGS toward an EGP that does not read', () => {
+  it('stops reading an EGP that resends a refused operation without reading the refusals, and serves it once it reads', async () => {
+    const h = harness = await Harness.start(nsm, { maxInFlight: 1, partitions: { default: { gpuShare: 1, memoryCapBytes: 4 << 20, queueBound: 1 } } });
+    const accepted = acceptedBy(h.sgs);
+    const egp = await h.session();
+    const sgsSide = accepted[0];
+    h.context.hold = true;
+    egp.send(egp.seal(1, { op: 'malloc', buffer: 1, size: 4 }));
+    await until(() => h.context.heldCount === 1, 'operation 1 at the context');
+    egp.send(egp.seal(2, { op: 'malloc', buffer: 2, size: 4 })); // queued: the queue is at its bound
+    await until(() => h.sgs.stats().queued === 1, 'operation 2 queued');
+    const [three] = egp.seal(3, { op: 'malloc', buffer: 3, size: 4 });
+
+    egp.socket.pause();
+    const resends = 60_000; // each answered BUSY: about 6 MB of refusals if SGS read them all
+    const batch = Buffer.concat(Array.from({ length: 1000 }, () => three));
+    for (let i = 0; i < resends / 1000; i++) egp.socket.write(batch);
+    // Either SGS read every resend, or it stopped reading this EGP (for good: it does not read SGS).
+    await until(() => egp.socket.writableLength === 0 || sgsSide.isPaused(), 'SGS to read every resend or stop reading');
+    expect(sgsSide.isPaused()).toBe(true);
+    expect(sgsSide.writableLength).toBeLessThan(1 << 20);
+    expect(sgsSide.listenerCount('drain')).toBeLessThanOrEqual(3);
+    expect(h.sgs.stats().sessions).toBe(1);
+
+    // Once the EGP reads again, SGS reads the rest, refuses each resend, and the session goes on.
+    egp.socket.resume();
+    let busy = 0;
+    while (busy < resends) {
+      const message = await egp.nextControl();
+      expect(message).toMatchObject({ t: 'error', code: 'BUSY', n: 3 });
+      busy++;
+    }
+    expect(sgsSide.listenerCount('drain')).toBeLessThanOrEqual(3);
+    h.context.hold = false;
+    h.context.release();
+    await egp.answer(1);
+    await egp.answer(2);
+    egp.send([three]);
+    expect((await egp.answer(3)).result).toEqual({ ok: true });
   });
 });
