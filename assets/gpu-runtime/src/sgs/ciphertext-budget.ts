@@ -1,6 +1,7 @@
 /**
  * The ciphertext SGS holds, all sessions together: frames of operations being assembled and
- * queued. Each session is capped by its partition's memoryCapBytes; this caps their sum, so
+ * queued, and of operations dispatched whole until the socket to the context has written
+ * them. Each session is capped by its partition's memoryCapBytes; this caps their sum, so
  * many sessions at their caps cannot take the host's memory. An operation that does not fit
  * is answered BUSY, like a full queue.
  */

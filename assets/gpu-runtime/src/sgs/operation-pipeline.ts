@@ -12,7 +12,10 @@
  * go at once and the rest follow as they arrive, so a large upload streams through SGS
  * (sealing in the enclave, relaying here and opening at the context overlap) instead of
  * waiting here whole. Forwarded frames are not held, so they count against no budget; the
- * context still has a deadline for the whole operation and bounds its own memory.
+ * context still has a deadline for the whole operation and bounds its own memory. The frames
+ * held here stay in the shared budget after dispatch until the socket to the context has
+ * written them (or dropped them with the connection): while the context does not read, they
+ * are still SGS's memory.
  *
  * Operations stay in order: the queue is FIFO, results must come for the oldest operation in
  * flight, and after a BUSY for operation n nothing later is queued before n is resent. Only
@@ -36,7 +39,7 @@ export class OperationError extends WireError {
 interface Operation {
   readonly n: number;
   readonly digest: Buffer;
-  /** Frames held here, not yet sent to the context (reserved in the budget). */
+  /** Frames held here, not yet sent to the context (reserved in the budget, until written to the context). */
   frames: Buffer[];
   /** Bytes of `frames`. */
   heldBytes: number;
@@ -59,8 +62,11 @@ export interface CompletedOperation {
 }
 
 export interface PipelineHost {
-  /** Writes an operation's frames to the context. */
-  sendToContext(frames: readonly Buffer[]): void;
+  /**
+   * Writes an operation's frames to the context; `written` (if given) gets each frame's length
+   * once the socket no longer holds it (handed to the kernel, or dropped with the connection).
+   */
+  sendToContext(frames: readonly Buffer[], written?: (bytes: number) => void): void;
   /** Sends a control message (BUSY, done) to the EGP. */
   sendToEnclave(message: ControlMessage): void;
   /** Ends the session (deadline missed). */
@@ -168,7 +174,6 @@ export class OperationPipeline implements InboundGate {
     const operation = this.queue.shift();
     if (operation === undefined) return;
     this.queuedBytes -= operation.heldBytes;
-    this.budget.release(operation.heldBytes);
     operation.heldBytes = 0;
     this.host.queued(-1);
     operation.dispatchedAt = process.hrtime.bigint();
@@ -176,7 +181,9 @@ export class OperationPipeline implements InboundGate {
     if (this.inFlight.length === 1) this.armDeadline();
     const frames = operation.frames;
     operation.frames = [];
-    this.host.sendToContext(frames);
+    // Out of the session's queue, but still SGS's memory until its socket to the context has
+    // written them: they stay in the shared budget until then (even after the session ends).
+    this.host.sendToContext(frames, (bytes) => this.budget.release(bytes));
   }
 
   /** Checks that a result frame from the context is for the oldest operation in flight, all of whose frames it has. */

@@ -27,6 +27,13 @@ import { InboundAssembler } from './inbound-assembler';
 import { CompletedOperation, OperationError, OperationPipeline } from './operation-pipeline';
 import { SessionServices } from './session-services';
 
+/**
+ * How long an ended session's sockets may stay: the final error record (and what was already
+ * sent) leaves at once while the peer reads; a peer that does not read cannot keep the
+ * sockets, their descriptors or their buffered bytes past this.
+ */
+const CLOSE_GRACE_MS = 1_000;
+
 type State = 'await-open' | 'await-hello' | 'await-reply' | 'await-ready' | 'ready' | 'closed';
 
 export class SgsSession {
@@ -100,6 +107,7 @@ export class SgsSession {
     if (error) void this.egp.fail(error, n);
     else this.egp.close();
     this.context?.close();
+    this.destroyAfterGrace();
     if (this.pipeline) {
       const queued = this.pipeline.close();
       if (queued > 0) this.services.metrics.queued(this.admitted!.enclaveImage, -queued);
@@ -110,6 +118,15 @@ export class SgsSession {
     }
     if (error && error.code !== 'BUSY') this.services.log(`sgs: session ${this.label()} ended: ${error.code}: ${error.reason}`);
     this.services.sessionClosed(this);
+  }
+
+  /** Destroys what of both sockets is still open after CLOSE_GRACE_MS (end() only closes them once written). */
+  private destroyAfterGrace(): void {
+    const sockets = [this.egp.socket, this.context?.socket].filter((socket): socket is Socket => socket !== undefined && !socket.destroyed);
+    if (sockets.length === 0) return;
+    const timer = setTimeout(() => { for (const socket of sockets) socket.destroy(); }, CLOSE_GRACE_MS).unref();
+    let open = sockets.length;
+    for (const socket of sockets) socket.once('close', () => { if (--open === 0) clearTimeout(timer); });
   }
 
   // Enclave side.
@@ -228,7 +245,7 @@ export class SgsSession {
     this.state = 'ready';
     const { services } = this;
     this.pipeline = new OperationPipeline({
-      sendToContext: (frames) => this.sendFramesToContext(frames),
+      sendToContext: (frames, written) => this.sendFramesToContext(frames, written),
       sendToEnclave: (message) => this.sendToEnclave(message),
       expire: (error) => this.end(error, error.n),
       queued: (delta) => services.metrics.queued(admitted.enclaveImage, delta),
@@ -295,11 +312,20 @@ export class SgsSession {
    * as it arrives. While the context does not read, SGS stops reading the EGP, so forwarded
    * frames wait in the enclave's buffers rather than in SGS's memory.
    */
-  private sendFramesToContext(frames: readonly Buffer[]): void {
+  private sendFramesToContext(frames: readonly Buffer[], written?: (bytes: number) => void): void {
     const context = this.context!;
-    if (context.isClosed) return;
+    if (context.isClosed) {
+      for (const frame of frames) written?.(frame.length);
+      return;
+    }
     // One writev (RecordConnection batches a turn's writes); each frame's memory goes back to the pool once written.
-    for (const frame of frames) context.send(frame, () => releaseFrame(frame)).catch(() => {});
+    for (const frame of frames) {
+      const bytes = frame.length;
+      context.send(frame, () => {
+        releaseFrame(frame);
+        written?.(bytes);
+      }).catch(() => {});
+    }
     pauseWhileFull(this.egp.socket, context.socket);
   }
 

@@ -50,6 +50,8 @@ export class FakeContext {
   /** Answers of finished operations while `hold` is on, oldest first. */
   private readonly held: Array<() => void> = [];
   private readonly sockets = new Set<Socket>();
+  /** Every connection SGS opened here, in order (its own side: a test may pause it, as a context that stops reading). */
+  readonly accepted: Socket[] = [];
   private server!: Server;
   hold = false;
   /** Sessions established (handshakes completed). */
@@ -78,6 +80,7 @@ export class FakeContext {
 
   private accept(socket: Socket): void {
     this.sockets.add(socket);
+    this.accepted.push(socket);
     socket.on('close', () => this.sockets.delete(socket));
     new ContextConnection(socket, this);
   }

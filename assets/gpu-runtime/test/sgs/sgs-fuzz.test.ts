@@ -188,7 +188,8 @@ it('the inbound path takes 100,000 real and mutated frames, refusing only with t
   const sessionId = randomBytes(16);
   const partition = { gpuShare: 1, memoryCapBytes: 8 * 1024 * 1024, queueBound: 4 };
   const budget = new CiphertextBudget(64 * 1024 * 1024);
-  const host = { sendToContext: () => {}, sendToEnclave: () => {}, expire: () => {}, queued: () => {}, replayed: () => {}, completed: () => {} };
+  // A context socket that writes at once: each dispatched frame leaves the budget as it is sent.
+  const host = { sendToContext: (frames: readonly Buffer[], written?: (bytes: number) => void) => { for (const frame of frames) written?.(frame.length); }, sendToEnclave: () => {}, expire: () => {}, queued: () => {}, replayed: () => {}, completed: () => {} };
   let frames = 0;
   const refusals = new Map<string, number>();
   const property = fc.property(fc.array(fc.record({ operation: requestArb, mutation: fc.option(mutationArb, { freq: 4 }), frame: fc.nat(), replay: fc.boolean() }), { minLength: 1, maxLength: 40 }), (steps) => {

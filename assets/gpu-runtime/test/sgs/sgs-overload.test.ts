@@ -1,9 +1,11 @@
 /**
  * SGS against peers that do not play along, over real sockets: connections refused at
- * maxSessions are closed on SGS's side (and do not hold up a drain), and an admitted EGP that
+ * maxSessions are closed on SGS's side (and do not hold up a drain), an admitted EGP that
  * resends a refused operation without reading the refusals cannot make SGS buffer without
- * bound.
+ * bound, and a session that ended lets go of both its sockets (and the ciphertext they hold)
+ * even while the peer does not read.
  */
+import { randomBytes } from 'node:crypto';
 import { connect, Server, Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { SimulatedNsm } from '../../src/attestation/simulated-nsm';
@@ -28,6 +30,13 @@ function acceptedBy(sgs: SgsServer): Socket[] {
   const accepted: Socket[] = [];
   (sgs as unknown as { enclaveServer: Server }).enclaveServer.prependListener('connection', (socket: Socket) => accepted.push(socket));
   return accepted;
+}
+
+/** SGS's connection to the context of its one open session. */
+function contextSocketOf(sgs: SgsServer): Socket {
+  const sessions = (sgs as unknown as { sessions: Set<{ context?: { socket: Socket } }> }).sessions;
+  const [session] = [...sessions];
+  return session.context!.socket;
 }
 
 /** A peer that connects, sends {t: open} and more, and never reads what SGS answers. */
@@ -110,5 +119,48 @@ describe('SGS toward an EGP that does not read', () => {
     await egp.answer(2);
     egp.send([three]);
     expect((await egp.answer(3)).result).toEqual({ ok: true });
+  });
+});
+
+describe('SGS when a session ends', () => {
+  it('destroys its EGP and context sockets even while the EGP does not read its results', async () => {
+    const h = harness = await Harness.start(nsm);
+    const accepted = acceptedBy(h.sgs);
+    const egp = await h.session();
+    const egpSide = accepted[0];
+    const contextSide = contextSocketOf(h.sgs);
+    await egp.call(1, { op: 'malloc', buffer: 1, size: 8 << 20 });
+    egp.socket.pause();
+    egp.send(egp.seal(2, { op: 'dtoh', buffer: 1 })); // 8 MB of results toward an EGP that does not read
+    await until(() => h.context.received.length === 2 && egpSide.writableLength > 0, 'results waiting for the EGP');
+    egp.connection.socket.write(encodeControl({ t: 'open' })); // out of place: MALFORMED ends the session
+    await until(() => h.sgs.stats().sessions === 0, 'the session to end');
+    await until(() => egpSide.destroyed && contextSide.destroyed, 'SGS to let go of both sockets');
+  });
+
+  it('counts dispatched ciphertext in bufferedBytes until the context socket has written it, and lets go of it when the session ends', async () => {
+    // The deadline is what ends the session: while the context does not read, SGS does not read the EGP either.
+    const h = harness = await Harness.start(nsm, { maxInFlight: 1, deadlineMs: 5_000, maxBufferedBytes: 8 << 20, partitions: { default: { gpuShare: 1, memoryCapBytes: 8 << 20, queueBound: 4 } } });
+    const egp = await h.session();
+    const contextSide = contextSocketOf(h.sgs);
+    const contextPeer = h.context.accepted[h.context.accepted.length - 1];
+    h.context.hold = true;
+    egp.send(egp.seal(1, { op: 'malloc', buffer: 1, size: 6 << 20 }));
+    await until(() => h.context.heldCount === 1, 'operation 1 at the context');
+    const data = randomBytes(6 << 20);
+    egp.send(egp.seal(2, { op: 'htod', buffer: 1, size: data.length }, data)); // waits for the slot: held whole
+    await until(() => h.sgs.stats().bufferedBytes > data.length, 'operation 2 held whole');
+
+    contextPeer.pause(); // the context stops reading this session
+    h.context.release(); // operation 1 done: operation 2 goes into SGS's socket to the context
+    await egp.answer(1);
+    await until(() => h.sgs.stats().queued === 0, 'operation 2 dispatched');
+    expect(contextSide.writableLength).toBeGreaterThan(0);
+    expect(h.sgs.stats().bufferedBytes).toBeGreaterThan(0); // still in SGS's memory, waiting for the context
+
+    expect(await egp.expectError('TIMEOUT')).toMatchObject({ n: 2 });
+    await until(() => contextSide.destroyed, 'SGS to let go of the context socket');
+    await until(() => h.sgs.stats().bufferedBytes === 0, 'the ciphertext to be let go');
+    expect(h.sgs.stats().sessions).toBe(0);
   });
 });
