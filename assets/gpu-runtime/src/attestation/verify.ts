@@ -29,6 +29,13 @@ export interface VerifyOptions {
 /** How far a document's timestamp may be ahead of the verifier's clock when maxAgeMs is checked. */
 export const MAX_CLOCK_AHEAD_MS = 60_000;
 
+/**
+ * The maxAgeMs of the session handshake's checks (SGS admission, the execution context): the
+ * document is made for the hello's fresh nonce moments before, so anything older was held
+ * back (the nonce already rules out a replay; this bounds the delay).
+ */
+export const HANDSHAKE_DOCUMENT_MAX_AGE_MS = 5 * 60_000;
+
 /** What a verified document attests. */
 export interface VerifiedAttestation {
   readonly moduleId: string;

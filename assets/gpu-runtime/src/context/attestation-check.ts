@@ -9,7 +9,7 @@
 import { X509Certificate } from 'node:crypto';
 import type { AttestationCheck, AttestedIdentity } from '../abe/handshake';
 import { RootOption } from '../attestation/root';
-import { verifyAttestationDocument } from '../attestation/verify';
+import { HANDSHAKE_DOCUMENT_MAX_AGE_MS, verifyAttestationDocument } from '../attestation/verify';
 import { readRootFile } from '../cli/attest-inputs';
 import { RuntimeError } from '../errors';
 
@@ -34,13 +34,6 @@ export function resolveContextRoot(root: ContextRoot): RootOption {
   return readRootFile(root);
 }
 
-/**
- * How old an enclave's document may be when the context checks it: it is made for the
- * context's fresh nonce moments before, so anything older was held back (the nonce already
- * rules out a replay; this bounds the delay).
- */
-export const MAX_DOCUMENT_AGE_MS = 5 * 60_000;
-
 export function attestationCheck(policy: AttestationPolicy): AttestationCheck {
   checkImagePolicy(policy);
   const root = resolveContextRoot(policy.root);
@@ -50,7 +43,7 @@ export function attestationCheck(policy: AttestationPolicy): AttestationCheck {
       at: policy.clock?.() ?? new Date(),
       expectedNonce,
       expectedPcrs: policy.expectedPcrs,
-      maxAgeMs: MAX_DOCUMENT_AGE_MS,
+      maxAgeMs: HANDSHAKE_DOCUMENT_MAX_AGE_MS,
     });
 }
 

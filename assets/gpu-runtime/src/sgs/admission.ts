@@ -1,7 +1,7 @@
 /**
  * SGS's own check of an enclave before it relays the enclave's reply to the context: the
  * attestation document chains to the pinned root with a valid ES384 signature, carries the
- * nonce of this session's hello, and attests PCR0-2 that the allowlist names. The context
+ * nonce of this session's hello, is at most HANDSHAKE_DOCUMENT_MAX_AGE_MS old, and attests PCR0-2 that the allowlist names. The context
  * checks again (it trusts no one); SGS checks so that an enclave it would not serve never
  * reaches the context, and so that it knows which image (and partition) a session belongs to.
  *
@@ -10,7 +10,7 @@
 import { enclaveImageDimension } from '../../../../lib/observability/metric-catalogue';
 import { ContextHello, decodeEnclaveReply } from '../abe/handshake-messages';
 import { RootOption } from '../attestation/root';
-import { verifyAttestationDocument } from '../attestation/verify';
+import { HANDSHAKE_DOCUMENT_MAX_AGE_MS, verifyAttestationDocument } from '../attestation/verify';
 import { RuntimeError } from '../errors';
 import { WireError } from '../protocol/wire-error';
 import { AllowedImage } from './config';
@@ -35,7 +35,7 @@ export function admitEnclave(replyBytes: Buffer, hello: ContextHello, policy: Ad
     if (!reply.sessionId.equals(hello.sessionId)) {
       throw new WireError('UNAUTHORIZED', "the reply names another session than this connection's hello");
     }
-    const verified = verifyAttestationDocument(reply.attestationDocument, { root: policy.root, expectedNonce: hello.nonce, at });
+    const verified = verifyAttestationDocument(reply.attestationDocument, { root: policy.root, expectedNonce: hello.nonce, at, maxAgeMs: HANDSHAKE_DOCUMENT_MAX_AGE_MS });
     const [pcr0, pcr1, pcr2] = [verified.pcrs[0], verified.pcrs[1], verified.pcrs[2]];
     const image = policy.allowlist.find((entry) => entry.pcr0 === pcr0 && entry.pcr1 === pcr1 && entry.pcr2 === pcr2);
     if (image === undefined) {

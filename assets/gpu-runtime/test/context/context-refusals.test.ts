@@ -12,7 +12,7 @@ import { answerHello } from '../../src/abe/handshake';
 import { decodeContextHello, encodeEnclaveReply } from '../../src/abe/handshake-messages';
 import { AbeSession } from '../../src/abe/session';
 import { SimulatedNsm } from '../../src/attestation/simulated-nsm';
-import { MAX_DOCUMENT_AGE_MS } from '../../src/context/attestation-check';
+import { HANDSHAKE_DOCUMENT_MAX_AGE_MS } from '../../src/attestation/verify';
 import { DeviceMemory } from '../../src/context/device-memory';
 import { ExecutionContext } from '../../src/context/execution-context';
 import { BUILTIN_KERNELS } from '../../src/kernels/builtins';
@@ -246,7 +246,7 @@ describe('attestation', () => {
   });
 
   it('refuses a document made more than five minutes before it checks it: UNAUTHORIZED (STALE)', async () => {
-    const late = await startContext(enclave, { clock: () => new Date(Date.now() + MAX_DOCUMENT_AGE_MS + 60_000) });
+    const late = await startContext(enclave, { clock: () => new Date(Date.now() + HANDSHAKE_DOCUMENT_MAX_AGE_MS + 60_000) });
     try {
       const refused = await handshakeRefusal(late.context);
       expect(refused).toMatchObject({ code: 'UNAUTHORIZED', closed: true });

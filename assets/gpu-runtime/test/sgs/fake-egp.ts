@@ -32,6 +32,8 @@ export interface EnclaveOptions {
   readonly pcrs: ImagePcrs;
   /** Alters the request before the NSM signs (a wrong nonce, say). */
   readonly tamper?: (request: { nonce: Buffer; userData: Buffer }) => void;
+  /** The document's timestamp (default now). */
+  readonly timestamp?: Date;
 }
 
 export interface OperationAnswer {
@@ -108,7 +110,7 @@ export class FakeEgp {
         const nonce = Buffer.from(request.nonce);
         const userData = Buffer.from(request.userData);
         enclave.tamper?.({ nonce, userData });
-        return enclave.nsm.attest({ pcrs: { 0: enclave.pcrs[0], 1: enclave.pcrs[1], 2: enclave.pcrs[2] }, nonce, userData, publicKey: request.publicKey });
+        return enclave.nsm.attest({ pcrs: { 0: enclave.pcrs[0], 1: enclave.pcrs[1], 2: enclave.pcrs[2] }, nonce, userData, publicKey: request.publicKey, timestamp: enclave.timestamp });
       },
     };
     const { reply, session } = await answerHello(decodeContextHello(hello.hello), { attester, pcrs: enclave.pcrs });

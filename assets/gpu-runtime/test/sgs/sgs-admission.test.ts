@@ -8,6 +8,7 @@ import { CloudWatchClient, PutMetricDataCommand } from '@aws-sdk/client-cloudwat
 import { mockClient } from 'aws-sdk-client-mock';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { SimulatedNsm } from '../../src/attestation/simulated-nsm';
+import { HANDSHAKE_DOCUMENT_MAX_AGE_MS } from '../../src/attestation/verify';
 import { SgsServer } from '../../src/sgs/server';
 import { FakeContext } from './fake-context';
 import { FakeEgp } from './fake-egp';
@@ -75,6 +76,14 @@ describe('SGS admission', () => {
     const outcome = await egp.open({ nsm, pcrs: IMAGE_PCRS, tamper: ({ nonce }) => nonce.set(randomBytes(32)) });
     expect(outcome).toMatchObject({ ready: false, error: { code: 'UNAUTHORIZED' } });
     expect((outcome as { error: { reason: string } }).error.reason).toMatch(/NONCE_MISMATCH/);
+    await egp.expectClosed();
+  });
+
+  it('refuses a document made more than five minutes ago (STALE), as the context would', async () => {
+    const egp = await FakeEgp.connect(workspace.enclaveSocket);
+    const outcome = await egp.open({ nsm, pcrs: IMAGE_PCRS, timestamp: new Date(Date.now() - HANDSHAKE_DOCUMENT_MAX_AGE_MS - 60_000) });
+    expect(outcome).toMatchObject({ ready: false, error: { code: 'UNAUTHORIZED' } });
+    expect((outcome as { error: { reason: string } }).error.reason).toMatch(/^STALE: the document was made at /);
     await egp.expectClosed();
   });
 
