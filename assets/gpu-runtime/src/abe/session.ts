@@ -54,7 +54,8 @@ export class AbeSession {
     if (n <= this.lastSealed[dir]) {
       throw new AbeError('NONCE_REUSE', `operation ${n} is not above the last sealed operation ${this.lastSealed[dir]} in direction ${dir}`);
     }
-    const sealer = new FrameSealer({ ...this.operationKey(n), session: this.sessionId, n, dir, digest, backend: this.backend });
+    const { key, onFailure } = this.operationKey(n);
+    const sealer = new FrameSealer({ key, onFailure, session: this.sessionId, n, dir, digest, backend: this.backend });
     this.lastSealed[dir] = n;
     return sealer;
   }
@@ -64,7 +65,8 @@ export class AbeSession {
     this.ensureOpen();
     const window = this.windows[checkDirection(dir)];
     window.check(n); // before deriving a key for nothing
-    return new FrameOpener({ ...this.operationKey(n), session: this.sessionId, n, dir, digest, window, backend: this.backend });
+    const { key, onFailure } = this.operationKey(n);
+    return new FrameOpener({ key, onFailure, session: this.sessionId, n, dir, digest, window, backend: this.backend });
   }
 
   /** How many copies of K_n the session holds for a second direction (for tests and diagnostics). */
