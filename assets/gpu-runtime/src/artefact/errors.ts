@@ -8,11 +8,13 @@ import { RuntimeError } from '../errors';
  * - `ARTEFACT_AUTH`: a chunk failed authentication: changed, moved, from another artefact,
  *   the header changed, or the data key is not this artefact's;
  * - `ARTEFACT_DATA_KEY`: the data key given to open it is not 256 bits;
- * - `ARTEFACT_TOO_LARGE`: more chunks than the format allows.
+ * - `ARTEFACT_TOO_LARGE`: more chunks than the format allows;
+ * - `ARTEFACT_MISMATCH`: an authentic artefact, but not the one expected (another encryption
+ *   context or KMS key: another model, or another version of it, sealed under the same key).
  */
 export class ArtefactError extends RuntimeError {
   constructor(
-    code: 'ARTEFACT_HEADER' | 'ARTEFACT_VERSION' | 'ARTEFACT_TRUNCATED' | 'ARTEFACT_AUTH' | 'ARTEFACT_DATA_KEY' | 'ARTEFACT_TOO_LARGE',
+    code: 'ARTEFACT_HEADER' | 'ARTEFACT_VERSION' | 'ARTEFACT_TRUNCATED' | 'ARTEFACT_AUTH' | 'ARTEFACT_DATA_KEY' | 'ARTEFACT_TOO_LARGE' | 'ARTEFACT_MISMATCH',
     reason: string,
   ) {
     super(code, reason);

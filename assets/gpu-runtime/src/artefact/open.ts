@@ -20,8 +20,25 @@ export type UnwrapDataKey = (
   encryptionContext: Readonly<Record<string, string>>,
 ) => Promise<Uint8Array>;
 
+/**
+ * Which artefact the caller means to open. Every artefact sealed under one KMS key opens with
+ * that key, so without this, whoever can replace the file (the parent instance, a bucket
+ * writer) could hand the enclave another model, or an older version of this one.
+ */
+export interface ExpectedArtefact {
+  /** The encryption context it must have been sealed with, exactly: name it and its version when sealing. */
+  readonly encryptionContext: Readonly<Record<string, string>>;
+  /** The ARN of the KMS key that must have wrapped its data key; any key when absent. */
+  readonly keyArn?: string;
+}
+
 export interface OpenOptions {
   readonly unwrapDataKey: UnwrapDataKey;
+  /**
+   * The artefact meant: checked against the header before KMS is asked for the data key.
+   * 'any' opens whatever artefact the key opens (only where the file cannot be replaced).
+   */
+  readonly expected: ExpectedArtefact | 'any';
   /** Called after each chunk with the artefact bytes read so far. */
   readonly onProgress?: (artefactBytes: number) => void;
 }
@@ -45,6 +62,7 @@ export async function open(input: Readable, output: Writable, options: OpenOptio
   await pipeline(input, async function* (source: AsyncIterable<unknown>) {
     const reader = new ByteReader(source[Symbol.asyncIterator]());
     const { header, bytes } = await readHeader(reader);
+    checkExpected(header.keyId, header.encryptionContext, options.expected);
     const digest = headerDigest(bytes);
     const recordBytes = header.chunkSize + TAG_BYTES;
     const key = await options.unwrapDataKey(header.encryptedDataKey, header.keyId, header.encryptionContext);
@@ -82,4 +100,20 @@ export async function open(input: Readable, output: Writable, options: OpenOptio
     throw new Error('open: the artefact pipeline finished without its final chunk');
   }
   return result;
+}
+
+/**
+ * Refuses (ARTEFACT_MISMATCH) an artefact other than the one expected. The header is not
+ * authenticated yet, but KMS refuses its data key under any other context or key, and the
+ * chunks are bound to the header: a changed header cannot get past either.
+ */
+function checkExpected(keyId: string, context: Readonly<Record<string, string>>, expected: ExpectedArtefact | 'any'): void {
+  if (expected === 'any') return;
+  const describe = (c: Readonly<Record<string, string>>) => JSON.stringify(Object.fromEntries(Object.entries(c).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))));
+  if (describe(context) !== describe(expected.encryptionContext)) {
+    throw new ArtefactError('ARTEFACT_MISMATCH', `the artefact was sealed with encryption context ${describe(context)}, expected ${describe(expected.encryptionContext)}: it is another artefact (or another version) under the same key`);
+  }
+  if (expected.keyArn !== undefined && keyId !== expected.keyArn) {
+    throw new ArtefactError('ARTEFACT_MISMATCH', `the artefact's data key is wrapped by ${keyId}, expected ${expected.keyArn}`);
+  }
 }

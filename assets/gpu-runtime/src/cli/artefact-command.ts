@@ -4,7 +4,7 @@
  */
 import { KMSClient } from '@aws-sdk/client-kms';
 import { unwrapWithKmsRecipient } from '../artefact/kms-data-key';
-import { open } from '../artefact/open';
+import { ExpectedArtefact, open } from '../artefact/open';
 import { seal } from '../artefact/seal';
 import { UsageError } from '../errors';
 import { importRecipientPrivateKey, MAX_RECIPIENT_KEY_PEM_BYTES } from '../kms/enclave-keypair';
@@ -71,6 +71,11 @@ const openCommand: Command = {
     '  --out FILE             where to write the plaintext (mode 0600)',
     '  --recipient-key FILE   the RSA-2048 private key (PEM) whose public half is in the document',
     '  --attestation-doc FILE the attestation document: COSE_Sign1 as raw CBOR or base64',
+    '  --context KEY=VALUE    the encryption context it must have been sealed with, exactly; repeat for',
+    '                         each pair (required: it tells this model and version from any other sealed',
+    '                         under the same key)',
+    '  --key-id ARN           the KMS key that must have wrapped its data key (default: any)',
+    '  --any-artefact         open whatever artefact the key opens, with no --context (not recommended)',
     REGION_USAGE,
   ].join('\n'),
   options: {
@@ -78,6 +83,9 @@ const openCommand: Command = {
     'out': { type: 'string' },
     'recipient-key': { type: 'string' },
     'attestation-doc': { type: 'string' },
+    'context': { type: 'string', multiple: true },
+    'key-id': { type: 'string' },
+    'any-artefact': { type: 'boolean' },
     'region': { type: 'string' },
   },
   async run(values, io) {
@@ -85,12 +93,14 @@ const openCommand: Command = {
     const outPath = requireOption(values, 'out');
     const keyPath = requireOption(values, 'recipient-key');
     const documentPath = requireOption(values, 'attestation-doc');
+    const expected = expectedArtefact(values);
     const privateKey = importRecipientPrivateKey(await readSmallFile(keyPath, MAX_RECIPIENT_KEY_PEM_BYTES));
     const attestationDocument = readDocumentFile(documentPath);
     const input = await openInputFile(inPath);
     try {
       const result = await writeFileAtomically(outPath, OPENED_FILE_MODE, (output) => open(input.stream, output, {
         unwrapDataKey: unwrapWithKmsRecipient(kmsClient(values.region), { attestationDocument, privateKey }),
+        expected,
         onProgress: progressReporter(io, 'egpu artefact open', input.size),
       }));
       io.stdout(`opened ${inPath} -> ${outPath}: ${result.plaintextBytes} bytes in ${result.chunks} chunks, data key from ${result.keyId}\n`);
@@ -102,6 +112,20 @@ const openCommand: Command = {
 };
 
 export const ARTEFACT_COMMANDS: Command[] = [sealCommand, openCommand];
+
+/** --context pairs (and --key-id), or --any-artefact: which artefact `open` may open. */
+function expectedArtefact(values: Record<string, unknown>): ExpectedArtefact | 'any' {
+  const pairs = values.context as string[] | undefined;
+  if (values['any-artefact'] === true) {
+    if (pairs !== undefined || values['key-id'] !== undefined) throw new UsageError('--any-artefact takes no --context or --key-id');
+    return 'any';
+  }
+  if (pairs === undefined) {
+    throw new UsageError('--context is required: give the KEY=VALUE pairs the artefact was sealed with (its name and version), so that no other artefact sealed under the same key opens in its place; --any-artefact skips the check');
+  }
+  const keyArn = values['key-id'] as string | undefined;
+  return { encryptionContext: parseContext(pairs), keyArn };
+}
 
 function kmsClient(region: unknown): KMSClient {
   return new KMSClient(typeof region === 'string' ? { region } : {});

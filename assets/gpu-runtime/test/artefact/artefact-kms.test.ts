@@ -33,7 +33,7 @@ describe('open with kms:Decrypt and Recipient', () => {
     const { sealed } = await sealBytes(plaintext, { kms: kms.client, keyId: 'alias/models', chunkSize: 1024, encryptionContext: context });
     const header = decodeHeader(sealed.subarray(0, sealed.readUInt32BE(5)));
 
-    const opened = await openBytes(sealed, { unwrapDataKey: unwrapWithKmsRecipient(kms.client, recipient) });
+    const opened = await openBytes(sealed, { unwrapDataKey: unwrapWithKmsRecipient(kms.client, recipient), expected: { encryptionContext: context, keyArn: KEY_ARN } });
 
     expect(opened.error).toBeUndefined();
     expect(opened.plaintext.equals(plaintext)).toBe(true);
@@ -49,7 +49,7 @@ describe('open with kms:Decrypt and Recipient', () => {
 
   it('sends no EncryptionContext for an artefact sealed without one', async () => {
     const { sealed } = await sealBytes(randomBytes(10), { kms: kms.client, keyId: KEY_ARN });
-    await openBytes(sealed, { unwrapDataKey: unwrapWithKmsRecipient(kms.client, recipient) });
+    await openBytes(sealed, { unwrapDataKey: unwrapWithKmsRecipient(kms.client, recipient), expected: { encryptionContext: {} } });
     expect(Object.keys(kms.mock.commandCalls(DecryptCommand)[0].args[0].input).sort()).toEqual(['CiphertextBlob', 'KeyId', 'Recipient']);
   });
 
@@ -57,7 +57,7 @@ describe('open with kms:Decrypt and Recipient', () => {
     const { sealed } = await sealBytes(randomBytes(10), { kms: kms.client, keyId: KEY_ARN });
     const changed = Buffer.from(sealed);
     changed[15 + 20] ^= 1; // inside the encrypted data key, which starts at offset 15
-    const { error } = await openBytes(changed, { unwrapDataKey: unwrapWithKmsRecipient(kms.client, recipient) });
+    const { error } = await openBytes(changed, { unwrapDataKey: unwrapWithKmsRecipient(kms.client, recipient), expected: { encryptionContext: {} } });
     expect(error).toBeInstanceOf(RuntimeError);
     expect(error).toMatchObject({ code: 'KMS_CALL', reason: expect.stringContaining('InvalidCiphertextException') });
   });
@@ -65,9 +65,40 @@ describe('open with kms:Decrypt and Recipient', () => {
   it('refuses a KMS answer in plaintext (a Recipient dropped on the way)', async () => {
     const { sealed } = await sealBytes(randomBytes(10), { kms: kms.client, keyId: KEY_ARN });
     kms.mock.on(DecryptCommand).resolves({ KeyId: KEY_ARN, Plaintext: randomBytes(32) });
-    const { error, plaintext } = await openBytes(sealed, { unwrapDataKey: unwrapWithKmsRecipient(kms.client, recipient) });
+    const { error, plaintext } = await openBytes(sealed, { unwrapDataKey: unwrapWithKmsRecipient(kms.client, recipient), expected: { encryptionContext: {} } });
     expect(error).toMatchObject({ code: 'KMS_PLAINTEXT_RETURNED' });
     expect(plaintext).toHaveLength(0);
+  });
+});
+
+describe('open refuses an artefact other than the one expected', () => {
+  const open = (sealed: Buffer, expected: Parameters<typeof openBytes>[1]['expected']) => openBytes(sealed, { unwrapDataKey: unwrapWithKmsRecipient(kms.client, recipient), expected });
+
+  it('another artefact, or another version, sealed under the same key: ARTEFACT_MISMATCH, before KMS is asked', async () => {
+    const a = await sealBytes(Buffer.from('model A v2'), { kms: kms.client, keyId: KEY_ARN, encryptionContext: { model: 'A', version: '2' } });
+    const b = await sealBytes(Buffer.from('model B v1'), { kms: kms.client, keyId: KEY_ARN, encryptionContext: { model: 'B', version: '1' } });
+    const older = await sealBytes(Buffer.from('model A v1'), { kms: kms.client, keyId: KEY_ARN, encryptionContext: { model: 'A', version: '1' } });
+    const expectA = { encryptionContext: { version: '2', model: 'A' } }; // order does not matter
+    expect((await open(a.sealed, expectA)).plaintext.toString()).toBe('model A v2');
+    for (const other of [b.sealed, older.sealed]) {
+      kms.mock.resetHistory();
+      const { error, plaintext } = await open(other, expectA);
+      expect(error).toMatchObject({ code: 'ARTEFACT_MISMATCH', reason: expect.stringContaining('expected {"model":"A","version":"2"}: it is another artefact (or another version) under the same key') });
+      expect(plaintext).toHaveLength(0);
+      expect(kms.mock.commandCalls(DecryptCommand)).toHaveLength(0);
+    }
+    // 'any' opens whatever the key opens.
+    expect((await open(b.sealed, 'any')).plaintext.toString()).toBe('model B v1');
+  });
+
+  it('a context with a pair more or less, and another key than the one expected', async () => {
+    const { sealed } = await sealBytes(Buffer.from('x'), { kms: kms.client, keyId: KEY_ARN, encryptionContext: { model: 'A' } });
+    expect((await open(sealed, { encryptionContext: {} })).error).toMatchObject({ code: 'ARTEFACT_MISMATCH' });
+    expect((await open(sealed, { encryptionContext: { model: 'A', version: '1' } })).error).toMatchObject({ code: 'ARTEFACT_MISMATCH' });
+    const otherKey = KEY_ARN.replace(/.$/, '1');
+    expect((await open(sealed, { encryptionContext: { model: 'A' }, keyArn: otherKey })).error)
+      .toMatchObject({ code: 'ARTEFACT_MISMATCH', reason: `the artefact's data key is wrapped by ${KEY_ARN}, expected ${otherKey}` });
+    expect((await open(sealed, { encryptionContext: { model: 'A' }, keyArn: KEY_ARN })).error).toBeUndefined();
   });
 });
 
@@ -100,7 +131,8 @@ describe('egpu artefact seal / open (command functions, KMS mocked)', () => {
     expect(kms.mock.commandCalls(EncryptCommand)[0].args[0].input.EncryptionContext).toEqual({ artefact: 'model.bin', stage: 'prod=blue' });
 
     const opened = await egpu('artefact', 'open', '--in', file('model.egpa'), '--out', file('model.out'),
-      '--recipient-key', file('enclave.pem'), '--attestation-doc', file('doc.b64'), '--region', 'eu-west-1');
+      '--recipient-key', file('enclave.pem'), '--attestation-doc', file('doc.b64'), '--region', 'eu-west-1',
+      '--context', 'stage=prod=blue', '--context', 'artefact=model.bin', '--key-id', KEY_ARN);
     expect(opened.stderr).toBe('');
     expect(opened.status).toBe(0);
     expect(readFileSync(file('model.out')).equals(plaintext)).toBe(true);
@@ -114,7 +146,7 @@ describe('egpu artefact seal / open (command functions, KMS mocked)', () => {
     writeFileSync(file('doc.cbor'), kms.attestationDocument);
     expect((await egpu('artefact', 'seal', '--key-id', KEY_ARN, '--in', file('small.bin'), '--out', file('small.egpa'))).status).toBe(0);
     const opened = await egpu('artefact', 'open', '--in', file('small.egpa'), '--out', file('small.out'),
-      '--recipient-key', file('enclave.pem'), '--attestation-doc', file('doc.cbor'));
+      '--recipient-key', file('enclave.pem'), '--attestation-doc', file('doc.cbor'), '--any-artefact');
     expect(opened.status).toBe(0);
     expect(readFileSync(file('small.out'), 'utf8')).toBe('weights');
   });
@@ -130,7 +162,7 @@ describe('egpu artefact seal / open (command functions, KMS mocked)', () => {
 
     const before = readdirSync(work);
     const opened = await egpu('artefact', 'open', '--in', file('big-tampered.egpa'), '--out', file('big.out'),
-      '--recipient-key', file('enclave.pem'), '--attestation-doc', file('doc.cbor'));
+      '--recipient-key', file('enclave.pem'), '--attestation-doc', file('doc.cbor'), '--any-artefact');
     expect(opened.status).toBe(1);
     expect(opened.stderr).toBe('egpu artefact open: ARTEFACT_AUTH: chunk 2 (final) failed authentication: the artefact was changed, reordered or truncated, or the data key is not its own\n');
     expect(readdirSync(work)).toEqual(before);
@@ -143,17 +175,37 @@ describe('egpu artefact seal / open (command functions, KMS mocked)', () => {
 
     kms.mock.on(DecryptCommand).rejects(Object.assign(new Error('User is not authorized to perform: kms:Decrypt'), { name: 'AccessDeniedException' }));
     writeFileSync(file('enclave.pem'), keyPem);
-    const denied = await egpu('artefact', 'open', '--in', file('m.egpa'), '--out', file('m.out'), '--recipient-key', file('enclave.pem'), '--attestation-doc', file('doc.cbor'));
+    const denied = await egpu('artefact', 'open', '--in', file('m.egpa'), '--out', file('m.out'), '--recipient-key', file('enclave.pem'), '--attestation-doc', file('doc.cbor'), '--any-artefact');
     expect(denied).toMatchObject({ status: 1, stderr: 'egpu artefact open: KMS_CALL: KMS Decrypt failed: AccessDeniedException: User is not authorized to perform: kms:Decrypt\n' });
 
     kms.mock.reset();
     kms.install();
     const { generateEnclaveKeyPair } = await import('../../src/kms/enclave-keypair');
     writeFileSync(file('other.pem'), generateEnclaveKeyPair().privateKey.export({ type: 'pkcs8', format: 'pem' }));
-    const wrongKey = await egpu('artefact', 'open', '--in', file('m.egpa'), '--out', file('m.out'), '--recipient-key', file('other.pem'), '--attestation-doc', file('doc.cbor'));
+    const wrongKey = await egpu('artefact', 'open', '--in', file('m.egpa'), '--out', file('m.out'), '--recipient-key', file('other.pem'), '--attestation-doc', file('doc.cbor'), '--any-artefact');
     expect(wrongKey.status).toBe(1);
     expect(wrongKey.stderr).toContain('CMS_DECRYPT');
     expect(() => statSync(file('m.out'))).toThrow();
+  });
+
+  it('opens only the artefact named by --context: exits 2 without one, 1 (ARTEFACT_MISMATCH) for another, before asking KMS', async () => {
+    writeFileSync(file('v1.bin'), 'weights v1');
+    writeFileSync(file('enclave.pem'), keyPem);
+    writeFileSync(file('doc.cbor'), kms.attestationDocument);
+    await egpu('artefact', 'seal', '--key-id', KEY_ARN, '--in', file('v1.bin'), '--out', file('v1.egpa'), '--context', 'model=m', '--context', 'version=1');
+    const common = ['--in', file('v1.egpa'), '--out', file('v1.out'), '--recipient-key', file('enclave.pem'), '--attestation-doc', file('doc.cbor')];
+    const none = await egpu('artefact', 'open', ...common);
+    expect(none.status).toBe(2);
+    expect(none.stderr).toContain('--context is required: give the KEY=VALUE pairs the artefact was sealed with (its name and version), so that no other artefact sealed under the same key opens in its place; --any-artefact skips the check');
+    const newer = await egpu('artefact', 'open', ...common, '--context', 'model=m', '--context', 'version=2');
+    expect(newer.status).toBe(1);
+    expect(newer.stderr).toBe('egpu artefact open: ARTEFACT_MISMATCH: the artefact was sealed with encryption context {"model":"m","version":"1"}, expected {"model":"m","version":"2"}: it is another artefact (or another version) under the same key\n');
+    expect(kms.mock.commandCalls(DecryptCommand)).toHaveLength(0);
+    expect(() => statSync(file('v1.out'))).toThrow();
+    expect((await egpu('artefact', 'open', ...common, '--any-artefact', '--context', 'model=m')).status).toBe(2);
+    const right = await egpu('artefact', 'open', ...common, '--context', 'version=1', '--context', 'model=m');
+    expect(right.status).toBe(0);
+    expect(readFileSync(file('v1.out'), 'utf8')).toBe('weights v1');
   });
 
   it('exits 1 on a missing input before calling KMS, and 2 on a malformed --context', async () => {
