@@ -179,12 +179,23 @@ function decryptContentKey(recipient: KeyTransRecipientInfo, privateKey: KeyObje
   return key;
 }
 
+/**
+ * update() and final() each return plaintext in a buffer of their own; both are zeroed once
+ * joined, or once final() has refused the padding, so the returned buffer is the only copy.
+ */
 function decryptContent(key: Buffer, iv: Buffer, ciphertext: Buffer): Buffer {
   const decipher = createDecipheriv('aes-256-cbc', key, iv);
+  let head: Buffer | undefined;
+  let tail: Buffer | undefined;
   try {
-    return Buffer.concat([decipher.update(ciphertext), decipher.final()]);
+    head = decipher.update(ciphertext);
+    tail = decipher.final();
+    return Buffer.concat([head, tail]);
   } catch {
     throw new CmsError('CMS_DECRYPT', 'the content does not decrypt (bad padding): the envelope is corrupted');
+  } finally {
+    head?.fill(0);
+    tail?.fill(0);
   }
 }
 

@@ -63,10 +63,7 @@ export async function decryptForRecipient(
     Recipient: recipientInfo(recipient),
   });
   const response = await callKms('Decrypt', (abortSignal) => kms.send(command, { abortSignal }));
-  return {
-    plaintext: unwrapResponse('Decrypt', response, recipient),
-    keyId: requireKeyId('Decrypt', response.KeyId),
-  };
+  return unwrapResponse('Decrypt', response, recipient);
 }
 
 /** `kms:GenerateDataKey` (AES_256) with Recipient: a data key that only this enclave sees in plaintext. */
@@ -86,13 +83,13 @@ export async function generateDataKeyForRecipient(
   if (!ciphertextBlob || ciphertextBlob.byteLength === 0 || ciphertextBlob.byteLength > MAX_CIPHERTEXT_BLOB_BYTES) {
     throw new KmsError('KMS_RESPONSE', `GenerateDataKey returned a CiphertextBlob of ${ciphertextBlob?.byteLength ?? 0} bytes; expected 1 to ${MAX_CIPHERTEXT_BLOB_BYTES}`);
   }
-  const plaintext = unwrapResponse('GenerateDataKey', response, recipient);
+  const { plaintext, keyId } = unwrapResponse('GenerateDataKey', response, recipient);
   if (plaintext.length !== DATA_KEY_BYTES) {
     const length = plaintext.length;
     plaintext.fill(0);
     throw new KmsError('KMS_RESPONSE', `GenerateDataKey returned a ${length}-byte data key; AES_256 is ${DATA_KEY_BYTES}`);
   }
-  return { plaintext, ciphertextBlob, keyId: requireKeyId('GenerateDataKey', response.KeyId) };
+  return { plaintext, ciphertextBlob, keyId };
 }
 
 /** Sent only when given, so a request without a context looks like one written by hand. */
@@ -112,19 +109,21 @@ function recipientInfo(recipient: KmsRecipient): RecipientInfo {
  * A Recipient response must carry the result only as `CiphertextForRecipient`. Plaintext in
  * it means the Recipient was dropped somewhere (an old endpoint, a proxy rewriting requests)
  * and the key travelled outside the enclave's envelope: refuse it rather than use it.
+ * Every other field is checked before unwrapping, so no refusal leaves plaintext behind.
  */
 function unwrapResponse(
   operation: string,
-  response: { Plaintext?: Uint8Array; CiphertextForRecipient?: Uint8Array },
+  response: { Plaintext?: Uint8Array; CiphertextForRecipient?: Uint8Array; KeyId?: string },
   recipient: KmsRecipient,
-): Buffer {
+): RecipientPlaintext {
   if (response.Plaintext && response.Plaintext.byteLength > 0) {
     throw new KmsError('KMS_PLAINTEXT_RETURNED', `${operation} with Recipient returned Plaintext; refusing a key that left KMS unwrapped`);
   }
   if (!response.CiphertextForRecipient || response.CiphertextForRecipient.byteLength === 0) {
     throw new KmsError('KMS_NO_RECIPIENT_CIPHERTEXT', `${operation} with Recipient returned no CiphertextForRecipient`);
   }
-  return unwrapCiphertextForRecipient(response.CiphertextForRecipient, recipient.privateKey);
+  const keyId = requireKeyId(operation, response.KeyId);
+  return { plaintext: unwrapCiphertextForRecipient(response.CiphertextForRecipient, recipient.privateKey), keyId };
 }
 
 function requireKeyId(operation: string, keyId: string | undefined): string {

@@ -10,6 +10,7 @@ import { MAX_CMS_BYTES, unwrapCiphertextForRecipient } from '../../src/kms/cms-e
 import { importRecipientPrivateKey } from '../../src/kms/enclave-keypair';
 import { OID, RsaesOaepParams } from '../../src/kms/rsaes-oaep-params';
 import { buildCiphertextForRecipient, Encoding, EnvelopeSpec, OAEP_SHA256_PARAMS_HEX, OIDS } from './cms-fixtures';
+import { watchPlaintextCopies } from './plaintext-copies';
 
 const VECTORS = join(__dirname, 'vectors');
 const ENCODINGS: Encoding[] = ['der', 'chunked', 'indefinite'];
@@ -75,6 +76,40 @@ describe('unwrapCiphertextForRecipient: the KMS profile', () => {
     const params = AsnConvert.parse(Buffer.from(OAEP_SHA256_PARAMS_HEX, 'hex'), RsaesOaepParams);
     params.pSourceAlgorithm = new AlgorithmIdentifier({ algorithm: OID.pSpecified, parameters: AsnConvert.serialize(new OctetString(0)) });
     expect(unwrapCiphertextForRecipient(envelope({ oaepParams: Buffer.from(AsnConvert.serialize(params)) }), privateKey)).toEqual(dataKey);
+  });
+});
+
+describe('unwrapCiphertextForRecipient: no copy of the plaintext is left behind', () => {
+  it.each([32, 100])('once the caller zeroes the %i-byte result, no other buffer holds the plaintext', (length) => {
+    const plaintext = randomBytes(length);
+    const envelopes = ENCODINGS.map((encoding) => buildCiphertextForRecipient({ recipient: publicKey, plaintext, encoding }).bytes);
+    for (const bytes of envelopes) {
+      const watch = watchPlaintextCopies();
+      try {
+        const result = unwrapCiphertextForRecipient(bytes, privateKey);
+        expect(result).toEqual(plaintext);
+        expect(watch.holding(plaintext)).toBeGreaterThan(0);
+        result.fill(0);
+        expect(watch.holding(plaintext)).toBe(0);
+      } finally {
+        watch.restore();
+      }
+    }
+  });
+
+  it('content that fails to decrypt (bad padding) leaves no plaintext behind', () => {
+    const built = buildCiphertextForRecipient({ recipient: publicKey, plaintext: dataKey, encoding: 'der' });
+    // The last byte of the second block: the first block, half the key, still decrypts intact.
+    const flippedPadding = Buffer.from(built.bytes);
+    flippedPadding[built.bytes.indexOf(built.ciphertext) + 31] ^= 0x01;
+    const watch = watchPlaintextCopies();
+    try {
+      expect(refusal(flippedPadding).code).toBe('CMS_DECRYPT');
+      expect(watch.seen).toBeGreaterThan(0);
+      expect(watch.holding(dataKey)).toBe(0);
+    } finally {
+      watch.restore();
+    }
   });
 });
 

@@ -6,6 +6,7 @@ import { RuntimeError } from '../../src/errors';
 import { generateEnclaveKeyPair } from '../../src/kms/enclave-keypair';
 import { decryptForRecipient, generateDataKeyForRecipient, KmsRecipient, MAX_ATTESTATION_DOCUMENT_BYTES } from '../../src/kms/recipient';
 import { buildCiphertextForRecipient } from './cms-fixtures';
+import { watchPlaintextCopies } from './plaintext-copies';
 
 const KEY_ARN = 'arn:aws:kms:eu-west-1:111122223333:key/0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0';
 const enclave = generateEnclaveKeyPair();
@@ -67,6 +68,22 @@ describe('generateDataKeyForRecipient', () => {
     expect(error.reason).toContain('16-byte data key');
   });
 
+  it('a refused response leaves no copy of the unwrapped data key: without KeyId, or a key that is not 256 bits', async () => {
+    for (const dataKey of [randomBytes(32), randomBytes(16)]) {
+      const response = dataKey.length === 32
+        ? { CiphertextBlob: randomBytes(184), CiphertextForRecipient: forEnclave(dataKey) }
+        : { KeyId: KEY_ARN, CiphertextBlob: randomBytes(184), CiphertextForRecipient: forEnclave(dataKey) };
+      kms.on(GenerateDataKeyCommand).resolves(response);
+      const watch = watchPlaintextCopies();
+      try {
+        expect((await refusal(generateDataKeyForRecipient(client, { keyId: KEY_ARN }, recipient))).code).toBe('KMS_RESPONSE');
+        expect(watch.holding(dataKey)).toBe(0);
+      } finally {
+        watch.restore();
+      }
+    }
+  });
+
   it('refuses a response without CiphertextBlob', async () => {
     kms.on(GenerateDataKeyCommand).resolves({ KeyId: KEY_ARN, CiphertextForRecipient: forEnclave(randomBytes(32)) });
     expect((await refusal(generateDataKeyForRecipient(client, { keyId: KEY_ARN }, recipient))).code).toBe('KMS_RESPONSE');
@@ -122,6 +139,18 @@ describe('decryptForRecipient', () => {
   it('refuses a response without KeyId', async () => {
     kms.on(DecryptCommand).resolves({ CiphertextForRecipient: forEnclave(randomBytes(32)) });
     expect((await refusal(decryptForRecipient(client, ciphertextBlob, {}, recipient))).code).toBe('KMS_RESPONSE');
+  });
+
+  it('a response without KeyId leaves no copy of the plaintext behind', async () => {
+    const plaintext = randomBytes(32);
+    kms.on(DecryptCommand).resolves({ CiphertextForRecipient: forEnclave(plaintext) });
+    const watch = watchPlaintextCopies();
+    try {
+      expect((await refusal(decryptForRecipient(client, ciphertextBlob, {}, recipient))).code).toBe('KMS_RESPONSE');
+      expect(watch.holding(plaintext)).toBe(0);
+    } finally {
+      watch.restore();
+    }
   });
 
   it('passes on a CMS refusal: CiphertextForRecipient made for another key', async () => {
