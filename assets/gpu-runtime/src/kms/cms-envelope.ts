@@ -62,11 +62,11 @@ export function unwrapCiphertextForRecipient(ciphertextForRecipient: Uint8Array,
 }
 
 function parseEnvelopedData(ber: Uint8Array): EnvelopedData {
-  const contentInfo = parseStrict(ber, ContentInfo, 'ContentInfo');
+  const contentInfo = parseStrict(ber, ContentInfo, 'ContentInfo', contentInfoShape);
   if (contentInfo.contentType !== id_envelopedData) {
     throw new CmsError('CMS_UNSUPPORTED', `content type is ${contentInfo.contentType}, not id-envelopedData`);
   }
-  const envelopedData = parseStrict(new Uint8Array(contentInfo.content), EnvelopedData, 'EnvelopedData');
+  const envelopedData = parseStrict(new Uint8Array(contentInfo.content), EnvelopedData, 'EnvelopedData', envelopedDataShape);
   // KMS identifies its recipient by subjectKeyIdentifier, which makes the version 2 (RFC 5652
   // section 6.1). originatorInfo and unprotectedAttrs play no part in decryption and are ignored.
   if (envelopedData.version !== CMSVersion.v2) {
@@ -102,17 +102,17 @@ function checkRsaesOaepSha256(algorithm: AlgorithmIdentifier): void {
   if (!algorithm.parameters) {
     throw new CmsError('CMS_UNSUPPORTED', 'RSAES-OAEP without parameters means SHA-1; KMS uses SHA-256');
   }
-  const params = parseStrict(new Uint8Array(algorithm.parameters), RsaesOaepParams, 'RSAES-OAEP parameters');
+  const params = parseStrict(new Uint8Array(algorithm.parameters), RsaesOaepParams, 'RSAES-OAEP parameters', rsaesOaepParamsShape);
   requireSha256(params.hashAlgorithm, 'RSAES-OAEP hash');
   const mgf = params.maskGenAlgorithm;
   if (!mgf || mgf.algorithm !== OID.mgf1 || !mgf.parameters) {
     throw new CmsError('CMS_UNSUPPORTED', `RSAES-OAEP mask generation is ${mgf ? mgf.algorithm : 'MGF1 with SHA-1 (the default)'}, not MGF1 with SHA-256`);
   }
-  requireSha256(parseStrict(new Uint8Array(mgf.parameters), AlgorithmIdentifier, 'MGF1 parameters'), 'RSAES-OAEP MGF1 hash');
+  requireSha256(parseStrict(new Uint8Array(mgf.parameters), AlgorithmIdentifier, 'MGF1 parameters', algorithmIdentifierShape), 'RSAES-OAEP MGF1 hash');
   const label = params.pSourceAlgorithm;
   if (label) {
     const value = label.algorithm === OID.pSpecified && label.parameters
-      ? parseStrict(new Uint8Array(label.parameters), OctetString, 'RSAES-OAEP label')
+      ? parseStrict(new Uint8Array(label.parameters), OctetString, 'RSAES-OAEP label', primitiveOctetStringShape)
       : undefined;
     if (!value || value.byteLength !== 0) {
       throw new CmsError('CMS_UNSUPPORTED', 'RSAES-OAEP label is not empty; KMS uses none');
@@ -145,7 +145,7 @@ function encryptedContent(info: EncryptedContentInfo): { iv: Buffer; ciphertext:
   if (!algorithm.parameters) {
     throw new CmsError('CMS_MALFORMED', 'AES-256-CBC parameters (the IV) are missing');
   }
-  const iv = Buffer.from(parseStrict(new Uint8Array(algorithm.parameters), OctetString, 'AES-256-CBC IV').buffer);
+  const iv = Buffer.from(parseStrict(new Uint8Array(algorithm.parameters), OctetString, 'AES-256-CBC IV', primitiveOctetStringShape).buffer);
   if (iv.length !== AES_BLOCK_BYTES) {
     throw new CmsError('CMS_MALFORMED', `AES-256-CBC IV is ${iv.length} bytes, not ${AES_BLOCK_BYTES}`);
   }
@@ -200,11 +200,12 @@ function decryptContent(key: Buffer, iv: Buffer, ciphertext: Buffer): Buffer {
 }
 
 /**
- * Parses one whole BER element into `type` with the library's schema; trailing bytes, parser
- * limits and schema mismatches are all CMS_MALFORMED. asn1js is called directly only because
- * AsnParser does not report bytes left over after the element.
+ * Parses one whole BER element into `type` with the library's schema, then runs `shape` on
+ * asn1js's tree of it; trailing bytes, parser limits, schema mismatches and shape refusals are
+ * all CMS_MALFORMED. asn1js is called directly because AsnParser does not report bytes left
+ * over after the element, and the tree is needed for what the schema does not check.
  */
-function parseStrict<T>(bytes: Uint8Array, type: new () => T, what: string): T {
+function parseStrict<T>(bytes: Uint8Array, type: new () => T, what: string, shape: (node: Node, what: string) => void): T {
   let element: asn1js.FromBerResult;
   try {
     element = asn1js.fromBER(bytes, BER_OPTIONS);
@@ -217,9 +218,123 @@ function parseStrict<T>(bytes: Uint8Array, type: new () => T, what: string): T {
   if (element.offset !== bytes.byteLength) {
     throw new CmsError('CMS_MALFORMED', `${what} is followed by ${bytes.byteLength - element.offset} unexpected bytes`);
   }
+  let parsed: T;
   try {
-    return AsnParser.fromASN(element.result, type);
+    parsed = AsnParser.fromASN(element.result, type);
   } catch (error) {
     throw new CmsError('CMS_MALFORMED', `${what} does not match its ASN.1 schema (${(error as Error).message})`);
+  }
+  shape(element.result as Node, what);
+  return parsed;
+}
+
+/*
+ * What the schema lets through. @peculiar/asn1-schema ignores elements after the last one a
+ * SEQUENCE or explicit tag declares, and reads a content chunk of any string type as zero
+ * bytes, and a constructed OCTET STRING as empty where it expects a primitive one. These checks
+ * run on the asn1js tree once the schema has matched, so each node is already of the right type.
+ */
+
+type Node = asn1js.BaseBlock;
+
+const UNIVERSAL = 1;
+const CONTEXT = 3;
+const OCTET_STRING = 4;
+const SEQUENCE = 16;
+
+function isTag(node: Node, tagClass: number, tagNumber: number): boolean {
+  return node.idBlock.tagClass === tagClass && node.idBlock.tagNumber === tagNumber;
+}
+
+/** The elements of a constructed node; CMS_MALFORMED unless it has `min` to `max` of them. */
+function elements(node: Node, min: number, max: number, what: string): Node[] {
+  const value = node.idBlock.isConstructed ? ((node as asn1js.Constructed).valueBlock.value as Node[]) : undefined;
+  if (!value || value.length < min || value.length > max) {
+    const expected = min === max ? `${min}` : max === Infinity ? `at least ${min}` : `${min} to ${max}`;
+    throw new CmsError('CMS_MALFORMED', `${what} has ${value ? value.length : 'no'} elements; expected ${expected}`);
+  }
+  return value;
+}
+
+/** ContentInfo ::= SEQUENCE { contentType, content [0] EXPLICIT ANY } */
+function contentInfoShape(node: Node, what: string): void {
+  const [, content] = elements(node, 2, 2, what);
+  elements(content, 1, 1, `${what}'s [0]`);
+}
+
+/**
+ * EnvelopedData ::= SEQUENCE { version, originatorInfo [0] OPTIONAL, recipientInfos SET,
+ * encryptedContentInfo, unprotectedAttrs [1] OPTIONAL }
+ */
+function envelopedDataShape(node: Node, what: string): void {
+  const fields = elements(node, 3, 5, what);
+  let next = isTag(fields[1], CONTEXT, 0) ? 2 : 1;
+  if (next + 2 > fields.length) {
+    throw new CmsError('CMS_MALFORMED', `${what} has ${fields.length} elements; recipientInfos or encryptedContentInfo is missing`);
+  }
+  const recipientInfos = fields[next++];
+  const encryptedContentInfo = fields[next++];
+  if (next < fields.length && isTag(fields[next], CONTEXT, 1)) next++;
+  if (next !== fields.length) {
+    throw new CmsError('CMS_MALFORMED', `${what} has ${fields.length} elements; expected ${next}`);
+  }
+  // Only a KeyTransRecipientInfo is an untagged SEQUENCE; other kinds are refused later.
+  for (const recipient of elements(recipientInfos, 0, Infinity, 'RecipientInfos')) {
+    if (isTag(recipient, UNIVERSAL, SEQUENCE)) keyTransRecipientInfoShape(recipient);
+  }
+  encryptedContentInfoShape(encryptedContentInfo);
+}
+
+/** KeyTransRecipientInfo ::= SEQUENCE { version, rid, keyEncryptionAlgorithm, encryptedKey } */
+function keyTransRecipientInfoShape(node: Node): void {
+  const fields = elements(node, 4, 4, 'KeyTransRecipientInfo');
+  algorithmIdentifierShape(fields[2], 'the key encryption AlgorithmIdentifier');
+}
+
+/** AlgorithmIdentifier ::= SEQUENCE { algorithm, parameters ANY OPTIONAL } */
+function algorithmIdentifierShape(node: Node, what: string): void {
+  elements(node, 1, 2, what);
+}
+
+/** RSAES-OAEP-params ::= SEQUENCE { [0] EXPLICIT, [1] EXPLICIT, [2] EXPLICIT AlgorithmIdentifier, each OPTIONAL } */
+function rsaesOaepParamsShape(node: Node, what: string): void {
+  for (const field of elements(node, 0, 3, what)) {
+    const [algorithm] = elements(field, 1, 1, `${what}' [${field.idBlock.tagNumber}]`);
+    algorithmIdentifierShape(algorithm, `${what}' [${field.idBlock.tagNumber}] AlgorithmIdentifier`);
+  }
+}
+
+/**
+ * EncryptedContentInfo ::= SEQUENCE { contentType, contentEncryptionAlgorithm,
+ * encryptedContent [0] IMPLICIT OCTET STRING OPTIONAL }; in BER the content may be
+ * constructed, and then every chunk must be an OCTET STRING itself (X.690 8.7.3.2).
+ */
+function encryptedContentInfoShape(node: Node): void {
+  const fields = elements(node, 2, 3, 'EncryptedContentInfo');
+  algorithmIdentifierShape(fields[1], 'the content encryption AlgorithmIdentifier');
+  const content = fields[2];
+  if (!content) return;
+  if (!isTag(content, CONTEXT, 0)) {
+    throw new CmsError('CMS_MALFORMED', 'EncryptedContentInfo has 3 elements; the third is not encryptedContent [0]');
+  }
+  if (content.idBlock.isConstructed) {
+    elements(content, 0, Infinity, 'encryptedContent').forEach((chunk, index) => octetStringShape(chunk, `encrypted content chunk ${index + 1}`));
+  }
+}
+
+function octetStringShape(node: Node, what: string): void {
+  if (!isTag(node, UNIVERSAL, OCTET_STRING)) {
+    const tagClass = ['UNIVERSAL', 'APPLICATION', 'CONTEXT', 'PRIVATE'][node.idBlock.tagClass - 1];
+    throw new CmsError('CMS_MALFORMED', `${what} is [${tagClass} ${node.idBlock.tagNumber}], not an OCTET STRING`);
+  }
+  if (node.idBlock.isConstructed) {
+    elements(node, 0, Infinity, what).forEach((chunk, index) => octetStringShape(chunk, `${what}.${index + 1}`));
+  }
+}
+
+/** An OCTET STRING the schema reads only when primitive (a constructed one reads as empty). */
+function primitiveOctetStringShape(node: Node, what: string): void {
+  if (node.idBlock.isConstructed) {
+    throw new CmsError('CMS_MALFORMED', `${what} is a constructed OCTET STRING; KMS writes it primitive`);
   }
 }

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { CMSVersion, id_signedData } from '@peculiar/asn1-cms';
 import { AsnConvert, OctetString } from '@peculiar/asn1-schema';
 import { AlgorithmIdentifier } from '@peculiar/asn1-x509';
+import * as asn1js from 'asn1js';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { RuntimeError } from '../../src/errors';
 import { MAX_CMS_BYTES, unwrapCiphertextForRecipient } from '../../src/kms/cms-envelope';
@@ -25,6 +26,28 @@ beforeAll(() => {
 
 function envelope(changes: Partial<EnvelopeSpec> = {}): Buffer {
   return buildCiphertextForRecipient({ recipient: publicKey, plaintext: dataKey, encoding: 'indefinite', ...changes }).bytes;
+}
+
+/** asn1js's view of an element, enough to walk and edit the tree. */
+type Node = { valueBlock: { value: Node[] }; toBER(): ArrayBuffer };
+
+/** The element at `path` (indexes of elements, level by level) below `node`. */
+function at(node: Node, ...path: number[]): Node {
+  return path.reduce((parent, index) => parent.valueBlock.value[index], node);
+}
+
+/** The structures of an envelope's tree that tests edit. */
+interface Parts { contentInfo: Node; envelopedData: Node; recipient: Node; content: Node }
+
+/**
+ * An envelope of `dataKey` for this key, re-encoded after `change` edited its tree; `change`
+ * gets ContentInfo, its EnvelopedData, KeyTransRecipientInfo and EncryptedContentInfo.
+ */
+function edited(change: (parts: Parts) => void, encoding: Encoding = 'der'): Buffer {
+  const contentInfo = asn1js.fromBER(envelope({ encoding }), { parseEmbedded: false }).result as unknown as Node;
+  const envelopedData = at(contentInfo, 1, 0);
+  change({ contentInfo, envelopedData, recipient: at(envelopedData, 1, 0), content: at(envelopedData, 2) });
+  return Buffer.from(contentInfo.toBER());
 }
 
 /** The error `unwrap` throws, so its code and reason can be checked. */
@@ -209,6 +232,70 @@ describe('unwrapCiphertextForRecipient: refusals', () => {
     const depth = 1000;
     const bomb = Buffer.concat([Buffer.alloc(depth * 2, Buffer.from('3080', 'hex')), Buffer.alloc(depth * 2)]);
     expect(refusal(bomb).reason).toContain('depth');
+  });
+
+  it.each([
+    ['a UTF8String', () => new asn1js.Utf8String({ value: 'x' })],
+    ['an empty UTF8String', () => new asn1js.Utf8String({ value: '' })],
+    ['a PrintableString', () => new asn1js.PrintableString({ value: 'x' })],
+    ['an IA5String', () => new asn1js.IA5String({ value: 'x' })],
+  ])('refuses a content chunk that is %s, not an OCTET STRING', (_, chunk) => {
+    for (const encoding of ['chunked', 'indefinite'] as const) {
+      // The edited tree re-encodes to an envelope that unwraps, also with a constructed OCTET
+      // STRING among the chunks (BER allows nesting them): only the wrong chunk is refused.
+      expect(unwrapCiphertextForRecipient(edited(() => {}, encoding), privateKey)).toEqual(dataKey);
+      const nested = edited(({ content }) => {
+        const chunks = at(content, 2).valueBlock.value;
+        chunks.splice(0, 2, new asn1js.OctetString({ value: chunks.slice(0, 2) as never[], idBlock: { isConstructed: true } }) as unknown as Node);
+      }, encoding);
+      expect(unwrapCiphertextForRecipient(nested, privateKey)).toEqual(dataKey);
+      const bytes = edited(({ content }) => at(content, 2).valueBlock.value.splice(1, 0, chunk() as unknown as Node), encoding);
+      const error = refusal(bytes);
+      expect(error.code).toBe('CMS_MALFORMED');
+      expect(error.reason).toContain('not an OCTET STRING');
+    }
+  });
+
+  const integer = () => [new asn1js.Integer({ value: 7 })];
+  // EnvelopedData's schema refuses anything after it but unprotectedAttrs [1]: two of those.
+  const unprotectedAttrs = () => new asn1js.Constructed({
+    idBlock: { tagClass: 3, tagNumber: 1 },
+    value: [new asn1js.Sequence({ value: [new asn1js.ObjectIdentifier({ value: '1.2.3.4' }), new asn1js.Set({ value: [new asn1js.Null()] })] })],
+  });
+  it.each([
+    ['ContentInfo', (p: Parts) => p.contentInfo, integer],
+    ["ContentInfo's [0]", (p: Parts) => at(p.contentInfo, 1), integer],
+    ['EnvelopedData (a second unprotectedAttrs [1])', (p: Parts) => p.envelopedData, () => [unprotectedAttrs(), unprotectedAttrs()]],
+    ['KeyTransRecipientInfo', (p: Parts) => p.recipient, integer],
+    ['the key encryption AlgorithmIdentifier', (p: Parts) => at(p.recipient, 2), integer],
+    ['the RSAES-OAEP hash AlgorithmIdentifier', (p: Parts) => at(p.recipient, 2, 1, 0, 0), integer],
+    ["RSAES-OAEP-params' [0]", (p: Parts) => at(p.recipient, 2, 1, 0), integer],
+    ['the RSAES-OAEP mask generation AlgorithmIdentifier', (p: Parts) => at(p.recipient, 2, 1, 1, 0), integer],
+    ['the MGF1 hash AlgorithmIdentifier', (p: Parts) => at(p.recipient, 2, 1, 1, 0, 1), integer],
+    ['EncryptedContentInfo', (p: Parts) => p.content, integer],
+    ['the AES-256-CBC AlgorithmIdentifier', (p: Parts) => at(p.content, 1), integer],
+  ])('refuses an extra element at the end of %s', (_, parent, extra) => {
+    expect(unwrapCiphertextForRecipient(edited(() => {}), privateKey)).toEqual(dataKey);
+    const bytes = edited((parts) => parent(parts).valueBlock.value.push(...(extra() as unknown as Node[])));
+    const error = refusal(bytes);
+    expect(error.code).toBe('CMS_MALFORMED');
+    expect(error.reason).toMatch(/ has \d+ elements/);
+  });
+
+  it('refuses a constructed OCTET STRING for the OAEP label or the IV (KMS writes both primitive)', () => {
+    const params = AsnConvert.parse(Buffer.from(OAEP_SHA256_PARAMS_HEX, 'hex'), RsaesOaepParams);
+    const oneByte = new asn1js.OctetString({ idBlock: { isConstructed: true }, value: [new asn1js.OctetString({ valueHex: Buffer.of(1) })] } as never);
+    params.pSourceAlgorithm = new AlgorithmIdentifier({ algorithm: OID.pSpecified, parameters: oneByte.toBER() });
+    const label = refusal(envelope({ oaepParams: Buffer.from(AsnConvert.serialize(params)) }));
+    expect(label.code).toBe('CMS_MALFORMED');
+    expect(label.reason).toContain('RSAES-OAEP label is a constructed OCTET STRING');
+    const iv = refusal(edited(({ content }) => {
+      const written = (at(content, 1, 1) as unknown as asn1js.OctetString).valueBlock.valueHexView;
+      const halves = [written.subarray(0, 8), written.subarray(8)].map((half) => new asn1js.OctetString({ valueHex: half }));
+      at(content, 1).valueBlock.value[1] = new asn1js.OctetString({ idBlock: { isConstructed: true }, value: halves } as never) as unknown as Node;
+    }));
+    expect(iv.code).toBe('CMS_MALFORMED');
+    expect(iv.reason).toContain('AES-256-CBC IV is a constructed OCTET STRING');
   });
 
   it('refuses a flipped bit in the encrypted key (CMS_DECRYPT) or in the padding block (CMS_DECRYPT)', () => {
