@@ -41,6 +41,12 @@ const MAX_ENCRYPTED_CONTENT_BYTES = MAX_RECIPIENT_PLAINTEXT_BYTES + AES_BLOCK_BY
 const BER_OPTIONS: asn1js.FromBerOptions = { maxDepth: 16, maxNodes: 1024, maxContentLength: MAX_CMS_BYTES, parseEmbedded: false };
 
 /**
+ * The one refusal for a content-encryption key that does not decrypt (OAEP) and for content
+ * that does not (CBC padding), thrown from one place: no caller can tell the two apart.
+ */
+const DOES_NOT_DECRYPT = 'the envelope does not decrypt with this private key: it was made for another key (is this the key whose public half is in the attestation document?) or is corrupted';
+
+/**
  * Decrypts `CiphertextForRecipient` with the enclave's RSA-2048 private key and returns the
  * plaintext KMS put in it (a data key, or what Decrypt decrypted). Throws a {@link CmsError}
  * for anything outside the profile, and a `KmsError` (`KMS_RECIPIENT`) for a wrong kind of key.
@@ -54,11 +60,16 @@ export function unwrapCiphertextForRecipient(ciphertextForRecipient: Uint8Array,
   const recipient = onlyRecipient(envelopedData);
   const { iv, ciphertext } = encryptedContent(envelopedData.encryptedContentInfo);
   const contentKey = decryptContentKey(recipient, privateKey);
+  let plaintext: Buffer | undefined;
   try {
-    return decryptContent(contentKey, iv, ciphertext);
+    plaintext = contentKey && decryptContent(contentKey, iv, ciphertext);
   } finally {
-    contentKey.fill(0);
+    contentKey?.fill(0);
   }
+  if (!plaintext) {
+    throw new CmsError('CMS_DECRYPT', DOES_NOT_DECRYPT);
+  }
+  return plaintext;
 }
 
 function parseEnvelopedData(ber: Uint8Array): EnvelopedData {
@@ -161,7 +172,8 @@ function encryptedContent(info: EncryptedContentInfo): { iv: Buffer; ciphertext:
   return { iv, ciphertext };
 }
 
-function decryptContentKey(recipient: KeyTransRecipientInfo, privateKey: KeyObject): Buffer {
+/** The content-encryption key, or undefined when OAEP refuses it ({@link DOES_NOT_DECRYPT}). */
+function decryptContentKey(recipient: KeyTransRecipientInfo, privateKey: KeyObject): Buffer | undefined {
   let key: Buffer;
   try {
     key = privateDecrypt(
@@ -169,7 +181,7 @@ function decryptContentKey(recipient: KeyTransRecipientInfo, privateKey: KeyObje
       Buffer.from(recipient.encryptedKey.buffer),
     );
   } catch {
-    throw new CmsError('CMS_DECRYPT', 'the content-encryption key does not decrypt with this private key (is it the key whose public half is in the attestation document?)');
+    return undefined;
   }
   if (key.length !== AES_256_KEY_BYTES) {
     const length = key.length;
@@ -180,10 +192,11 @@ function decryptContentKey(recipient: KeyTransRecipientInfo, privateKey: KeyObje
 }
 
 /**
+ * The plaintext, or undefined when final() refuses the padding ({@link DOES_NOT_DECRYPT}).
  * update() and final() each return plaintext in a buffer of their own; both are zeroed once
  * joined, or once final() has refused the padding, so the returned buffer is the only copy.
  */
-function decryptContent(key: Buffer, iv: Buffer, ciphertext: Buffer): Buffer {
+function decryptContent(key: Buffer, iv: Buffer, ciphertext: Buffer): Buffer | undefined {
   const decipher = createDecipheriv('aes-256-cbc', key, iv);
   let head: Buffer | undefined;
   let tail: Buffer | undefined;
@@ -192,7 +205,7 @@ function decryptContent(key: Buffer, iv: Buffer, ciphertext: Buffer): Buffer {
     tail = decipher.final();
     return Buffer.concat([head, tail]);
   } catch {
-    throw new CmsError('CMS_DECRYPT', 'the content does not decrypt (bad padding): the envelope is corrupted');
+    return undefined;
   } finally {
     head?.fill(0);
     tail?.fill(0);

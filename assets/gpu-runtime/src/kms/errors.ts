@@ -6,7 +6,7 @@ import { RuntimeError } from '../errors';
  * - `CMS_UNSUPPORTED`: well-formed, but outside the profile KMS uses (content type, version,
  *   recipient kind or count, key or content algorithm and parameters);
  * - `CMS_DECRYPT`: the key could not be decrypted with the given private key, or the content
- *   with that key.
+ *   with that key (one reason for both: a caller cannot tell which).
  */
 export class CmsError extends RuntimeError {
   constructor(code: 'CMS_MALFORMED' | 'CMS_UNSUPPORTED' | 'CMS_DECRYPT', reason: string) {

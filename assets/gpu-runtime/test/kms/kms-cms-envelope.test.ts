@@ -312,6 +312,19 @@ describe('unwrapCiphertextForRecipient: refusals', () => {
     expect(refusal(flippedPadding).code).toBe('CMS_DECRYPT');
   });
 
+  it('a key that does not decrypt and content that does not (bad padding) fail identically', () => {
+    const built = buildCiphertextForRecipient({ recipient: publicKey, plaintext: dataKey, encoding: 'der' });
+    const flippedKey = Buffer.from(built.bytes);
+    flippedKey[built.bytes.indexOf(built.encryptedKey) + 100] ^= 0x01;
+    const flippedPadding = Buffer.from(built.bytes);
+    flippedPadding[built.bytes.indexOf(built.ciphertext) + 31] ^= 0x01;
+    // Both from one call site, so even the stacks can be compared.
+    const [oaep, padding] = [flippedKey, flippedPadding].map((bytes) => refusal(bytes));
+    const seen = (error: RuntimeError) => [error.constructor, error.name, error.code, error.reason, error.message, error.stack];
+    expect(oaep.code).toBe('CMS_DECRYPT');
+    expect(seen(padding)).toEqual(seen(oaep));
+  });
+
   it('CBC has no integrity: a flipped bit in the first content block changes the plaintext undetected (TLS to KMS is what protects it)', () => {
     const built = buildCiphertextForRecipient({ recipient: publicKey, plaintext: dataKey, encoding: 'der' });
     const flipped = Buffer.from(built.bytes);
