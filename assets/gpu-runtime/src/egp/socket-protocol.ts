@@ -44,8 +44,31 @@ const PARAMS: Record<SocketMethod, readonly string[]> = {
   free: ['buffer'],
   synchronize: [],
 };
-const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+/**
+ * An unexpected failure while reading a request that had a usable id: answered INTERNAL on
+ * that id, so the client can match it (a BadRequest is the request's fault; this is not).
+ */
+export class RequestFailure extends Error {
+  constructor(readonly id: RequestId, readonly error: unknown) {
+    super(`reading request ${JSON.stringify(id)} failed: ${error instanceof Error ? error.message : String(error)}`);
+  }
+}
 
+/**
+ * Canonical base64 (padded to a multiple of 4). Linear: the grouped form
+ * /^(?:[A-Za-z0-9+/]{4})*...$/ backtracks one stack frame per group, and V8 throws
+ * RangeError past about 3.3 MB of data.
+ */
+const BASE64_CHARS = /^[A-Za-z0-9+/]*={0,2}$/;
+
+export function isBase64(text: string): boolean {
+  return text.length % 4 === 0 && BASE64_CHARS.test(text);
+}
+
+/**
+ * Reads one request line. Throws BadRequest for a request that cannot be served as written,
+ * and RequestFailure (with the id) for anything unexpected once the id is known.
+ */
 export function parseRequest(line: string): SocketRequest {
   let value: unknown;
   try {
@@ -58,6 +81,15 @@ export function parseRequest(line: string): SocketRequest {
   if (!((typeof id === 'string' && id.length <= 128) || (typeof id === 'number' && Number.isSafeInteger(id)))) {
     throw new BadRequest("'id' must be an integer or a string of at most 128 characters");
   }
+  try {
+    return parseCall(id, value);
+  } catch (error) {
+    if (error instanceof BadRequest) throw error;
+    throw new RequestFailure(id, error);
+  }
+}
+
+function parseCall(id: RequestId, value: Record<string, unknown>): SocketRequest {
   const fail = (reason: string) => new BadRequest(reason, id);
   const method = value.method;
   if (typeof method !== 'string' || !(SOCKET_METHODS as readonly string[]).includes(method)) {
@@ -75,7 +107,7 @@ export function parseRequest(line: string): SocketRequest {
   };
   const bytes = (name: string): Buffer => {
     const v = params[name];
-    if (typeof v !== 'string' || !BASE64.test(v)) throw fail(`${method}: '${name}' must be base64`);
+    if (typeof v !== 'string' || !isBase64(v)) throw fail(`${method}: '${name}' must be base64`);
     return Buffer.from(v, 'base64');
   };
   switch (method as SocketMethod) {
@@ -104,7 +136,7 @@ export function resultLine(id: RequestId, result: Record<string, unknown>): stri
   return `${JSON.stringify({ id, result })}\n`;
 }
 
-/** The response line for an error: EgpError codes, BAD_REQUEST, or INTERNAL (no detail) for anything else. */
+/** The response line for an error: EgpError codes, BAD_REQUEST, or INTERNAL (no detail) for anything else (RequestFailure included). */
 export function errorLine(id: RequestId | null, error: unknown): string {
   let body: { code: string; reason: string; remote?: string };
   if (error instanceof EgpError) body = { code: error.code, reason: error.reason, remote: error.remote };

@@ -15,7 +15,7 @@ import type { EnclaveIdentity } from '../abe/handshake';
 import { removeStaleSocket } from '../context/stale-socket';
 import { Address, formatAddress, listen } from '../protocol/transport';
 import { EgpClient, EgpLimits } from './client';
-import { BadRequest, SocketCall, errorLine, parseRequest, resultLine } from './socket-protocol';
+import { BadRequest, RequestFailure, SocketCall, errorLine, parseRequest, resultLine } from './socket-protocol';
 
 export interface EgpSocketServerOptions {
   readonly listen: Address;
@@ -125,7 +125,8 @@ class SocketConnection {
     try {
       request = parseRequest(line);
     } catch (error) {
-      this.write(errorLine(error instanceof BadRequest ? error.id : null, error));
+      if (error instanceof RequestFailure) this.options.log?.(error.message);
+      this.write(errorLine(error instanceof BadRequest || error instanceof RequestFailure ? error.id : null, error));
       return;
     }
     this.pending++;

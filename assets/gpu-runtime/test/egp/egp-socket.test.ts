@@ -7,9 +7,10 @@ import { ChildProcess, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import * as net from 'node:net';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { egpuCommand, LocalStack, startLocalStack } from '../../src/egp/local-stack';
 import { EgpSocketServer } from '../../src/egp/socket-server';
+import { errorLine, parseRequest } from '../../src/egp/socket-protocol';
 import { parseAddress } from '../../src/protocol/transport';
 import { f32Bytes, f32Values } from './helpers';
 
@@ -25,6 +26,7 @@ class LineClient {
   }
 
   readonly unmatched: Response[] = [];
+  private onUnmatched?: (response: Response) => void;
   private readonly waiting = new Map<string | number, (response: Response) => void>();
   private rest = '';
 
@@ -37,7 +39,10 @@ class LineClient {
         const response = JSON.parse(line) as Response;
         const waiter = response.id === null ? undefined : this.waiting.get(response.id);
         if (waiter) waiter(response);
-        else this.unmatched.push(response);
+        else {
+          this.unmatched.push(response);
+          this.onUnmatched?.(response);
+        }
       }
     });
   }
@@ -46,6 +51,11 @@ class LineClient {
     const answered = new Promise<Response>((resolve) => this.waiting.set(id, resolve));
     this.socket.write(`${JSON.stringify({ id, method, params })}\n`);
     return answered;
+  }
+
+  /** Resolves with the response on `id`, or with one on no awaited id (`id` null) if that comes first. */
+  callOrStray(id: string | number, method: string, params: Record<string, unknown> = {}): Promise<Response> {
+    return Promise.race([this.call(id, method, params), new Promise<Response>((resolve) => { this.onUnmatched = resolve; })]);
   }
 
   raw(line: string): void {
@@ -101,6 +111,9 @@ describe('EGP socket API', () => {
     expect(await client.call(1, 'cudaMalloc', {})).toMatchObject({ id: 1, error: { code: 'BAD_REQUEST' } });
     expect(await client.call(2, 'malloc', { size: -1 })).toMatchObject({ error: { code: 'BAD_REQUEST' } });
     expect(await client.call(3, 'memcpyHtoD', { buffer: 1, data: '***' })).toMatchObject({ error: { code: 'BAD_REQUEST' } });
+    for (const data of ['AAA', 'AA=A', 'A===', 'AAAAA===', '====']) {
+      expect(await client.call(`b64 ${data}`, 'memcpyHtoD', { buffer: 1, data })).toMatchObject({ error: { code: 'BAD_REQUEST' } });
+    }
     expect(await client.call(4, 'memcpyDtoH', { buffer: 42 })).toMatchObject({ error: { code: 'INVALID_ARGUMENT' } });
     const small = (await client.call(5, 'malloc', { size: 4 })).result!.buffer;
     expect(await client.call(6, 'launchKernel', { kernel: 'relu', args: { input: small, out: small, count: 9 } }))
@@ -108,6 +121,33 @@ describe('EGP socket API', () => {
     expect(await client.call(7, 'free', { buffer: small })).toMatchObject({ result: {} });
     expect(client.unmatched).toEqual([expect.objectContaining({ id: null, error: expect.objectContaining({ code: 'BAD_REQUEST' }) })]);
     client.close();
+  });
+
+  it('carries several MB each way (base64 checked in linear time, not by a backtracking regex)', async () => {
+    const client = await LineClient.open(path);
+    const data = Buffer.alloc(6_000_000);
+    for (let i = 0; i < data.length; i++) data[i] = (i * 7 + (i >> 11)) & 0xff;
+    const buffer = (await client.call(1, 'malloc', { size: data.length })).result!.buffer;
+    expect(await client.callOrStray(2, 'memcpyHtoD', { buffer, data: data.toString('base64') })).toEqual({ id: 2, result: {} });
+    const read = await client.call(3, 'memcpyDtoH', { buffer });
+    expect(Buffer.from(read.result!.data as string, 'base64').equals(data)).toBe(true);
+    expect(client.unmatched).toEqual([]);
+    client.close();
+  });
+
+  it('answers an unexpected failure while reading a request on its id', () => {
+    const line = JSON.stringify({ id: 'up', method: 'memcpyHtoD', params: { buffer: 1, data: 'AAAA' } });
+    const from = vi.spyOn(Buffer, 'from').mockImplementationOnce(() => { throw new RangeError('unexpected'); });
+    let thrown: unknown;
+    try {
+      parseRequest(line);
+    } catch (error) {
+      thrown = error;
+    } finally {
+      from.mockRestore();
+    }
+    expect(thrown).toMatchObject({ id: 'up' });
+    expect(JSON.parse(errorLine((thrown as { id: string }).id, thrown))).toEqual({ id: 'up', error: { code: 'INTERNAL', reason: 'internal error' } });
   });
 
   it('gives each connection its own session and buffers', async () => {
