@@ -32,6 +32,8 @@ export interface EgpSocketServerOptions {
 export const DEFAULT_MAX_LINE_BYTES = 192 * 1024 * 1024; // a ResNet-50 (102 MB) in base64, with room
 const DEFAULT_MAX_PENDING = 1024;
 const DEFAULT_MAX_CONNECTIONS = 64;
+/** The longest a refused connection is kept for its answer to be written. */
+const REFUSAL_LINGER_MS = 1_000;
 
 export class EgpSocketServer {
   static async start(options: EgpSocketServerOptions): Promise<EgpSocketServer> {
@@ -44,6 +46,8 @@ export class EgpSocketServer {
 
   private server!: Server;
   private readonly connections = new Set<SocketConnection>();
+  /** Connections refused at maxConnections whose answer is still being written. */
+  private readonly refused = new Set<Socket>();
 
   private constructor(private readonly options: EgpSocketServerOptions) {}
 
@@ -58,16 +62,36 @@ export class EgpSocketServer {
   /** Stops listening and ends every connection (their calls fail CLOSED). */
   async close(): Promise<void> {
     for (const connection of this.connections) connection.close();
+    for (const socket of this.refused) socket.destroy();
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
   }
 
   private accept(socket: Socket): void {
-    if (this.connections.size >= (this.options.maxConnections ?? DEFAULT_MAX_CONNECTIONS)) {
-      socket.end(errorLine(null, new BadRequest(`this EGP serves at most ${this.options.maxConnections ?? DEFAULT_MAX_CONNECTIONS} connections`)));
+    const maxConnections = this.options.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
+    if (this.connections.size >= maxConnections) {
+      this.refuse(socket, errorLine(null, new BadRequest(`this EGP serves at most ${maxConnections} connections`)));
       return;
     }
     const connection = new SocketConnection(socket, this.options, () => this.connections.delete(connection));
     this.connections.add(connection);
+  }
+
+  /**
+   * Answers `line` and closes the connection on this side: what the peer sends is read and
+   * dropped, and the socket is destroyed once the line is written, or after REFUSAL_LINGER_MS
+   * when it cannot be (a peer that does not read). A refused connection holds no descriptor
+   * and does not hold up close().
+   */
+  private refuse(socket: Socket, line: string): void {
+    this.refused.add(socket);
+    const timer = setTimeout(() => socket.destroy(), REFUSAL_LINGER_MS).unref();
+    socket.on('error', () => {});
+    socket.on('close', () => {
+      clearTimeout(timer);
+      this.refused.delete(socket);
+    });
+    socket.resume();
+    socket.end(line, () => socket.destroy());
   }
 }
 
