@@ -11,9 +11,10 @@
  * Any other failure of the session (SGS or the context restarted, a frame that does not
  * open, a silent host) starts a new session with a new handshake, replays the journal of
  * completed state-changing calls to rebuild the device state the old session lost, and then
- * sends the interrupted calls again. A call fails only when the context refused it
- * (OPERATION_FAILED), the enclave is not admitted (UNAUTHORIZED), the host stays
- * unreachable (UNAVAILABLE), or the client is closed.
+ * sends the interrupted calls again, in call order. A call fails only when the context
+ * refused it (OPERATION_FAILED), the enclave is not admitted (UNAUTHORIZED), the host stays
+ * unreachable (UNAVAILABLE), it is beyond a limit or the enclave has no memory to seal it
+ * (TOO_LARGE: that call alone fails, the session goes on), or the client is closed.
  */
 import type { AesGcmBackend } from '../abe/aes-gcm';
 import type { EnclaveIdentity } from '../abe/handshake';
@@ -22,6 +23,7 @@ import { BUILTIN_KERNELS } from '../kernels/builtins';
 import { MAX_BUFFER_BYTES, OperationRequest } from '../protocol/op-descriptor';
 import { Address, parseAddress } from '../protocol/transport';
 import { WireError } from '../protocol/wire-error';
+import { RuntimeError } from '../errors';
 import { BufferPool } from './buffer-pool';
 import { EgpError } from './errors';
 import { Journal, StateChange } from './journal';
@@ -30,7 +32,7 @@ import { KernelArgsInput, toKernelArgs } from './kernel-args';
 import { launchEffects } from './kernel-effects';
 import { BufferRecord, ZERO_DIGEST, launchDigest } from './kernel-digests';
 import { DoneReport, Operation, OperationOrigin, OperationOutcome, OperationSpec } from './operation';
-import { HostError, LinkEvents, SessionLink } from './session-link';
+import { HostError, LinkEvents, SealRefused, SessionLink } from './session-link';
 import { OperationTiming } from './timing';
 
 export interface EgpLimits {
@@ -314,13 +316,21 @@ export class EgpClient {
       try {
         link.send(op);
       } catch (error) {
-        if (!link.isOpen) {
-          this.queue.unshift(op); // the session ended under it: the next one sends it, after the replay
+        if (!(error instanceof SealRefused)) {
+          // The session ended under it, with the operation among the unanswered it reported (in
+          // order): the next session sends it again after the replay, or the journal regenerates it.
           return;
         }
-        // Sealing refused the call itself (its descriptor beyond a limit): the session is unharmed.
-        const tooLarge = error instanceof WireError && error.code === 'TOO_LARGE';
-        op.reject(new EgpError(tooLarge ? 'TOO_LARGE' : 'INVALID_ARGUMENT', `${op.describe()}: ${(error as Error).message}`));
+        // Sealing refused the call itself (its descriptor beyond a limit, no memory for its
+        // frames) before its operation number was used: the session is unharmed.
+        const { refusal } = error;
+        const tooLarge = refusal instanceof WireError && refusal.code === 'TOO_LARGE';
+        const failure = new EgpError(tooLarge ? 'TOO_LARGE' : 'INVALID_ARGUMENT', `${op.describe()}: ${refusal instanceof RuntimeError ? refusal.reason : refusal.message}`);
+        if (op.origin === 'replay') {
+          this.failEverything(new EgpError('REPLAY_FAILED', `rebuilding device state in a new session: ${failure.message}`));
+          return;
+        }
+        op.reject(failure);
         continue;
       }
       this.inFlightBytes += op.wireBytes;
@@ -393,6 +403,9 @@ export class EgpClient {
     if (this.connecting || this.closedBy || this.link) return this.connecting ?? Promise.resolve();
     this.connecting = this.establish(isReconnect).finally(() => {
       this.connecting = undefined;
+      // The new session may have ended already, while its replay was being sent (onLost could
+      // not start another while this one was connecting): start the next one for what waits.
+      if (this.link === undefined && !this.closedBy && this.queue.length > 0) void this.reconnect(true);
     });
     return this.connecting;
   }

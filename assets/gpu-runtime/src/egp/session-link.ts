@@ -58,6 +58,17 @@ export class HostError extends WireError {
   }
 }
 
+/**
+ * send() refused the operation before its number was used (its descriptor beyond a limit, or
+ * no memory to seal it): the call fails alone, on `refusal`, and the session goes on.
+ */
+export class SealRefused extends Error {
+  constructor(readonly refusal: Error) {
+    super(refusal.message);
+    this.name = 'SealRefused';
+  }
+}
+
 /** Longest BUSY back-off honoured, whatever SGS asks for. */
 const MAX_RETRY_AFTER_MS = 5_000;
 
@@ -121,7 +132,13 @@ export class SessionLink {
     return this.state === 'ready';
   }
 
-  /** Seals the operation as the next of this session and writes it (or holds it while a BUSY resend is pending). */
+  /**
+   * Seals the operation as the next of this session and writes it (or holds it while a BUSY
+   * resend is pending). Throws SealRefused when the call fails alone (its descriptor beyond a
+   * limit, or no memory for its frames): operation n is not used and the session goes on.
+   * Any other failure ends the session first; the operation is among the unanswered that
+   * `lost` reports, in its place.
+   */
   send(op: Operation): void {
     if (this.state !== 'ready') throw new WireError('INTERNAL', 'the session is not open');
     const n = this.lastN + 1;
@@ -132,17 +149,40 @@ export class SessionLink {
     if (bigOperation) this.uncork(); // let its first frames leave while the rest is sealed
     const start = nowUs();
     if (timelineEnabled()) mark('egp', 'send', this.session!.sessionId, n, `op=${describeRequest(op.spec.request)}`);
-    // Refused here (TOO_LARGE), a call fails alone: operation n is not used, nothing is written.
-    const descriptor = encodeRequest(op.spec.request);
+    let descriptor: Buffer;
+    try {
+      descriptor = encodeRequest(op.spec.request);
+    } catch (error) {
+      throw new SealRefused(error as Error); // beyond a limit (TOO_LARGE): n is not used, nothing is written
+    }
+    // The frames' memory is allocated before anything is sealed. Once it is, the operation is
+    // in flight as operation n, so a failure from there on (n may be spent, frames written)
+    // ends the session with the operation reported in order, behind those sent before it.
+    let registered = false;
+    const allocate = (size: number): Buffer => {
+      let space: Buffer;
+      try {
+        space = (this.options.allocate ?? Buffer.allocUnsafe)(size);
+      } catch (error) {
+        throw new SealRefused(new WireError('TOO_LARGE', `no memory for its ${size} bytes of sealed frames (${(error as Error).message})`));
+      }
+      this.lastN = n;
+      if (this.inFlight.length === 0) this.lastHeardAt = Date.now(); // idle time before now is not silence
+      this.inFlight.push(op);
+      this.sendStates.set(op, { sends: holding ? 0 : 1, refusals: 0 });
+      registered = true;
+      return space;
+    };
     try {
       const sealed = sealOperation(this.session!, n, op.spec.request, descriptor, op.spec.digest, data, this.options.chunkBytes, (frame) => {
         if (!holding) this.write(frame, !bigOperation);
-      }, this.options.allocate);
+      }, allocate);
       op.frames = sealed.frames;
       op.space = sealed.space;
       op.wireBytes = sealed.bytes;
     } catch (error) {
-      // Past the descriptor, n may be spent and frames written: this session cannot go on.
+      if (!registered && error instanceof SealRefused) throw error; // nothing of n used: the call fails alone
+      if (!registered) this.inFlight.push(op); // so that end() reports it with the unanswered, in its place
       this.end(new WireError('INTERNAL', `sealing ${op.describe()} failed: ${(error as Error).message}`));
       throw error;
     }
@@ -150,10 +190,6 @@ export class SessionLink {
     op.timing.sealUs += end - start;
     op.timing.sentAt = end;
     mark('egp', 'sealed', this.session!.sessionId, n);
-    this.lastN = n;
-    if (this.inFlight.length === 0) this.lastHeardAt = Date.now(); // idle time before now is not silence
-    this.inFlight.push(op);
-    this.sendStates.set(op, { sends: holding ? 0 : 1, refusals: 0 });
   }
 
   /** Closes the session without reporting it lost; returns what was sent and not answered. */
