@@ -15,6 +15,17 @@
  * refused it (OPERATION_FAILED), the enclave is not admitted (UNAUTHORIZED), the host stays
  * unreachable (UNAVAILABLE), it is beyond a limit or the enclave has no memory to seal it
  * (TOO_LARGE: that call alone fails, the session goes on), or the client is closed.
+ *
+ * The journal stays bounded for the usual loops: compaction drops what later calls made
+ * irrelevant (an upload rewritten by a later one at least as long, with no read between; a
+ * kernel output overwritten). A chain of launches that each read the last one's output (an
+ * accumulator, `add {a, b, out: a}` in a loop) cannot be compacted: when the compacted journal
+ * reaches journalCheckpointEntries, the client reads the buffers launches wrote back (a dtoh
+ * of its own, pipelined with the calls) and journals each as an htod of the whole buffer, so
+ * the chain behind it is dropped. A buffer whose size a kernel may have changed, or that
+ * would take the journal past maxJournalBytes, is not checkpointed; if the journal still
+ * reaches maxJournalEntries, a call that would add to it fails TOO_LARGE until buffers are
+ * freed (checked when the call is made: calls already made may take it a little beyond).
  */
 import type { AesGcmBackend } from '../abe/aes-gcm';
 import type { EnclaveIdentity } from '../abe/handshake';
@@ -45,6 +56,13 @@ export interface EgpLimits {
   /** htod data the replay journal may hold, after compaction. */
   readonly maxJournalBytes: number;
   /**
+   * Entries the replay journal may hold, after compaction and checkpoints: a malloc, htod or
+   * launch made while it holds this many fails TOO_LARGE (free still goes).
+   */
+  readonly maxJournalEntries: number;
+  /** The journal's length, after compaction, at which the client checkpoints buffers that chains of launches built. */
+  readonly journalCheckpointEntries: number;
+  /**
    * Data chunk size of htod frames (at most 1 MiB). Smaller chunks overlap sealing here,
    * relaying in SGS (which forwards each frame as it arrives) and opening at the context.
    */
@@ -73,6 +91,8 @@ export const DEFAULT_LIMITS: EgpLimits = {
   maxInFlightBytes: 64 * 1024 * 1024,
   maxQueuedOps: 65_536,
   maxJournalBytes: 4 * 1024 * 1024 * 1024,
+  maxJournalEntries: 65_536,
+  journalCheckpointEntries: 1_024,
   chunkBytes: DEFAULT_CHUNK_BYTES,
   handshakeTimeoutMs: 30_000,
   idleTimeoutMs: 120_000,
@@ -149,6 +169,10 @@ export class EgpClient {
   private readonly unsettled = new Set<Operation>();
   private readonly buffers = new Map<number, BufferRecord>();
   private readonly journal = new Journal();
+  /** The journal length at which the next checkpoint is considered. */
+  private checkpointAt: number;
+  /** Checkpoint dtohs queued or sent and not answered (a new round starts once none is left). */
+  private readonly checkpoints = new Set<Operation>();
   private readonly pool: BufferPool;
   private nextSeq = 1;
   private nextBufferId = 1;
@@ -158,6 +182,7 @@ export class EgpClient {
     this.limits = { ...DEFAULT_LIMITS, ...options.limits };
     this.pool = new BufferPool(this.limits.poolBytes);
     this.window = this.limits.maxInFlightOps;
+    this.checkpointAt = this.limits.journalCheckpointEntries;
     if (!(this.limits.chunkBytes >= 1 && this.limits.chunkBytes <= MAX_CHUNK_BYTES)) {
       throw new EgpError('INVALID_ARGUMENT', `chunkBytes must be 1 to ${MAX_CHUNK_BYTES}`);
     }
@@ -181,6 +206,7 @@ export class EgpClient {
       throw new EgpError('INVALID_ARGUMENT', `a buffer is 0 to ${MAX_BUFFER_BYTES} bytes, got ${size}`);
     }
     if (this.nextBufferId > MAX_BUFFER_ID) throw new EgpError('TOO_LARGE', 'this client has used every buffer id');
+    this.checkJournalRoom();
     const buffer = this.nextBufferId++;
     const request: OperationRequest = { op: 'malloc', buffer, size };
     this.buffers.set(buffer, { size });
@@ -204,6 +230,7 @@ export class EgpClient {
     if (record.size !== undefined && bytes.length > record.size) {
       throw new EgpError('INVALID_ARGUMENT', `buffer ${buffer} holds ${record.size} bytes, not ${bytes.length}`);
     }
+    this.checkJournalRoom();
     if (this.journal.bytes + bytes.length > this.limits.maxJournalBytes) {
       this.journal.compact();
       if (this.journal.bytes + bytes.length > this.limits.maxJournalBytes) {
@@ -231,6 +258,7 @@ export class EgpClient {
       throw new EgpError('INVALID_ARGUMENT', 'a kernel name is 1 to 64 characters');
     }
     const kernelArgs = toKernelArgs(args);
+    this.checkJournalRoom();
     const digest = launchDigest(kernel, kernelArgs, this.kernelDigests, this.buffers, options.digest);
     const request: OperationRequest = { op: 'launch', kernel, args: kernelArgs };
     const { reads, writes, overwrites, resizes } = launchEffects(kernel, kernelArgs, this.buffers, (id) => this.buffers.get(id)?.size);
@@ -278,6 +306,15 @@ export class EgpClient {
     if (this.closedBy) return;
     this.closedBy = new EgpError('CLOSED', 'the EGP client was closed');
     this.failEverything(this.closedBy);
+  }
+
+  /** Refuses a state-changing call while the journal (compacted) holds maxJournalEntries entries. */
+  private checkJournalRoom(): void {
+    if (this.journal.length < this.limits.maxJournalEntries) return;
+    this.recycle(this.journal.compact());
+    if (this.journal.length >= this.limits.maxJournalEntries) {
+      throw new EgpError('TOO_LARGE', `the replay journal holds ${this.journal.length} entries (maxJournalEntries), which neither compaction nor checkpoints could shorten; free buffers no longer needed`);
+    }
   }
 
   private bufferRecord(buffer: number): BufferRecord {
@@ -352,7 +389,12 @@ export class EgpClient {
         const space = op.takeSpace();
         if (space) this.pool.release(space);
         const change = op.spec.change;
-        if (op.origin === 'app' && ok && change) this.recycle(this.journal.append(op.spec.upload ? { ...change, data: op.spec.upload.copy() } : change));
+        if (op.origin === 'checkpoint') {
+          this.checkpointed(op, ok);
+        } else if (op.origin === 'app' && ok && change) {
+          this.recycle(this.journal.append(op.spec.upload ? { ...change, data: op.spec.upload.copy() } : change));
+          this.checkpoint();
+        }
         this.pump();
       },
       finished: (op, done) => {
@@ -376,6 +418,7 @@ export class EgpClient {
     // Replays are regenerated from the journal in the next session; calls go again after them.
     const retry = [...unanswered, ...this.queue].filter((op) => op.origin === 'app');
     this.queue = [];
+    this.checkpoints.clear(); // the next journaled call starts another round
     // An operation beyond the partition's cap is refused TOO_LARGE whatever the session: it fails alone.
     const tooLarge = error instanceof HostError && error.code === 'TOO_LARGE' ? unanswered.find((op) => op.n === error.n) : undefined;
     for (const op of retry) {
@@ -455,6 +498,58 @@ export class EgpClient {
         delay = Math.min(2 * delay, this.limits.maxReconnectDelayMs);
       }
     }
+  }
+
+  /**
+   * Once the compacted journal reaches checkpointAt: reads back the live buffers launches
+   * wrote (smallest first, as many as maxJournalBytes leaves room for), to journal each as an
+   * htod of the whole buffer. The dtohs go ahead of the calls still queued, right behind
+   * those already sent: each is answered after every journaled change before it and before
+   * any after it, so its htod takes its place in the journal and a replay rebuilds the same
+   * memory. Only buffers whose size the client knows (no kernel may have resized them) are
+   * read, so the htod covers the buffer exactly.
+   */
+  private checkpoint(): void {
+    if (this.journal.length < this.checkpointAt || this.checkpoints.size > 0) return;
+    this.recycle(this.journal.compact());
+    const threshold = this.limits.journalCheckpointEntries;
+    if (this.journal.length < threshold) {
+      this.checkpointAt = threshold;
+      return;
+    }
+    let room = this.limits.maxJournalBytes - this.journal.bytes;
+    const candidates = this.journal.checkpointCandidates()
+      .map((buffer) => ({ buffer, size: this.buffers.get(buffer)?.size }))
+      .filter((c): c is { buffer: number; size: number } => c.size !== undefined && c.size > 0)
+      .sort((a, b) => a.size - b.size);
+    const reads: Operation[] = [];
+    for (const { buffer, size } of candidates) {
+      if (size > room) break;
+      room -= size;
+      reads.push(new Operation(0, 'checkpoint', { request: { op: 'dtoh', buffer }, digest: ZERO_DIGEST, maxOutputBytes: size }));
+    }
+    if (reads.length === 0) {
+      this.checkpointAt = 2 * this.journal.length; // nothing to read back now: try again when it has doubled
+      return;
+    }
+    reads.forEach((op) => this.checkpoints.add(op));
+    const at = this.queue.findIndex((op) => op.origin !== 'replay');
+    this.queue.splice(at < 0 ? this.queue.length : at, 0, ...reads);
+  }
+
+  /** A checkpoint's dtoh was answered: its bytes go into the journal as an htod of the whole buffer. */
+  private checkpointed(op: Operation, ok: boolean): void {
+    this.checkpoints.delete(op);
+    const { request } = op;
+    const output = op.output;
+    if (ok && request.op === 'dtoh' && output !== undefined && output.length === op.spec.maxOutputBytes) {
+      const htod: OperationRequest = { op: 'htod', buffer: request.buffer, size: output.length };
+      this.recycle(this.journal.append({ request: htod, data: output, digest: ZERO_DIGEST, writes: [request.buffer], overwrites: [request.buffer] }));
+    }
+    if (this.checkpoints.size > 0) return;
+    this.recycle(this.journal.compact());
+    // Where the round did not shorten it enough (buffers it could not read back), wait for it to double.
+    this.checkpointAt = Math.max(this.limits.journalCheckpointEntries, 2 * this.journal.length);
   }
 
   /**

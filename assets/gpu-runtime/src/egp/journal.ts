@@ -10,7 +10,16 @@
  * allocated to the first entry. Each entry states what it reads, what it writes and which
  * of those writes replace the whole buffer (kernel-effects.ts); the client never reuses a
  * buffer id. Where effects are uncertain they are over-stated, which keeps too much, never
- * too little.
+ * too little. An htod writes its buffer's first `size` bytes, so the pass also tracks, per
+ * buffer, the prefix a kept later htod rewrites before anything kept reads the buffer: an
+ * earlier htod within that prefix is dropped (a loop uploading 64 KiB into a 1 MiB buffer
+ * keeps one upload, not one per iteration).
+ *
+ * What compaction cannot shorten is a chain of launches that each read what the last one
+ * wrote (an accumulator, `add {a, b, out: a}` over and over). The client bounds those with
+ * checkpoints: checkpointCandidates() names the live buffers a kept launch wrote, the client
+ * reads them back and appends each as an htod of the whole buffer, after which the chain
+ * that built it is dropped.
  */
 import { OperationRequest } from '../protocol/op-descriptor';
 
@@ -65,6 +74,9 @@ export class Journal {
   compact(): StateChange[] {
     const needContent = new Set(this.live); // buffers whose content at this point is needed later
     const needExist = new Set(this.live); // buffers that must be allocated at this point
+    // For a buffer in needContent: how many of its first bytes a kept htod after this point
+    // writes before any kept entry reads the buffer, so their content here is not needed.
+    const covered = new Map<number, number>();
     const keep = new Array<boolean>(this.entries.length).fill(false);
     const keptMallocs = new Set<number>();
     for (let i = this.entries.length - 1; i >= 0; i--) {
@@ -76,11 +88,30 @@ export class Journal {
         }
         needExist.delete(request.buffer);
         needContent.delete(request.buffer); // a new buffer is zeros: nothing before it matters
+        covered.delete(request.buffer);
+      } else if (request.op === 'htod' && reads.length === 0 && writes.every((id) => id === request.buffer)) {
+        // It writes the buffer's first request.size bytes: needed unless a later kept htod rewrites them all.
+        const id = request.buffer;
+        if (needContent.has(id) && request.size > (covered.get(id) ?? 0)) {
+          keep[i] = true;
+          covered.set(id, request.size);
+          if (overwrites.includes(id)) {
+            needContent.delete(id);
+            covered.delete(id);
+          }
+          needExist.add(id);
+        }
       } else if (request.op === 'htod' || request.op === 'launch') {
         if (writes.some((id) => needContent.has(id))) {
           keep[i] = true;
-          overwrites.forEach((id) => needContent.delete(id));
-          reads.forEach((id) => needContent.add(id));
+          overwrites.forEach((id) => {
+            needContent.delete(id);
+            covered.delete(id);
+          });
+          reads.forEach((id) => {
+            needContent.add(id);
+            covered.delete(id); // read here: all of its content matters again
+          });
           [...reads, ...writes].forEach((id) => needExist.add(id));
         }
       }
@@ -101,5 +132,18 @@ export class Journal {
     this.dataBytes = dataBytes;
     this.compactAt = Math.max(MIN_COMPACTION_LENGTH, 2 * kept.length);
     return dropped;
+  }
+
+  /**
+   * The live buffers some entry's launch writes: those whose content a chain of launches may
+   * have built, which a checkpoint (an htod of the whole buffer, read back from the device)
+   * lets compaction drop. Call it on a compacted journal.
+   */
+  checkpointCandidates(): number[] {
+    const written = new Set<number>();
+    for (const { request, writes = [] } of this.entries) {
+      if (request.op === 'launch') writes.forEach((id) => this.live.has(id) && written.add(id));
+    }
+    return [...written];
   }
 }

@@ -29,8 +29,11 @@ export interface OperationOutcome {
   readonly timing: OperationTiming;
 }
 
-/** app: an application's call; replay: an entry of the journal sent again in a new session. */
-export type OperationOrigin = 'app' | 'replay';
+/**
+ * app: an application's call; replay: an entry of the journal sent again in a new session;
+ * checkpoint: the client's own dtoh of a buffer, journaled as an htod of it.
+ */
+export type OperationOrigin = 'app' | 'replay' | 'checkpoint';
 
 export interface OperationSpec {
   readonly request: OperationRequest;
@@ -86,6 +89,11 @@ export class Operation {
   /** The result descriptor, once its chunk opened. */
   get result() {
     return this.assembler?.result;
+  }
+
+  /** dtoh: the bytes read, once the result is complete. */
+  get output(): Buffer | undefined {
+    return this.assembler?.output;
   }
 
   /** Prepares a new attempt in a new session: nothing of the last one carries over. */

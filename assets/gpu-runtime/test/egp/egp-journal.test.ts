@@ -3,7 +3,8 @@
  * programs over a small model of the context's memory (malloc zero-fills, htod writes a
  * prefix, add/relu write count f32, onnx.run replaces its outputs, an unknown kernel writes
  * every buffer it names), replaying the compacted journal gives every live buffer the same
- * bytes as replaying all of it. And a long inference loop keeps it small.
+ * bytes as replaying all of it. And a long inference loop keeps it small, also when it
+ * uploads less than its input buffer holds.
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
@@ -149,5 +150,68 @@ describe('EGP replay journal', () => {
     expect(journal.changes.map((c) => c.request.op)).toEqual(['malloc', 'malloc', 'malloc', 'htod', 'htod', 'launch']);
     expect(journal.changes[4].data![0]).toBe(9_999 & 0xff);
     expect(journal.bytes).toBe(128);
+  });
+
+  it('keeps a loop of partial uploads to its last upload', () => {
+    // htod(64 bytes into a 1 KiB buffer) -> relu (replaces out) -> dtoh, over and over
+    const journal = new Journal();
+    const append = (change: StateChange) => journal.append(change);
+    [1, 2].forEach((buffer) => append({ request: { op: 'malloc', buffer, size: 1024 }, digest: ZERO_DIGEST }));
+    const args: KernelArgs = new Map<string, number>([['input', 1], ['out', 2], ['count', 256]]);
+    const changes: StateChange[] = [];
+    for (let i = 0; i < 10_000; i++) {
+      const upload: StateChange = { request: { op: 'htod', buffer: 1, size: 64 }, data: Buffer.alloc(64, i), digest: ZERO_DIGEST, writes: [1], overwrites: [] };
+      const relu: StateChange = { request: { op: 'launch', kernel: 'relu', args }, digest: ZERO_DIGEST, ...launchEffects('relu', args, new Set([1, 2]), () => 1024) };
+      changes.push(upload, relu);
+      append(upload);
+      append(relu);
+      expect(journal.length).toBeLessThanOrEqual(16);
+    }
+    journal.compact();
+    expect(journal.changes.map((c) => c.request.op)).toEqual(['malloc', 'malloc', 'htod', 'launch']);
+    expect(journal.changes[2].data![0]).toBe(9_999 & 0xff);
+    expect(journal.bytes).toBe(64);
+  });
+
+  it('keeps an upload only while no later one at least as long rewrites it before a read', () => {
+    // A full upload, then uploads of 4, 12, 8 and 16 bytes into 32, each read by relu; then
+    // uploads with no read between them: a shorter one does not cover a longer one.
+    const journal = new Journal();
+    const all: StateChange[] = [];
+    const append = (change: StateChange) => {
+      all.push(change);
+      journal.append(change);
+    };
+    [1, 2].forEach((buffer) => append({ request: { op: 'malloc', buffer, size: 32 }, digest: ZERO_DIGEST }));
+    const htod = (size: number, seed: number): StateChange =>
+      ({ request: { op: 'htod', buffer: 1, size }, data: Buffer.alloc(size, seed), digest: ZERO_DIGEST, writes: [1], overwrites: size === 32 ? [1] : [] });
+    const args: KernelArgs = new Map<string, number>([['input', 1], ['out', 2], ['count', 8]]);
+    const relu = (): StateChange => ({ request: { op: 'launch', kernel: 'relu', args }, digest: ZERO_DIGEST, ...launchEffects('relu', args, new Set([1, 2]), () => 32) });
+    append(htod(32, 0x40));
+    for (let i = 0; i < 1_000; i++) {
+      append(htod([4, 12, 8, 16][i % 4], i & 0x3f));
+      append(relu());
+    }
+    append(htod(8, 0x41)); // a read of buffer 1 would need this and the 16 and 12 bytes before: none comes
+    append(htod(4, 0x42));
+    append(htod(12, 0x43));
+    journal.compact();
+    // The full upload, then the last 16-byte one (i = 999); the 8 and 4 bytes are covered by the 12.
+    expect(journal.changes.filter((c) => c.request.op === 'htod').map((c) => c.request.op === 'htod' && c.request.size)).toEqual([32, 16, 12]);
+    const full = replay(all);
+    const compacted = replay(journal.changes);
+    for (const [id, bytes] of full) expect(compacted.get(id)!.equals(bytes), `buffer ${id}`).toBe(true);
+  });
+
+  it('names the live buffers launches wrote as checkpoint candidates', () => {
+    const journal = new Journal();
+    [1, 2, 3].forEach((buffer) => journal.append({ request: { op: 'malloc', buffer, size: 16 }, digest: ZERO_DIGEST }));
+    journal.append({ request: { op: 'htod', buffer: 2, size: 16 }, data: Buffer.alloc(16, 1), digest: ZERO_DIGEST, writes: [2], overwrites: [2] });
+    const args: KernelArgs = new Map<string, number>([['a', 1], ['b', 2], ['out', 1], ['count', 4]]);
+    journal.append({ request: { op: 'launch', kernel: 'add', args }, digest: ZERO_DIGEST, ...launchEffects('add', args, new Set([1, 2, 3]), () => 16) });
+    const relu: KernelArgs = new Map<string, number>([['input', 2], ['out', 3], ['count', 4]]);
+    journal.append({ request: { op: 'launch', kernel: 'relu', args: relu }, digest: ZERO_DIGEST, ...launchEffects('relu', relu, new Set([1, 2, 3]), () => 16) });
+    journal.append({ request: { op: 'free', buffer: 3 }, digest: ZERO_DIGEST });
+    expect(journal.checkpointCandidates()).toEqual([1]);
   });
 });
