@@ -8,13 +8,17 @@
  * pipelined exactly as the TypeScript API's calls are; responses are written as calls settle
  * (in order, except that a request refused before it reaches the client is answered at once).
  * Hard limits: a request line of at most maxLineBytes, at most maxPendingRequests unanswered
- * per connection (reading pauses beyond it), and at most maxConnections connections.
+ * per connection (answers not yet written to the socket included; reading pauses beyond it),
+ * reading paused while more than maxBufferedBytes of answers wait for a client that does not
+ * read, at most maxHeldLineBytes of unfinished lines across connections, and at most
+ * maxConnections connections.
  */
 import type { Server, Socket } from 'node:net';
 import type { EnclaveIdentity } from '../abe/handshake';
 import { removeStaleSocket } from '../context/stale-socket';
 import { Address, formatAddress, listen } from '../protocol/transport';
 import { EgpClient, EgpLimits } from './client';
+import { EgpError } from './errors';
 import { BadRequest, RequestFailure, SocketCall, errorLine, parseRequest, resultLine } from './socket-protocol';
 
 export interface EgpSocketServerOptions {
@@ -24,13 +28,22 @@ export interface EgpSocketServerOptions {
   readonly limits?: Partial<EgpLimits>;
   /** Longest request line (base64 data included). */
   readonly maxLineBytes?: number;
+  /** Requests read on a connection and not yet answered (in flight, or answered but not yet written to the socket); reading pauses at this many. */
   readonly maxPendingRequests?: number;
+  /** Reading from a connection pauses while more than this many bytes of answers wait to be written to it. */
+  readonly maxBufferedBytes?: number;
+  /**
+   * Bytes of unfinished request lines held across all connections (default twice
+   * maxLineBytes); a connection whose input would pass it gets TOO_LARGE and is closed.
+   */
+  readonly maxHeldLineBytes?: number;
   readonly maxConnections?: number;
   readonly log?: (line: string) => void;
 }
 
 export const DEFAULT_MAX_LINE_BYTES = 192 * 1024 * 1024; // a ResNet-50 (102 MB) in base64, with room
 const DEFAULT_MAX_PENDING = 1024;
+const DEFAULT_MAX_BUFFERED_BYTES = 16 * 1024 * 1024;
 const DEFAULT_MAX_CONNECTIONS = 64;
 /** The longest a refused connection is kept for its answer to be written. */
 const REFUSAL_LINGER_MS = 1_000;
@@ -48,8 +61,12 @@ export class EgpSocketServer {
   private readonly connections = new Set<SocketConnection>();
   /** Connections refused at maxConnections whose answer is still being written. */
   private readonly refused = new Set<Socket>();
+  /** Bytes of request input (mostly unfinished lines) held across connections. */
+  private readonly held: HeldBudget;
 
-  private constructor(private readonly options: EgpSocketServerOptions) {}
+  private constructor(private readonly options: EgpSocketServerOptions) {
+    this.held = { held: 0, max: options.maxHeldLineBytes ?? 2 * (options.maxLineBytes ?? DEFAULT_MAX_LINE_BYTES) };
+  }
 
   get address(): string {
     return formatAddress(this.options.listen);
@@ -72,7 +89,11 @@ export class EgpSocketServer {
       this.refuse(socket, errorLine(null, new BadRequest(`this EGP serves at most ${maxConnections} connections`)));
       return;
     }
-    const connection = new SocketConnection(socket, this.options, () => this.connections.delete(connection));
+    const connection: SocketConnection = new SocketConnection(socket, this.options, {
+      budget: this.held,
+      closed: () => this.connections.delete(connection),
+      refuse: (refused, line) => this.refuse(refused, line),
+    });
     this.connections.add(connection);
   }
 
@@ -95,67 +116,145 @@ export class EgpSocketServer {
   }
 }
 
-/** One application's connection: line framing, its session, its pending requests. */
+/** Bytes of request input held across a server's connections, against one budget. */
+interface HeldBudget {
+  held: number;
+  readonly max: number;
+}
+
+/** What a connection asks of its server. */
+interface ConnectionHooks {
+  readonly budget: HeldBudget;
+  /** The connection is closed (its socket destroyed, or handed to refuse). */
+  closed(): void;
+  /** Answers `line` and closes the socket on the server's side (EgpSocketServer.refuse). */
+  refuse(socket: Socket, line: string): void;
+}
+
+/**
+ * One application's connection: line framing, its session, its pending requests.
+ *
+ * Input is split into lines only while the connection is not blocked, that is while fewer than
+ * maxPending requests are outstanding (read, and their answer not yet written to the socket:
+ * in flight, or refused and buffered) and at most maxBufferedBytes wait in the socket's write
+ * buffer. While blocked, reading pauses; each answer written to the socket unblocks it in
+ * turn. So a client that does not read holds at most maxPending answers in the daemon, and
+ * stops being read once maxBufferedBytes wait for it.
+ */
 class SocketConnection {
   private client?: Promise<EgpClient>;
+  /** The request line being received: chunks with no newline. */
   private pieces: Buffer[] = [];
   private pieceBytes = 0;
-  private pending = 0;
+  /** Chunks received and not yet split into lines (while blocked). */
+  private readonly backlog: Buffer[] = [];
+  /** Bytes of pieces and backlog, counted in the server's budget. */
+  private held = 0;
+  /** Requests read whose answer is not yet written to the socket. */
+  private outstanding = 0;
+  /** Calls passed to the client that have not settled. */
+  private inFlight = 0;
   private closed = false;
   private readonly maxLine: number;
   private readonly maxPending: number;
+  private readonly maxBuffered: number;
 
-  constructor(private readonly socket: Socket, private readonly options: EgpSocketServerOptions, private readonly onClosed: () => void) {
+  constructor(private readonly socket: Socket, private readonly options: EgpSocketServerOptions, private readonly hooks: ConnectionHooks) {
     this.maxLine = options.maxLineBytes ?? DEFAULT_MAX_LINE_BYTES;
     this.maxPending = options.maxPendingRequests ?? DEFAULT_MAX_PENDING;
+    this.maxBuffered = options.maxBufferedBytes ?? DEFAULT_MAX_BUFFERED_BYTES;
     socket.on('data', (chunk: Buffer) => this.receive(chunk));
     socket.on('error', () => this.close());
     socket.on('close', () => this.close());
   }
 
   close(): void {
-    if (this.closed) return;
-    this.closed = true;
-    this.client?.then((client) => client.close(), () => undefined);
+    if (!this.stop()) return;
     if (!this.socket.destroyed) this.socket.destroy();
-    this.onClosed();
+    this.hooks.closed();
+  }
+
+  /** Closes the connection after one last line to the client (see EgpSocketServer.refuse). */
+  private closeWith(line: string): void {
+    if (!this.stop()) return;
+    this.hooks.closed();
+    this.hooks.refuse(this.socket, line);
+  }
+
+  /** Marks the connection closed, releases what it holds and closes its session; false if it was already. */
+  private stop(): boolean {
+    if (this.closed) return false;
+    this.closed = true;
+    this.hooks.budget.held -= this.held;
+    this.held = 0;
+    this.pieces = [];
+    this.backlog.length = 0;
+    this.client?.then((client) => client.close(), () => undefined);
+    return true;
   }
 
   private receive(chunk: Buffer): void {
-    let start = 0;
-    for (let newline = chunk.indexOf(10); newline >= 0; newline = chunk.indexOf(10, start)) {
-      this.pieces.push(chunk.subarray(start, newline));
-      const line = Buffer.concat(this.pieces, this.pieceBytes + newline - start);
+    if (this.closed) return;
+    const budget = this.hooks.budget;
+    if (budget.held + chunk.length > budget.max) {
+      this.options.log?.(`closing a connection: unfinished request lines would pass ${budget.max} bytes across connections`);
+      return this.closeWith(errorLine(null, new EgpError('TOO_LARGE', `this EGP holds at most ${budget.max} bytes of unfinished request lines across its connections; the connection is closed`)));
+    }
+    budget.held += chunk.length;
+    this.held += chunk.length;
+    this.backlog.push(chunk);
+    this.pump();
+  }
+
+  private blocked(): boolean {
+    return this.outstanding >= this.maxPending || this.socket.writableLength > this.maxBuffered;
+  }
+
+  /** Handles the complete lines received while not blocked; pauses or resumes reading to match. */
+  private pump(): void {
+    while (!this.closed && this.backlog.length > 0 && !this.blocked()) {
+      const chunk = this.backlog[0];
+      const newline = chunk.indexOf(10);
+      if (newline < 0) {
+        this.backlog.shift();
+        this.pieces.push(chunk);
+        this.pieceBytes += chunk.length;
+        if (this.pieceBytes > this.maxLine) return this.refuseLine();
+        continue;
+      }
+      if (newline + 1 < chunk.length) this.backlog[0] = chunk.subarray(newline + 1);
+      else this.backlog.shift();
+      const length = this.pieceBytes + newline;
+      if (length > this.maxLine) return this.refuseLine();
+      this.pieces.push(chunk.subarray(0, newline));
+      const line = Buffer.concat(this.pieces, length);
       this.pieces = [];
       this.pieceBytes = 0;
-      start = newline + 1;
-      if (line.length > this.maxLine) return this.refuseLine();
+      this.held -= length + 1;
+      this.hooks.budget.held -= length + 1;
       if (line.length > 0) this.handle(line.toString('utf8'));
-      if (this.closed) return;
     }
-    const rest = chunk.subarray(start);
-    this.pieceBytes += rest.length;
-    if (this.pieceBytes > this.maxLine) return this.refuseLine();
-    if (rest.length > 0) this.pieces.push(rest);
+    if (this.closed) return;
+    if (this.blocked()) this.socket.pause();
+    else if (this.socket.isPaused()) this.socket.resume();
   }
 
   private refuseLine(): void {
-    this.socket.end(errorLine(null, new BadRequest(`a request line is at most ${this.maxLine} bytes; the connection is closed`)));
-    this.close();
+    this.closeWith(errorLine(null, new BadRequest(`a request line is at most ${this.maxLine} bytes; the connection is closed`)));
   }
 
   private handle(line: string): void {
+    this.outstanding++;
     let request;
     try {
       request = parseRequest(line);
     } catch (error) {
       if (error instanceof RequestFailure) this.options.log?.(error.message);
-      this.write(errorLine(error instanceof BadRequest || error instanceof RequestFailure ? error.id : null, error));
+      this.send(errorLine(error instanceof BadRequest || error instanceof RequestFailure ? error.id : null, error));
       return;
     }
-    this.pending++;
-    if (this.pending >= this.maxPending) this.socket.pause();
     const { id, call } = request;
+    this.inFlight++;
     this.invoke(call).then(
       (result) => this.answer(resultLine(id, result)),
       (error: unknown) => this.answer(errorLine(id, error)),
@@ -163,13 +262,17 @@ class SocketConnection {
   }
 
   private answer(line: string): void {
-    this.pending--;
-    this.write(line);
-    if (this.pending < this.maxPending && this.socket.isPaused() && !this.closed) this.socket.resume();
+    this.inFlight--;
+    this.send(line);
   }
 
-  private write(line: string): void {
-    if (!this.closed) this.socket.write(line);
+  /** Writes an answer; its request stops counting as outstanding once the socket has taken it. */
+  private send(line: string): void {
+    if (this.closed) return;
+    this.socket.write(line, () => {
+      this.outstanding--;
+      this.pump();
+    });
   }
 
   /**

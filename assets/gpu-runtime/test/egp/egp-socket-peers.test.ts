@@ -8,9 +8,9 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import * as net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { EnclaveIdentity } from '../../src/abe/handshake';
-import type { LocalStack } from '../../src/egp/local-stack';
+import { LocalStack, startLocalStack } from '../../src/egp/local-stack';
 import { EgpSocketServer, EgpSocketServerOptions } from '../../src/egp/socket-server';
 import { parseAddress } from '../../src/protocol/transport';
 
@@ -71,12 +71,35 @@ async function deafPeer(path: string): Promise<net.Socket> {
   return socket;
 }
 
-/** Everything a peer receives, as text, and whether its read side has ended. */
-function collect(socket: net.Socket): { text: string; ended: boolean } {
-  const seen = { text: '', ended: false };
+/** The daemon's connection behind its side of a socket (private state, read by these tests only). */
+function connectionOf(server: EgpSocketServer, side: net.Socket): { inFlight: number } {
+  const connections = (server as unknown as { connections: Set<{ socket: net.Socket; inFlight: number }> }).connections;
+  const found = [...connections].find((connection) => connection.socket === side);
+  if (found === undefined) throw new Error('no connection for that socket');
+  return found;
+}
+
+/**
+ * Waits until the daemon has stopped taking requests from `side` for good while its peer does
+ * not read (reading paused, no call in flight, answers waiting in its buffer), or until what it
+ * buffers toward the peer passes `bound`; returns the most it buffered meanwhile.
+ */
+async function stalled(server: EgpSocketServer, side: net.Socket, bound: number): Promise<number> {
+  let most = 0;
+  await until(() => {
+    most = Math.max(most, side.writableLength);
+    return most > bound || (side.isPaused() && side.writableLength > 0 && connectionOf(server, side).inFlight === 0);
+  });
+  return most;
+}
+
+/** Everything a peer receives, as text, whether its read side has ended, and whether it is closed. */
+function collect(socket: net.Socket): { text: string; ended: boolean; closed: boolean } {
+  const seen = { text: '', ended: false, closed: false };
   socket.setEncoding('utf8');
   socket.on('data', (text: string) => { seen.text += text; });
   socket.on('end', () => { seen.ended = true; });
+  socket.on('close', () => { seen.closed = true; });
   return seen;
 }
 
@@ -101,5 +124,93 @@ describe('EGP socket daemon at maxConnections', () => {
     await until(() => accepted.length === 6);
     await server.close();
     expect(accepted.every((socket) => socket.destroyed)).toBe(true);
+  });
+});
+
+describe('EGP socket daemon toward a client that does not read', () => {
+  let stack: LocalStack;
+
+  beforeAll(async () => {
+    stack = await startLocalStack();
+  });
+
+  afterAll(async () => {
+    await stack?.stop();
+  });
+
+  it('stops reading requests while answers are waiting to be sent, and serves them all once the client reads', async () => {
+    const maxBufferedBytes = 256 * 1024;
+    const maxPendingRequests = 4;
+    const { server, path, accepted } = await daemon({ maxBufferedBytes, maxPendingRequests }, stack);
+    const client = await open(path);
+    const seen = collect(client);
+    const size = 64 * 1024;
+    client.write(`${JSON.stringify({ id: 0, method: 'malloc', params: { size } })}\n`);
+    await until(() => seen.text.includes('\n'));
+    const buffer = JSON.parse(seen.text).result.buffer as number;
+    seen.text = '';
+    client.pause();
+    const count = 300;
+    client.write(Array.from({ length: count }, (_, i) => `${JSON.stringify({ id: i + 1, method: 'memcpyDtoH', params: { buffer } })}\n`).join(''));
+    const answerBytes = `${JSON.stringify({ id: count, result: { data: Buffer.alloc(size).toString('base64') } })}\n`.length;
+    const bound = maxBufferedBytes + maxPendingRequests * answerBytes;
+    const side = accepted[0];
+    expect(await stalled(server, side, bound)).toBeLessThanOrEqual(bound);
+
+    client.resume();
+    await until(() => seen.text.split('\n').length > count);
+    const answers = seen.text.trimEnd().split('\n').map((line) => JSON.parse(line) as { id: number; result?: { data: string } });
+    expect(answers.map((answer) => answer.id)).toEqual(Array.from({ length: count }, (_, i) => i + 1));
+    expect(answers.every((answer) => Buffer.from(answer.result!.data, 'base64').length === size)).toBe(true);
+  });
+
+  it('counts refused lines as unanswered: a flood of garbage from a client that does not read stays bounded', async () => {
+    const maxBufferedBytes = 64 * 1024;
+    const maxPendingRequests = 4;
+    const { server, path, accepted } = await daemon({ maxBufferedBytes, maxPendingRequests });
+    const client = await open(path);
+    client.on('error', () => {});
+    client.pause();
+    const sent = 'x\n'.repeat(200_000);
+    client.write(sent);
+    await until(() => accepted.length === 1);
+    const side = accepted[0];
+    const answerBytes = `${JSON.stringify({ id: null, error: { code: 'BAD_REQUEST', reason: 'the line is not JSON' } })}\n`.length;
+    const bound = maxBufferedBytes + maxPendingRequests * answerBytes;
+    expect(await stalled(server, side, bound)).toBeLessThanOrEqual(bound);
+    expect(side.bytesRead).toBeLessThan(sent.length);
+  });
+});
+
+describe('EGP socket daemon: unfinished request lines', () => {
+  it('holds at most maxHeldLineBytes of them across its connections, closing a connection that would pass it', async () => {
+    const maxHeldLineBytes = 512 * 1024;
+    const { path, accepted } = await daemon({ maxLineBytes: 256 * 1024, maxHeldLineBytes });
+    // Less than a socket's buffer, so each client's write is complete before the daemon can refuse it.
+    const part = Buffer.alloc(100 * 1024, 'a');
+    const clients = await Promise.all(Array.from({ length: 8 }, () => open(path)));
+    const seen = clients.map((client) => {
+      client.on('error', () => {});
+      return collect(client);
+    });
+    for (const client of clients) client.write(part);
+    await until(() => accepted.length === clients.length);
+    await until(() => accepted.every((side) => side.destroyed || side.bytesRead === part.length));
+    const held = accepted.filter((side) => !side.destroyed).reduce((total, side) => total + side.bytesRead, 0);
+    expect(held).toBeLessThanOrEqual(maxHeldLineBytes);
+    const refused = seen.filter((_, i) => accepted[i].destroyed);
+    expect(refused.length).toBeGreaterThan(0);
+    await until(() => refused.every((peer) => peer.closed));
+    for (const peer of refused) {
+      expect(JSON.parse(peer.text)).toMatchObject({ id: null, error: { code: 'TOO_LARGE' } });
+    }
+
+    // What a connection held is released when it closes.
+    for (const client of clients) client.destroy();
+    await until(() => accepted.every((side) => side.destroyed));
+    const next = await open(path);
+    next.write(Buffer.alloc(200 * 1024, 'b')); // with what the closed ones held, it would pass the budget
+    await until(() => accepted.length === clients.length + 1 && accepted[clients.length].bytesRead === 200 * 1024);
+    expect(accepted[clients.length].destroyed).toBe(false);
   });
 });
