@@ -154,6 +154,8 @@ class SocketConnection {
   private outstanding = 0;
   /** Calls passed to the client that have not settled. */
   private inFlight = 0;
+  /** The client has shut down its write side: no more requests come. */
+  private ended = false;
   private closed = false;
   private readonly maxLine: number;
   private readonly maxPending: number;
@@ -163,6 +165,13 @@ class SocketConnection {
     this.maxLine = options.maxLineBytes ?? DEFAULT_MAX_LINE_BYTES;
     this.maxPending = options.maxPendingRequests ?? DEFAULT_MAX_PENDING;
     this.maxBuffered = options.maxBufferedBytes ?? DEFAULT_MAX_BUFFERED_BYTES;
+    // A client that shuts down its write side once it has sent its requests (nc -N, socat)
+    // still gets every answer: this side ends once they are written (see pump), not at once.
+    socket.allowHalfOpen = true;
+    socket.on('end', () => {
+      this.ended = true;
+      this.pump();
+    });
     socket.on('data', (chunk: Buffer) => this.receive(chunk));
     socket.on('error', () => this.close());
     socket.on('close', () => this.close());
@@ -235,6 +244,11 @@ class SocketConnection {
       if (line.length > 0) this.handle(line.toString('utf8'));
     }
     if (this.closed) return;
+    if (this.ended) {
+      // An unfinished last line is dropped; the connection ends once every answer is written.
+      if (this.backlog.length === 0 && this.outstanding === 0 && !this.socket.writableEnded) this.socket.end();
+      return;
+    }
     if (this.blocked()) this.socket.pause();
     else if (this.socket.isPaused()) this.socket.resume();
   }

@@ -214,3 +214,36 @@ describe('EGP socket daemon: unfinished request lines', () => {
     expect(accepted[clients.length].destroyed).toBe(false);
   });
 });
+
+describe('EGP socket daemon toward a client that shuts down its write side', () => {
+  let stack: LocalStack;
+
+  beforeAll(async () => {
+    stack = await startLocalStack();
+  });
+
+  afterAll(async () => {
+    await stack?.stop();
+  });
+
+  it('answers every request sent before the shutdown, then closes its side', async () => {
+    const { path, accepted } = await daemon({}, stack);
+    // What `nc -N` and `socat` do: send the requests, then shut down the write side and read.
+    const client = await open(path, { allowHalfOpen: true });
+    const seen = collect(client);
+    const data = Buffer.from([1, 2, 3, 4, 5, 6, 7, 8]).toString('base64');
+    client.write(`${JSON.stringify({ id: 1, method: 'malloc', params: { size: 8 } })}\n`);
+    client.write(`${JSON.stringify({ id: 2, method: 'memcpyHtoD', params: { buffer: 1, data } })}\n`);
+    client.write('not json\n');
+    client.end(`${JSON.stringify({ id: 3, method: 'memcpyDtoH', params: { buffer: 1 } })}\n`);
+    await until(() => seen.ended);
+    const answers = seen.text.trimEnd().split('\n').map((line) => JSON.parse(line) as unknown);
+    expect(answers).toEqual([
+      { id: null, error: { code: 'BAD_REQUEST', reason: 'the line is not JSON' } },
+      { id: 1, result: { buffer: 1 } },
+      { id: 2, result: {} },
+      { id: 3, result: { data } },
+    ]);
+    await until(() => accepted[0].destroyed);
+  });
+});
