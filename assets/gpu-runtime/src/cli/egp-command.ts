@@ -25,7 +25,7 @@ const egp: Command = {
     + 'bytes in base64, one attested session with SGS per connection. Reconnects and replays after\n'
     + 'an SGS or context restart. Exits 0 on SIGTERM or SIGINT.',
   usage: [
-    '  --listen unix:PATH     where applications connect',
+    '  --listen unix:PATH     where applications connect (the socket file is made owner-only, 0600)',
     '  --sgs ADDR             SGS\'s enclave address: vsock:3:PORT in an enclave (the parent is CID 3),\n'
       + '                         unix:/path or tcp:host:port in local mode',
     '  --nsm-device PATH      the Nitro Secure Module: /dev/nsm inside a Nitro Enclave (documents\n'

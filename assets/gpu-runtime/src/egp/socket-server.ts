@@ -13,10 +13,11 @@
  * read, at most maxHeldLineBytes of unfinished lines across connections, and at most
  * maxConnections connections.
  */
+import { chmodSync } from 'node:fs';
 import type { Server, Socket } from 'node:net';
 import type { EnclaveIdentity } from '../abe/handshake';
 import { removeStaleSocket } from '../context/stale-socket';
-import { Address, formatAddress, listen } from '../protocol/transport';
+import { Address, TransportError, formatAddress, listen } from '../protocol/transport';
 import { EgpClient, EgpLimits } from './client';
 import { EgpError } from './errors';
 import { BadRequest, RequestFailure, SocketCall, errorLine, parseRequest, resultLine } from './socket-protocol';
@@ -45,6 +46,8 @@ export const DEFAULT_MAX_LINE_BYTES = 192 * 1024 * 1024; // a ResNet-50 (102 MB)
 const DEFAULT_MAX_PENDING = 1024;
 const DEFAULT_MAX_BUFFERED_BYTES = 16 * 1024 * 1024;
 const DEFAULT_MAX_CONNECTIONS = 64;
+/** The socket file's mode: only the user egpu egp runs as may connect. */
+const SOCKET_MODE = 0o600;
 /** The longest a refused connection is kept for its answer to be written. */
 const REFUSAL_LINGER_MS = 1_000;
 
@@ -54,6 +57,17 @@ export class EgpSocketServer {
     // A socket file left by an EGP that died would make listen fail; a live one is refused.
     if (options.listen.kind === 'unix') await removeStaleSocket(options.listen.path);
     server.server = await listen(options.listen, (socket) => server.accept(socket));
+    if (options.listen.kind === 'unix') {
+      // Owner only, whatever the umask: each connection gets an attested session with SGS.
+      // The kernel checks the mode at connect(), so done at once after listen, only a peer
+      // that connected in between (and that the umask let in) could get through.
+      try {
+        chmodSync(options.listen.path, SOCKET_MODE);
+      } catch (error) {
+        await new Promise<void>((resolve) => server.server.close(() => resolve()));
+        throw new TransportError('LISTEN', `cannot make ${options.listen.path} owner-only: ${(error as Error).message}`);
+      }
+    }
     return server;
   }
 

@@ -4,7 +4,7 @@
  * that shut down their write side, and the socket file's mode. Every wait is for a state of
  * the daemon's sockets, never for a time.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import * as net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -245,5 +245,18 @@ describe('EGP socket daemon toward a client that shuts down its write side', () 
       { id: 3, result: { data } },
     ]);
     await until(() => accepted[0].destroyed);
+  });
+});
+
+describe('EGP socket file', () => {
+  it('is owner-only (0600), whatever the umask', async () => {
+    const umask = process.umask(0);
+    let path: string;
+    try {
+      ({ path } = await daemon());
+    } finally {
+      process.umask(umask);
+    }
+    expect((statSync(path).mode & 0o777).toString(8)).toBe('600');
   });
 });
