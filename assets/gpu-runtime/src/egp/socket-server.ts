@@ -118,6 +118,7 @@ export class EgpSocketServer {
    * and does not hold up close().
    */
   private refuse(socket: Socket, line: string): void {
+    if (socket.destroyed) return;
     this.refused.add(socket);
     const timer = setTimeout(() => socket.destroy(), REFUSAL_LINGER_MS).unref();
     socket.on('error', () => {});
