@@ -17,6 +17,7 @@ import { chmodSync } from 'node:fs';
 import type { Server, Socket } from 'node:net';
 import type { EnclaveIdentity } from '../abe/handshake';
 import { removeStaleSocket } from '../context/stale-socket';
+import { RefusedConnections } from '../protocol/refused-connections';
 import { Address, TransportError, formatAddress, listen } from '../protocol/transport';
 import { EgpClient, EgpLimits } from './client';
 import { EgpError } from './errors';
@@ -48,8 +49,6 @@ const DEFAULT_MAX_BUFFERED_BYTES = 16 * 1024 * 1024;
 const DEFAULT_MAX_CONNECTIONS = 64;
 /** The socket file's mode: only the user egpu egp runs as may connect. */
 const SOCKET_MODE = 0o600;
-/** The longest a refused connection is kept for its answer to be written. */
-const REFUSAL_LINGER_MS = 1_000;
 
 export class EgpSocketServer {
   static async start(options: EgpSocketServerOptions): Promise<EgpSocketServer> {
@@ -73,8 +72,8 @@ export class EgpSocketServer {
 
   private server!: Server;
   private readonly connections = new Set<SocketConnection>();
-  /** Connections refused at maxConnections whose answer is still being written. */
-  private readonly refused = new Set<Socket>();
+  /** Connections refused at maxConnections, and those closed on a refused line, while their answer is written. */
+  private readonly refused = new RefusedConnections();
   /** Bytes of request input (mostly unfinished lines) held across connections. */
   private readonly held: HeldBudget;
 
@@ -93,41 +92,22 @@ export class EgpSocketServer {
   /** Stops listening and ends every connection (their calls fail CLOSED). */
   async close(): Promise<void> {
     for (const connection of this.connections) connection.close();
-    for (const socket of this.refused) socket.destroy();
+    this.refused.destroyAll();
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
   }
 
   private accept(socket: Socket): void {
     const maxConnections = this.options.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
     if (this.connections.size >= maxConnections) {
-      this.refuse(socket, errorLine(null, new BadRequest(`this EGP serves at most ${maxConnections} connections`)));
+      this.refused.refuse(socket, errorLine(null, new BadRequest(`this EGP serves at most ${maxConnections} connections`)));
       return;
     }
     const connection: SocketConnection = new SocketConnection(socket, this.options, {
       budget: this.held,
       closed: () => this.connections.delete(connection),
-      refuse: (refused, line) => this.refuse(refused, line),
+      refuse: (refused, line) => this.refused.refuse(refused, line),
     });
     this.connections.add(connection);
-  }
-
-  /**
-   * Answers `line` and closes the connection on this side: what the peer sends is read and
-   * dropped, and the socket is destroyed once the line is written, or after REFUSAL_LINGER_MS
-   * when it cannot be (a peer that does not read). A refused connection holds no descriptor
-   * and does not hold up close().
-   */
-  private refuse(socket: Socket, line: string): void {
-    if (socket.destroyed) return;
-    this.refused.add(socket);
-    const timer = setTimeout(() => socket.destroy(), REFUSAL_LINGER_MS).unref();
-    socket.on('error', () => {});
-    socket.on('close', () => {
-      clearTimeout(timer);
-      this.refused.delete(socket);
-    });
-    socket.resume();
-    socket.end(line, () => socket.destroy());
   }
 }
 

@@ -8,6 +8,7 @@ import type { AddressInfo, Server, Socket } from 'node:net';
 import { CloudWatchClient } from '@aws-sdk/client-cloudwatch';
 import { enclaveImageDimension } from '../../../../lib/observability/metric-catalogue';
 import { encodeControl } from '../protocol/control';
+import { RefusedConnections } from '../protocol/refused-connections';
 import { formatAddress, listen } from '../protocol/transport';
 import { WireError } from '../protocol/wire-error';
 import { CiphertextBudget } from './ciphertext-budget';
@@ -31,8 +32,6 @@ export interface SgsServerOptions {
 /** The longest the final metrics flush may take when SGS stops. */
 const FINAL_FLUSH_TIMEOUT_MS = 10_000;
 const SESSION_LIMIT_RETRY_MS = 1_000;
-/** The longest a connection refused at maxSessions is kept for its BUSY record to be written. */
-const REFUSAL_LINGER_MS = 1_000;
 
 export class SgsServer {
   /** Starts listening; throws (and releases what it opened) when an address or the kernel log is unusable. */
@@ -64,8 +63,8 @@ export class SgsServer {
   }
 
   private readonly sessions = new Set<SgsSession>();
-  /** Connections refused at maxSessions whose BUSY record is still being written. */
-  private readonly refused = new Set<Socket>();
+  /** Connections refused at maxSessions while their BUSY record is written. */
+  private readonly refused = new RefusedConnections();
   private reportListenerFailure!: (error: Error) => void;
   /**
    * Resolves if the enclave link stops accepting for good (its listener failed and closed):
@@ -157,7 +156,7 @@ export class SgsServer {
       this.onEmpty = resolve;
       if (this.sessions.size === 0) resolve();
     });
-    for (const socket of this.refused) socket.destroy();
+    this.refused.destroyAll();
     for (const session of [...this.sessions]) session.drain();
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([empty, new Promise<void>((resolve) => { timer = setTimeout(resolve, timeoutMs); })]);
@@ -210,23 +209,9 @@ export class SgsServer {
     this.sessions.add(new SgsSession(socket, this.services));
   }
 
-  /**
-   * BUSY, as for a full queue: the EGP retries after retryAfterMs, with a new connection. What
-   * the peer sent ({t: open}) is read and dropped, and the socket is destroyed once the record
-   * is written, or after REFUSAL_LINGER_MS when it cannot be (a peer that does not read): a
-   * refused connection holds no descriptor, and does not hold up the listener's close() in a drain.
-   */
+  /** BUSY, as for a full queue: the EGP retries after retryAfterMs, with a new connection. */
   private refuse(socket: Socket): void {
-    this.refused.add(socket);
-    const timer = setTimeout(() => socket.destroy(), REFUSAL_LINGER_MS).unref();
-    socket.on('error', () => {});
-    socket.on('close', () => {
-      clearTimeout(timer);
-      this.refused.delete(socket);
-    });
-    socket.resume();
-    const busy = encodeControl({ t: 'error', code: 'BUSY', reason: `SGS serves ${this.config.maxSessions} sessions, its limit`, retryAfterMs: SESSION_LIMIT_RETRY_MS });
-    socket.end(busy, () => socket.destroy());
+    this.refused.refuse(socket, encodeControl({ t: 'error', code: 'BUSY', reason: `SGS serves ${this.config.maxSessions} sessions, its limit`, retryAfterMs: SESSION_LIMIT_RETRY_MS }));
   }
 }
 
