@@ -7,7 +7,11 @@ import { describe, expect, it } from 'vitest';
 import { EifMeasurements } from '../lib/attestation-kms';
 import { measureEif } from '../lib/attestation-kms/eif-measurements';
 import { decodeCbor } from '../lib/shared/cbor';
+import { parseEifHeader } from '../lib/attestation-kms/eif-format';
 import {
+  EIF_SECTION_COUNT_AT,
+  EIF_SECTION_OFFSETS_AT,
+  EIF_SECTION_SIZES_AT,
   EifSection,
   TEST_SIGNING_CERT_PEM,
   eifBytes,
@@ -20,6 +24,20 @@ import {
 } from './helpers/eif';
 
 const ROOT = path.resolve(__dirname, '..');
+
+describe('EIF header layout', () => {
+  it('reads the fields where EifHeader::to_be_bytes writes them (the values of mod.rs\'s own round-trip test)', () => {
+    // magic 4 | version u16 | flags u16 | default_mem u64 | default_cpus u64 | reserved u16 | num_sections u16 |
+    // section_offsets [u64; 32] | section_sizes [u64; 32] | unused u32 | eif_crc32 u32: 548 bytes, big-endian.
+    const hex = [
+      '2e656966', '0003', '0004', '0000000000000005', '0000000000000006', '0002', '0005',
+      '000000000000000c'.repeat(32), '000000000000000d'.repeat(32), '00000000', '0000007b',
+    ].join('');
+    const header = parseEifHeader(Buffer.from(hex, 'hex'));
+    expect(header).toEqual({ version: 3, sectionCount: 5, sectionOffsets: Array(32).fill(12), sectionSizes: Array(32).fill(13), crc32: 123 });
+    expect([EIF_SECTION_COUNT_AT, EIF_SECTION_OFFSETS_AT, EIF_SECTION_SIZES_AT]).toEqual([26, 28, 284]);
+  });
+});
 const measure = (sections: EifSection[]) => EifMeasurements.fromFile(writeEif(sections));
 const measureBytes = (bytes: Buffer) => () => EifMeasurements.fromFile(writeTempFile(bytes));
 const EMPTY_PCR = '21b9efbc184807662e966d34f390821309eeac6802309798826296bf3e8bec7c10edb30948c90ba67310f7b964fc500a';
@@ -92,8 +110,8 @@ describe('EifMeasurements.fromFile', () => {
       ['section type 0', patched(firstSection, [0, 0]), /the section at offset 548 has the invalid type 0/],
       ['an unknown section type', patched(firstSection, [0, 9]), /the section at offset 548 has an unknown type 9/],
       ['a section size beyond any file', patched(firstSection + 4, [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]), /beyond any real file/],
-      ['a section count that disagrees', patched(30, [0, 3]), /its header's section table does not match section 3/],
-      ['a section table that disagrees', patched(32 + 8, [0, 0, 0, 0, 0, 0, 0, 1]), /its header's section table does not match section 1/],
+      ['a section count that disagrees', patched(EIF_SECTION_COUNT_AT, [0, 3]), /its header's section table does not match section 3/],
+      ['a section table that disagrees', patched(EIF_SECTION_OFFSETS_AT + 8, [0, 0, 0, 0, 0, 0, 0, 1]), /its header's section table does not match section 1/],
       ['a wrong CRC32', patched(544, [0xde, 0xad, 0xbe, 0xef]), /its CRC32 is 0x[0-9a-f]{8} but its header records 0xdeadbeef: the file is corrupt/],
       ['a flipped byte in a ramdisk', patched(good.length - 2000, [good[good.length - 2000] ^ 1]), /the file is corrupt/],
     ])('%s', (_name, bytes, message) => {
@@ -103,7 +121,7 @@ describe('EifMeasurements.fromFile', () => {
     it('a header that lists more sections than the file holds', () => {
       const sections = placeholderSections();
       const bytes = eifBytes(sections);
-      bytes.writeUInt16BE(4, 30);
+      bytes.writeUInt16BE(4, EIF_SECTION_COUNT_AT);
       expect(measureBytes(bytes)).toThrow(/its header lists 4 sections, the file holds 3/);
     });
 
@@ -137,7 +155,7 @@ describe('EifMeasurements.fromFile', () => {
     const header = eifBytes(sections);
     // Patch the last section's size to 1 GiB in the header table and its section header, then extend the file.
     const lastHeaderAt = header.length - 12;
-    header.writeBigUInt64BE(BigInt(ramdiskBytes), 32 + 256 + 3 * 8);
+    header.writeBigUInt64BE(BigInt(ramdiskBytes), EIF_SECTION_SIZES_AT + 3 * 8);
     header.writeBigUInt64BE(BigInt(ramdiskBytes), lastHeaderAt + 4);
     const zeros = Buffer.alloc(64 * 1024 * 1024);
     let crc = zlib.crc32(header.subarray(0, 544));

@@ -14,6 +14,12 @@ export const EIF_MAX_SECTIONS = 32;
 /** magic, version, flags, default memory, default CPUs, reserved, section count, offsets, sizes, unused, CRC32. */
 export const EIF_HEADER_SIZE = 4 + 2 + 2 + 8 + 8 + 2 + 2 + EIF_MAX_SECTIONS * 8 * 2 + 4 + 4;
 
+/** Where the header's fields start, in the order EifHeader::to_be_bytes writes them. */
+const VERSION_AT = 4;
+const SECTION_COUNT_AT = 4 + 2 + 2 + 8 + 8 + 2;
+const SECTION_OFFSETS_AT = SECTION_COUNT_AT + 2;
+const SECTION_SIZES_AT = SECTION_OFFSETS_AT + EIF_MAX_SECTIONS * 8;
+
 export const EIF_SECTION_HEADER_SIZE = 12;
 
 export enum EifSectionType {
@@ -41,11 +47,11 @@ export function parseEifHeader(bytes: Buffer): EifHeader {
   if (bytes.length < EIF_HEADER_SIZE) {
     throw new EifFormatError(`it is truncated: the EIF header takes ${EIF_HEADER_SIZE} bytes, the file has ${bytes.length}`);
   }
-  const version = bytes.readUInt16BE(4);
+  const version = bytes.readUInt16BE(VERSION_AT);
   if (!EIF_KNOWN_VERSIONS.includes(version)) {
     throw new EifFormatError(`its EIF version ${version} is unknown (this library reads versions ${EIF_KNOWN_VERSIONS.join(', ')})`);
   }
-  const sectionCount = bytes.readUInt16BE(30);
+  const sectionCount = bytes.readUInt16BE(SECTION_COUNT_AT);
   if (sectionCount > EIF_MAX_SECTIONS) {
     throw new EifFormatError(`its header lists ${sectionCount} sections, more than the format's ${EIF_MAX_SECTIONS}`);
   }
@@ -53,8 +59,8 @@ export function parseEifHeader(bytes: Buffer): EifHeader {
   return {
     version,
     sectionCount,
-    sectionOffsets: table(32),
-    sectionSizes: table(32 + EIF_MAX_SECTIONS * 8),
+    sectionOffsets: table(SECTION_OFFSETS_AT),
+    sectionSizes: table(SECTION_SIZES_AT),
     crc32: bytes.readUInt32BE(EIF_HEADER_SIZE - 4),
   };
 }

@@ -35,29 +35,64 @@ export function typicalSections(): EifSection[] {
   ];
 }
 
-/** The bytes of an EIF: the v4 header with its section tables and CRC32, then each section. */
+/**
+ * The bytes of an EIF: the v4 header with its section tables and CRC32, then each section.
+ * The header is written field by field in the order and widths of EifHeader::to_be_bytes
+ * (aws-nitro-enclaves-image-format, src/defs/mod.rs), not from the library's offsets.
+ */
 export function eifBytes(sections: readonly EifSection[], options: { version?: number; crc32?: number } = {}): Buffer {
-  const header = Buffer.alloc(EIF_HEADER_BYTES);
-  header.write('.eif', 0, 'ascii');
-  header.writeUInt16BE(options.version ?? 4, 4);
-  header.writeBigUInt64BE(BigInt(4096), 8); // default memory, MiB
-  header.writeBigUInt64BE(BigInt(2), 16); // default CPUs
-  header.writeUInt16BE(sections.length, 30);
-  const body: Buffer[] = [];
+  const offsets: bigint[] = [];
   let offset = EIF_HEADER_BYTES;
-  sections.forEach((section, i) => {
-    header.writeBigUInt64BE(BigInt(offset), 32 + i * 8);
-    header.writeBigUInt64BE(BigInt(section.data.length), 32 + 256 + i * 8);
+  const body: Buffer[] = [];
+  for (const section of sections) {
+    offsets.push(BigInt(offset));
     const sectionHeader = Buffer.alloc(12);
     sectionHeader.writeUInt16BE(SECTION_TYPES[section.kind], 0);
     sectionHeader.writeBigUInt64BE(BigInt(section.data.length), 4);
     body.push(sectionHeader, section.data);
     offset += 12 + section.data.length;
-  });
-  let crc = zlib.crc32(header.subarray(0, EIF_HEADER_BYTES - 4));
-  for (const part of body) crc = zlib.crc32(part, crc);
-  header.writeUInt32BE(options.crc32 ?? crc >>> 0, EIF_HEADER_BYTES - 4);
+  }
+  const table = (values: bigint[]) => Array.from({ length: 32 }, (_, i) => u64(values[i] ?? 0n));
+  const fields = [
+    Buffer.from('.eif', 'ascii'), // magic
+    u16(options.version ?? 4), // version
+    u16(0), // flags (x86_64)
+    u64(4096n), // default_mem, MiB
+    u64(2n), // default_cpus
+    u16(0), // reserved
+    u16(sections.length), // num_sections
+    ...table(offsets), // section_offsets
+    ...table(sections.map((section) => BigInt(section.data.length))), // section_sizes
+    u32(0), // unused
+  ];
+  let crc = 0;
+  for (const part of [...fields, ...body]) crc = zlib.crc32(part, crc);
+  const header = Buffer.concat([...fields, u32(options.crc32 ?? crc >>> 0)]); // eif_crc32
+  if (header.length !== EIF_HEADER_BYTES) throw new Error(`test EIF header is ${header.length} bytes`);
   return Buffer.concat([header, ...body]);
+}
+
+/** Where mod.rs's field order puts the section count, the offset table and the size table (for tests that patch them). */
+export const EIF_SECTION_COUNT_AT = 26;
+export const EIF_SECTION_OFFSETS_AT = 28;
+export const EIF_SECTION_SIZES_AT = 28 + 32 * 8;
+
+function u16(value: number): Buffer {
+  const bytes = Buffer.alloc(2);
+  bytes.writeUInt16BE(value);
+  return bytes;
+}
+
+function u32(value: number): Buffer {
+  const bytes = Buffer.alloc(4);
+  bytes.writeUInt32BE(value);
+  return bytes;
+}
+
+function u64(value: bigint): Buffer {
+  const bytes = Buffer.alloc(8);
+  bytes.writeBigUInt64BE(value);
+  return bytes;
 }
 
 /** Writes bytes to a new file in a fresh temporary directory and returns its path. */
