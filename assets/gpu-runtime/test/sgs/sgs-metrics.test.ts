@@ -157,6 +157,41 @@ describe('the metric recorder and publisher', () => {
     expect(publisher.buffered).toBe(0);
     expect(lines.at(-1)).toMatch(/works again/);
   });
+
+  it('counts data enqueued while a call is out once: sent, dropped or still buffered', async () => {
+    const lines: string[] = [];
+    const publisher = new MetricPublisher(client(), { maxBufferedData: 3, log: (line) => lines.push(line) });
+    const data = (from: number, n: number) => Array.from({ length: n }, (_, i) => ({ MetricName: 'KernelLaunches', Value: from + i, Unit: 'Count' as const }));
+    // The first call is answered only after 2 more data were enqueued (buffer 3, 3 in the call).
+    const midCall = (outcome: () => Promise<object>, from: number) => {
+      let first = true;
+      cloudWatch.reset();
+      cloudWatch.on(PutMetricDataCommand).callsFake(async () => {
+        if (!first) return {};
+        first = false;
+        publisher.enqueue(data(from, 2));
+        return outcome();
+      });
+    };
+
+    midCall(async () => ({}), 3);
+    publisher.enqueue(data(0, 3));
+    expect(await publisher.flush()).toBe(true);
+    expect(sentData().map((d) => d.Value)).toEqual([0, 1, 2, 3, 4]); // nothing lost, nothing twice
+    expect([publisher.sent, publisher.dropped, publisher.buffered]).toEqual([5, 0, 0]);
+    expect(lines.some((line) => line.includes('dropped'))).toBe(false);
+
+    // The call fails: its 3 data go back in front of the 2 new ones, and the oldest 2 no longer fit.
+    midCall(async () => { throw Object.assign(new Error('connect ETIMEDOUT'), { name: 'TimeoutError' }); }, 8);
+    publisher.enqueue(data(5, 3));
+    expect(await publisher.flush()).toBe(false);
+    expect([publisher.sent, publisher.dropped, publisher.buffered]).toEqual([5, 2, 3]);
+    cloudWatch.reset();
+    cloudWatch.on(PutMetricDataCommand).resolves({});
+    expect(await publisher.flush()).toBe(true);
+    expect(sentData().map((d) => d.Value)).toEqual([7, 8, 9]);
+    expect(publisher.sent + publisher.dropped + publisher.buffered).toBe(10);
+  });
 });
 
 describe('metrics of a real run through SGS', () => {

@@ -2,7 +2,10 @@
  * Sends metric data to CloudWatch with PutMetricData, in batches within its limits, from a
  * bounded buffer. When CloudWatch is unreachable (no route, throttled, no credentials) the
  * data stay buffered and go with the next flush; beyond `maxBufferedData` the oldest are
- * dropped and counted, so an outage costs old data points, never SGS's memory.
+ * dropped and counted, so an outage costs old data points, never SGS's memory. The batch of a
+ * call in flight is out of the buffer (at most one batch more than the bound) and goes back to
+ * its front only if the call fails, within the bound: every datum enqueued is counted once, as
+ * sent, dropped or buffered.
  */
 import { MetricDatum, PutMetricDataCommand } from '@aws-sdk/client-cloudwatch';
 import { NAMESPACE } from '../../../../../lib/observability/metric-catalogue';
@@ -31,6 +34,8 @@ export interface PublisherOptions {
 
 export class MetricPublisher {
   private buffer: MetricDatum[] = [];
+  /** The batch of the PutMetricData call in flight, out of `buffer`. */
+  private sending: readonly MetricDatum[] = [];
   private droppedCount = 0;
   private sentCount = 0;
   private inFlight: Promise<boolean> | undefined;
@@ -38,8 +43,9 @@ export class MetricPublisher {
 
   constructor(private readonly client: CloudWatchSender, private readonly options: PublisherOptions) {}
 
+  /** Data neither sent nor dropped yet, those of a call in flight included. */
   get buffered(): number {
-    return this.buffer.length;
+    return this.buffer.length + this.sending.length;
   }
 
   /** Data dropped, oldest first, because the buffer was full. */
@@ -53,6 +59,11 @@ export class MetricPublisher {
 
   enqueue(data: readonly MetricDatum[]): void {
     this.buffer.push(...data);
+    this.bound();
+  }
+
+  /** Drops the oldest data beyond `maxBufferedData`. */
+  private bound(): void {
     const excess = this.buffer.length - this.options.maxBufferedData;
     if (excess > 0) {
       this.buffer.splice(0, excess);
@@ -72,22 +83,24 @@ export class MetricPublisher {
 
   private async sendAll(): Promise<boolean> {
     while (this.buffer.length > 0) {
-      const count = nextBatchSize(this.buffer);
-      const batch = this.buffer.slice(0, count);
-      const droppedBefore = this.droppedCount;
+      const batch = this.buffer.splice(0, nextBatchSize(this.buffer));
+      this.sending = batch;
       try {
         const abortSignal = AbortSignal.timeout(this.options.callTimeoutMs ?? 10_000);
         await this.client.send(new PutMetricDataCommand({ Namespace: NAMESPACE, MetricData: batch }), { abortSignal });
       } catch (error) {
+        this.sending = [];
+        // Back in front of what was enqueued meanwhile, the oldest dropped beyond the bound.
+        this.buffer.unshift(...batch);
+        this.bound();
         if (!this.failing) this.options.log?.(`sgs: PutMetricData failed (${(error as Error).name}: ${(error as Error).message}); ${this.buffer.length} data kept for the next flush`);
         this.failing = true;
         return false;
       }
+      this.sending = [];
       if (this.failing) this.options.log?.('sgs: PutMetricData works again');
       this.failing = false;
-      // Data dropped while the call was out went from the front, that is from this batch first.
-      this.buffer.splice(0, Math.max(0, count - (this.droppedCount - droppedBefore)));
-      this.sentCount += count;
+      this.sentCount += batch.length;
     }
     return true;
   }
