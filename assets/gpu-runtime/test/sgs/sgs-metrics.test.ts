@@ -4,7 +4,7 @@
  * limits, the bounded buffer while CloudWatch is unreachable, and the numbers a real run
  * through SGS produces. CloudWatch is mocked with aws-sdk-client-mock; nothing leaves.
  */
-import { CloudWatchClient, MetricDatum, PutMetricDataCommand } from '@aws-sdk/client-cloudwatch';
+import { CloudWatchClient, InvalidParameterCombinationException, InvalidParameterValueException, MetricDatum, PutMetricDataCommand } from '@aws-sdk/client-cloudwatch';
 import { mockClient } from 'aws-sdk-client-mock';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { NAMESPACE, RUNTIME_METRICS } from '../../../../lib/observability/metric-catalogue';
@@ -52,7 +52,7 @@ describe('the metric recorder and publisher', () => {
     recorder.replay(IMAGE);
     recorder.attestationFailure(IMAGE);
     now += 60_000;
-    const publisher = new MetricPublisher(client(), { maxBufferedData: 100 });
+    const publisher = new MetricPublisher(client(), { maxBufferedData: 100, now: () => now });
     publisher.enqueue(recorder.collect(INSTANCE));
     expect(await publisher.flush()).toBe(true);
 
@@ -191,6 +191,78 @@ describe('the metric recorder and publisher', () => {
     expect(await publisher.flush()).toBe(true);
     expect(sentData().map((d) => d.Value)).toEqual([7, 8, 9]);
     expect(publisher.sent + publisher.dropped + publisher.buffered).toBe(10);
+  });
+
+  it('after a long outage, drops data outside CloudWatch\'s timestamp window instead of letting them block the fresh ones', async () => {
+    const DAY = 86_400_000;
+    let now = 1_700_000_000_000;
+    let reachable = false;
+    // CloudWatch as documented: the whole request is refused if one Timestamp is more than two weeks old or two hours ahead.
+    cloudWatch.on(PutMetricDataCommand).callsFake(async (input: { MetricData: MetricDatum[] }) => {
+      if (!reachable) throw Object.assign(new Error('connect ETIMEDOUT'), { name: 'TimeoutError' });
+      input.MetricData.forEach((d, i) => {
+        const t = d.Timestamp!.getTime();
+        if (t < now - 14 * DAY || t > now + 2 * 3_600_000) {
+          throw new InvalidParameterValueException({ message: `The parameter MetricData.member.${i + 1}.Timestamp must specify a time within the past two weeks.`, $metadata: { httpStatusCode: 400 } });
+        }
+      });
+      return {};
+    });
+    const lines: string[] = [];
+    const publisher = new MetricPublisher(client(), { maxBufferedData: 10_000, log: (line) => lines.push(line), now: () => now });
+    const datum = (value: number, at: number) => ({ MetricName: 'KernelLaunches', Unit: 'Count' as const, Value: value, Timestamp: new Date(at) });
+    publisher.enqueue([datum(1, now)]);
+    expect(await publisher.flush()).toBe(false);
+
+    now += 15 * DAY;
+    reachable = true;
+    cloudWatch.resetHistory();
+    publisher.enqueue([datum(2, now), datum(3, now + 3 * 3_600_000)]); // a fresh datum, and one from a clock 3 hours ahead
+    expect(await publisher.flush()).toBe(true);
+    expect(cloudWatch.commandCalls(PutMetricDataCommand)).toHaveLength(1);
+    expect(sentData().map((d) => d.Value)).toEqual([2]);
+    expect([publisher.sent, publisher.dropped, publisher.buffered]).toEqual([1, 2, 0]);
+    expect(lines.some((line) => /dropped 2 data outside/.test(line))).toBe(true);
+  });
+
+  it('drops a batch CloudWatch refuses as invalid, and logs each change of error once', async () => {
+    let reachable = false;
+    // A datum with both Value and Values is refused, and with it the whole request.
+    cloudWatch.on(PutMetricDataCommand).callsFake(async (input: { MetricData: MetricDatum[] }) => {
+      if (!reachable) throw Object.assign(new Error('connect ETIMEDOUT'), { name: 'TimeoutError' });
+      if (input.MetricData.some((d) => d.Value !== undefined && d.Values !== undefined)) {
+        throw new InvalidParameterCombinationException({ message: 'The parameters MetricData.member.2.Value and MetricData.member.2.Values are mutually exclusive.', $metadata: { httpStatusCode: 400 } });
+      }
+      return {};
+    });
+    const lines: string[] = [];
+    const publisher = new MetricPublisher(client(), { maxBufferedData: 100, log: (line) => lines.push(line) });
+    const good = (value: number) => ({ MetricName: 'KernelLaunches', Unit: 'Count' as const, Value: value });
+    const bad = (value: number) => ({ MetricName: 'EnclaveToHostLatency', Unit: 'Milliseconds' as const, Value: value, Values: [value] });
+    const failures = () => lines.filter((line) => /PutMetricData (failed|refused)/.test(line));
+
+    publisher.enqueue([good(1)]);
+    expect(await publisher.flush()).toBe(false);
+    expect(await publisher.flush()).toBe(false);
+    expect(failures()).toHaveLength(1);
+
+    reachable = true;
+    publisher.enqueue([bad(2)]);
+    expect(await publisher.flush()).toBe(true); // the batch [1, 2] is refused and dropped
+    expect([publisher.sent, publisher.dropped, publisher.buffered]).toEqual([0, 2, 0]);
+    expect(failures()).toHaveLength(2);
+    expect(failures()[1]).toMatch(/InvalidParameterCombination.*dropped 2 data/);
+
+    publisher.enqueue([bad(3)]);
+    expect(await publisher.flush()).toBe(true);
+    expect(publisher.dropped).toBe(3);
+    expect(failures()).toHaveLength(2); // the same error: not said again
+
+    publisher.enqueue([good(4)]);
+    expect(await publisher.flush()).toBe(true);
+    expect(sentData().filter((d) => d.Values === undefined && d.Value === 4)).toHaveLength(1);
+    expect([publisher.sent, publisher.dropped, publisher.buffered]).toEqual([1, 3, 0]);
+    expect(lines.at(-1)).toMatch(/works again/);
   });
 });
 
