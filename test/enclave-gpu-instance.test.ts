@@ -1,5 +1,8 @@
 import * as crypto from 'crypto';
+import { spawnSync } from 'child_process';
 import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import { Size, Token, CfnParameter } from 'aws-cdk-lib';
@@ -203,7 +206,10 @@ describe('EnclaveGpuInstance defaults', () => {
       'ExecStart=/usr/bin/nitro-cli run-enclave --enclave-name enclave-gpu --eif-path /opt/enclave-gpu/enclave.eif --cpu-count 2 --memory 4096 --enclave-cid 16\n',
     );
     expect(userData).not.toContain('--debug-mode');
-    expect(userData).toContain('Requires=nitro-enclaves-allocator.service');
+    // After the allocator, without pulling it in again (a oneshot without RemainAfterExit would rerun).
+    const unit = /cat > '\/etc\/systemd\/system\/enclave-gpu-enclave\.service' <<'ENCLAVE_GPU_EOF'\n([\s\S]*?)ENCLAVE_GPU_EOF/.exec(userData)![1];
+    expect(unit).toContain('After=nitro-enclaves-allocator.service ');
+    expect(unit).not.toMatch(/^(Requires|Wants|BindsTo|Requisite)=.*nitro-enclaves-allocator/m);
   });
 
   it('checks the enclave every 30 s and reports the instance unhealthy to Auto Scaling after three failures', () => {
@@ -212,12 +218,39 @@ describe('EnclaveGpuInstance defaults', () => {
     expect(script).toContain('if [ "$failures" -ge 3 ]; then');
     expect(script).toContain('aws autoscaling set-instance-health --instance-id "$instance_id" --health-status Unhealthy --region ${AWS::Region}');
     expect(userData).toContain("chmod 0755 '/usr/local/libexec/enclave-gpu/health-check'");
-    expect(userData).toContain('[Timer]\nOnBootSec=120s\nOnUnitActiveSec=30s\n');
+    expect(userData).toContain('[Timer]\nOnBootSec=120s\nOnUnitActiveSec=30s\nAccuracySec=1s\n');
     expect(userData).toContain('[Service]\nType=oneshot\nExecStart=/usr/local/libexec/enclave-gpu/health-check\n');
   });
 
   it('stops the script on the first failing step', () => {
     expect(userData.split('\n').slice(0, 2)).toEqual(['#!/bin/bash', 'set -euo pipefail']);
+  });
+
+  it('rotates the kernel-attestation log SGS appends to (copytruncate: SGS keeps it open)', () => {
+    const config = /cat > '\/etc\/logrotate\.d\/enclave-gpu' <<'ENCLAVE_GPU_EOF'\n([\s\S]*?)ENCLAVE_GPU_EOF/.exec(userData)![1];
+    expect(config).toContain('/var/log/enclave-gpu/kernel-attestation.jsonl {\n    daily\n    maxsize 256M\n    rotate 7\n');
+    expect(config).toContain('    copytruncate\n}\n');
+    expect(userData).toContain('command -v logrotate >/dev/null 2>&1 || dnf install -y logrotate');
+  });
+
+  it('reports the instance unhealthy at once when a boot step fails, before the health check exists', () => {
+    // The boot script's trap and its first steps, run with aws and curl stubbed and a step that fails.
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'egpu-boot-'));
+    const log = path.join(dir, 'calls.log');
+    for (const name of ['aws', 'curl']) {
+      fs.writeFileSync(path.join(dir, name), `#!/bin/bash\necho "${name} $*" >> ${log}\n${name === 'curl' ? 'echo i-0123456789abcdef0' : ''}\n`, { mode: 0o755 });
+    }
+    const lines = userData.split('\n');
+    const trapEnd = lines.findIndex((line) => line.startsWith('trap '));
+    expect(trapEnd).toBeGreaterThan(0);
+    expect(lines.findIndex((line) => line.includes('dnf install'))).toBeGreaterThan(trapEnd); // armed before any step that can fail
+    const script = ['set -euo pipefail', ...lines.slice(2, trapEnd + 1).filter((line) => !line.startsWith('exec >')), 'echo before', 'false', 'echo after']
+      .join('\n').replace(/\$\{AWS::Region\}/g, 'us-east-1');
+    const run = spawnSync('bash', ['-c', script], { encoding: 'utf8', env: { ...process.env, PATH: `${dir}:${process.env.PATH}` } });
+    expect(run.status).toBe(1);
+    expect(run.stdout).toContain('before\n[enclave-gpu] boot failed (line ');
+    expect(run.stdout).not.toContain('after');
+    expect(fs.readFileSync(log, 'utf8')).toContain('aws autoscaling set-instance-health --instance-id i-0123456789abcdef0 --health-status Unhealthy --no-should-respect-grace-period --region us-east-1\n');
   });
 });
 

@@ -2,10 +2,11 @@ import { AGENT_CONFIG_PATH, AGENT_CTL } from '../../observability/cloudwatch-age
 import { KERNEL_ATTESTATION_LOG_PATH } from '../../observability/metric-catalogue';
 import { ALLOCATOR_CONFIG_PATH, renderAllocatorConfig } from './allocator-config';
 import { BootScript, dirname, shellQuote } from './boot-script';
+import { LOG_ROTATION_PATH, renderLogRotation } from './log-rotation';
 import { EnclaveResourceSettings } from './enclave-resource-settings';
 import { installCommand } from './host-packages';
 import { ENCLAVE_SERVICE, ENCLAVE_SERVICE_PATH, renderEnclaveService } from './enclave-service';
-import { HEALTH_SCRIPT_PATH, HEALTH_SERVICE, HEALTH_TIMER, renderHealthCheckScript, renderHealthService, renderHealthTimer } from './health-monitor';
+import { HEALTH_SCRIPT_PATH, HEALTH_SERVICE, HEALTH_TIMER, bootFailureTrapCommands, renderHealthCheckScript, renderHealthService, renderHealthTimer } from './health-monitor';
 import { RuntimeInstallSettings, runtimeInstallCommands } from './runtime-install';
 import {
   CONTEXT_ENV_PATH,
@@ -73,7 +74,7 @@ export interface SgsBootSettings {
  * settings always render the same bytes.
  */
 export function renderEnclaveBootScript(settings: EnclaveBootSettings): string[] {
-  const script = new BootScript();
+  const script = new BootScript().run(...bootFailureTrapCommands(settings.region));
   if (settings.cloudWatchAgentConfig !== undefined) {
     // First, so that the logs of a boot that fails later still reach CloudWatch.
     script
@@ -116,6 +117,9 @@ export function renderEnclaveBootScript(settings: EnclaveBootSettings): string[]
     )
     .step('installing the enclave GPU runtime')
     .run(...runtimeInstallCommands(settings.runtime))
+    .step('rotating the kernel-attestation log')
+    .run(installCommand('logrotate'))
+    .writeFile({ path: LOG_ROTATION_PATH, content: renderLogRotation(), mode: '0644' })
     .step('configuring and starting the execution context and SGS')
     .writeFile({ path: CONTEXT_ENV_PATH, content: renderContextEnvironment(settings.sgs.pcrs), mode: '0644' })
     .writeFile({

@@ -39,7 +39,11 @@ export function renderEnclaveService(settings: EnclaveServiceSettings): string {
       name: 'Unit',
       entries: [
         ['Description', `Nitro enclave ${settings.enclaveName} (cdk-enclave-gpu)`],
-        ['Requires', ALLOCATOR_SERVICE],
+        // Ordered after the allocator, not pulling it in: its unit is a oneshot without
+        // RemainAfterExit (aws-nitro-enclaves-cli bootstrap/nitro-enclaves-allocator.service),
+        // so Requires= or Wants= would run it again at every start of the enclave, releasing
+        // and reserving the enclave's memory after the execution context has started. The
+        // allocator runs at boot on its own (enabled, WantedBy=multi-user.target).
         // SGS listens before the enclave starts; the enclave runs without it (KMS needs no SGS).
         ['Wants', SGS_SERVICE],
         ['After', `${ALLOCATOR_SERVICE} ${SGS_SERVICE} network-online.target`],

@@ -36,13 +36,41 @@ export function renderHealthCheckScript(enclaveName: string, region: string, sgs
     'echo "$failures" > "$state_file"',
     'echo "$problem (failed check $failures)"',
     `if [ "$failures" -ge ${HEALTH_FAILURES_BEFORE_UNHEALTHY} ]; then`,
-    '  token=$(curl -sf -X PUT http://169.254.169.254/latest/api/token -H "X-aws-ec2-metadata-token-ttl-seconds: 60")',
-    '  instance_id=$(curl -sf -H "X-aws-ec2-metadata-token: $token" http://169.254.169.254/latest/meta-data/instance-id)',
-    `  aws autoscaling set-instance-health --instance-id "$instance_id" --health-status Unhealthy --region ${region} \\`,
-    '    || echo "not reported to Auto Scaling (not in a group, or no permission)"',
+    ...reportUnhealthyCommands(region, true).map((line) => `  ${line}`),
     'fi',
     '',
   ].join('\n');
+}
+
+/**
+ * The commands that tell EC2 Auto Scaling this instance is unhealthy, so a fleet replaces it;
+ * outside a group (or without the permission) the failure is only logged.
+ *
+ * @param respectGracePeriod false for a boot that failed: no later check can make it healthy
+ */
+export function reportUnhealthyCommands(region: string, respectGracePeriod: boolean): string[] {
+  return [
+    'token=$(curl -sf -X PUT http://169.254.169.254/latest/api/token -H "X-aws-ec2-metadata-token-ttl-seconds: 60" || true)',
+    'instance_id=$(curl -sf -H "X-aws-ec2-metadata-token: $token" http://169.254.169.254/latest/meta-data/instance-id || true)',
+    `aws autoscaling set-instance-health --instance-id "$instance_id" --health-status Unhealthy${respectGracePeriod ? '' : ' --no-should-respect-grace-period'} --region ${region} \\`,
+    '  || echo "not reported to Auto Scaling (not in a group, or no permission)"',
+  ];
+}
+
+/**
+ * The boot script's first lines after its shell options: any command that fails from here on
+ * (an install, a download, the allocator, nitro-cli run-enclave) reports the instance
+ * unhealthy before the script stops, at once, since the health check is installed only at
+ * the end of a boot that succeeded.
+ */
+export function bootFailureTrapCommands(region: string): string[] {
+  return [
+    'report_boot_failure() {',
+    '  echo "[enclave-gpu] boot failed (line $1, exit $2): reporting this instance unhealthy"',
+    ...reportUnhealthyCommands(region, false).map((line) => `  ${line}`),
+    '}',
+    'trap \'report_boot_failure $LINENO $?\' ERR',
+  ];
 }
 
 export function renderHealthService(): string {
@@ -55,7 +83,8 @@ export function renderHealthService(): string {
 export function renderHealthTimer(): string {
   return renderSystemdUnit([
     { name: 'Unit', entries: [['Description', 'Run the enclave GPU health check every 30 s']] },
-    { name: 'Timer', entries: [['OnBootSec', '120s'], ['OnUnitActiveSec', '30s']] },
+    // AccuracySec: systemd would otherwise let each run slip by up to a minute.
+    { name: 'Timer', entries: [['OnBootSec', '120s'], ['OnUnitActiveSec', '30s'], ['AccuracySec', '1s']] },
     { name: 'Install', entries: [['WantedBy', 'timers.target']] },
   ]);
 }

@@ -14,6 +14,7 @@ export const HOST_PACKAGE_INSTALLS: ReadonlyArray<{ readonly package: string; re
   { package: 'amazon-cloudwatch-agent', command: `test -x ${AGENT_CTL} || dnf install -y amazon-cloudwatch-agent` },
   { package: 'nodejs20', command: 'test -x /usr/bin/node-20 || dnf install -y nodejs20' },
   { package: 'nodejs20-npm', command: 'test -x /usr/bin/npm-20 || dnf install -y nodejs20-npm' },
+  { package: 'logrotate', command: 'command -v logrotate >/dev/null 2>&1 || dnf install -y logrotate' },
 ];
 
 export function installCommand(packageName: string): string {
