@@ -41,7 +41,7 @@ export class SgsServer {
     let ownedClient: CloudWatchClient | undefined;
     let reporter: MetricsReporter | undefined;
     let publisher: MetricPublisher | undefined;
-    const recorder = new MetricRecorder();
+    const recorder = new MetricRecorder(Date.now, servedImages(config));
     if (config.metrics.enabled) {
       const client = options.cloudWatch ?? (ownedClient = new CloudWatchClient({
         region: config.metrics.region,
@@ -96,7 +96,7 @@ export class SgsServer {
       budget: new CiphertextBudget(config.maxBufferedBytes),
       metrics: recorder,
       kernelLog,
-      servedImages: [...new Set(config.allowlist.map((image) => enclaveImageDimension(image.pcr0)))],
+      servedImages: servedImages(config),
       log,
       sessionClosed: (session) => {
         this.sessions.delete(session);
@@ -213,6 +213,11 @@ export class SgsServer {
   private refuse(socket: Socket): void {
     this.refused.refuse(socket, encodeControl({ t: 'error', code: 'BUSY', reason: `SGS serves ${this.config.maxSessions} sessions, its limit`, retryAfterMs: SESSION_LIMIT_RETRY_MS }));
   }
+}
+
+/** The EnclaveImage dimensions of the images SGS serves (its allowlist). */
+function servedImages(config: SgsConfig): string[] {
+  return [...new Set(config.allowlist.map((image) => enclaveImageDimension(image.pcr0)))];
 }
 
 /** A socket file left by an SGS that did not stop cleanly would make listen fail; anything else is left alone. */

@@ -94,6 +94,17 @@ describe('the metric recorder and publisher', () => {
     expect(recorder.collect(INSTANCE)).toEqual([]);
   });
 
+  it('reports every served image\'s QueueDepth and GPUUtilization every interval, 0 while idle, with no session ever', () => {
+    let now = 0;
+    const recorder = new MetricRecorder(() => now, [IMAGE]);
+    for (const end of [60_000, 120_000]) {
+      now = end;
+      expect(recorder.collect(INSTANCE).map((d) => [d.MetricName, d.Value, d.Dimensions!.length])).toEqual([
+        ['QueueDepth', 0, 2], ['QueueDepth', 0, 1], ['GPUUtilization', 0, 2], ['GPUUtilization', 0, 1],
+      ]);
+    }
+  });
+
   it('splits a latency distribution into data of at most 150 values', () => {
     let now = 0;
     const recorder = new MetricRecorder(() => now);

@@ -26,8 +26,17 @@ export class MetricRecorder {
   private readonly images = new Map<string, ImageInterval>();
   private intervalStart: number;
 
-  constructor(private readonly now: () => number = Date.now) {
+  private readonly served: ReadonlySet<string>;
+
+  /**
+   * @param servedImages the images SGS serves (its allowlist): their QueueDepth and
+   *   GPUUtilization are reported every interval while SGS runs, 0 when idle, so that a
+   *   fleet's target tracking sees an idle fleet as idle (no data would leave its alarms
+   *   without data, and the fleet would not scale in)
+   */
+  constructor(private readonly now: () => number = Date.now, servedImages: readonly string[] = []) {
     this.intervalStart = now();
+    this.served = new Set(servedImages);
   }
 
   sessionOpened(image: string): void {
@@ -75,10 +84,11 @@ export class MetricRecorder {
 
   /**
    * The interval's data, timestamped now, and a new interval. Counters are sent when not
-   * zero; QueueDepth and GPUUtilization for every image with a session or activity, so a
-   * dashboard shows an idle GPU as 0 rather than as a gap.
+   * zero; QueueDepth and GPUUtilization for every served image and every image with a
+   * session or activity, so an idle GPU shows as 0 rather than as a gap.
    */
   collect(instanceId: string): MetricDatum[] {
+    for (const image of this.served) this.image(image);
     const end = this.now();
     const wallUs = (end - this.intervalStart) * 1000;
     this.intervalStart = end;
@@ -95,7 +105,7 @@ export class MetricRecorder {
       counter(RUNTIME_METRICS.attestationFailures, entry.attestationFailures);
       counter(RUNTIME_METRICS.replayRejected, entry.replays);
       if (entry.latencies.size > 0) data.push(...distributionData(RUNTIME_METRICS.enclaveToHostLatency, entry.latencies, dimensions, timestamp));
-      const active = entry.liveSessions > 0 || entry.latencies.size > 0 || entry.queuedMax > 0;
+      const active = this.served.has(image) || entry.liveSessions > 0 || entry.latencies.size > 0 || entry.queuedMax > 0;
       if (active) {
         data.push(...valueData(RUNTIME_METRICS.queueDepth, entry.queuedMax, dimensions, timestamp));
         if (wallUs > 0) {
@@ -104,7 +114,7 @@ export class MetricRecorder {
           data.push(...valueData(RUNTIME_METRICS.gpuUtilization, Number(percent.toPrecision(4)), dimensions, timestamp));
         }
       }
-      if (entry.liveSessions <= 0 && entry.queued <= 0) this.images.delete(image);
+      if (entry.liveSessions <= 0 && entry.queued <= 0 && !this.served.has(image)) this.images.delete(image);
       else this.images.set(image, { ...emptyInterval(), liveSessions: entry.liveSessions, queued: entry.queued, queuedMax: entry.queued });
     }
     return data;
