@@ -11,7 +11,7 @@ import { Construct } from 'constructs';
 import { describe, expect, it } from 'vitest';
 import { EnclaveGpuInstance, EnclaveGpuInstanceProps, EnclaveImage, attestation_kms, observability as observability_module } from '../lib';
 import { expectedPcrs, placeholderSections, typicalSections, writeEif, writePlaceholderEif, writeTempFile } from './helpers/eif';
-import { testStack, userDataOf } from './helpers/stack';
+import { hereDocument, testStack, userDataOf } from './helpers/stack';
 
 const KMS_ENDPOINT = 'kms.${AWS::Region}.${AWS::URLSuffix}';
 
@@ -207,13 +207,13 @@ describe('EnclaveGpuInstance defaults', () => {
     );
     expect(userData).not.toContain('--debug-mode');
     // After the allocator, without pulling it in again (a oneshot without RemainAfterExit would rerun).
-    const unit = /cat > '\/etc\/systemd\/system\/enclave-gpu-enclave\.service' <<'ENCLAVE_GPU_EOF'\n([\s\S]*?)ENCLAVE_GPU_EOF/.exec(userData)![1];
+    const unit = hereDocument(userData, '/etc/systemd/system/enclave-gpu-enclave.service');
     expect(unit).toContain('After=nitro-enclaves-allocator.service ');
     expect(unit).not.toMatch(/^(Requires|Wants|BindsTo|Requisite)=.*nitro-enclaves-allocator/m);
   });
 
   it('checks the enclave every 30 s and reports the instance unhealthy to Auto Scaling after three failures', () => {
-    const script = /cat > '\/usr\/local\/libexec\/enclave-gpu\/health-check' <<'ENCLAVE_GPU_EOF'\n([\s\S]*?)ENCLAVE_GPU_EOF/.exec(userData)![1];
+    const script = hereDocument(userData, '/usr/local/libexec/enclave-gpu/health-check');
     expect(script).toContain('e.get("EnclaveName")=="enclave-gpu"');
     expect(script).toContain('if [ "$failures" -ge 3 ]; then');
     expect(script).toContain('aws autoscaling set-instance-health --instance-id "$instance_id" --health-status Unhealthy --region ${AWS::Region}');
@@ -227,7 +227,7 @@ describe('EnclaveGpuInstance defaults', () => {
   });
 
   it('rotates the kernel-attestation log SGS appends to (copytruncate: SGS keeps it open)', () => {
-    const config = /cat > '\/etc\/logrotate\.d\/enclave-gpu' <<'ENCLAVE_GPU_EOF'\n([\s\S]*?)ENCLAVE_GPU_EOF/.exec(userData)![1];
+    const config = hereDocument(userData, '/etc/logrotate.d/enclave-gpu');
     expect(config).toContain('/var/log/enclave-gpu/kernel-attestation.jsonl {\n    daily\n    maxsize 256M\n    rotate 7\n');
     expect(config).toContain('    copytruncate\n}\n');
     expect(userData).toContain('command -v logrotate >/dev/null 2>&1 || dnf install -y logrotate');

@@ -15,7 +15,7 @@ import { RUNTIME_PACKAGE_JSON, RUNTIME_PACKAGE_LOCK } from '../lib/enclave-gpu-i
 import { KERNEL_ATTESTATION_LOG_PATH } from '../lib/observability/metric-catalogue';
 import { runtimeLock } from '../scripts/generate-runtime-lock';
 import { writePlaceholderEif } from './helpers/eif';
-import { FIXTURE_RUNTIME_DIR, testStack, userDataOf } from './helpers/stack';
+import { FIXTURE_RUNTIME_DIR, hereDocument, testStack, userDataOf } from './helpers/stack';
 
 const ROOT = path.resolve(__dirname, '..');
 const eifPath = writePlaceholderEif();
@@ -32,13 +32,6 @@ function runtimeDir(egpu: string, addon = 'addon bytes'): string {
 /** The staged archive of a runtime, as the asset ships it. */
 function stagedArchive(runtime: GpuRuntime): string {
   return path.join(os.tmpdir(), 'cdk-enclave-gpu-runtime', `${runtime.sha256}.tar`);
-}
-
-/** The text of a file the boot script writes with a here-document. */
-function hereDocument(script: string, file: string, delimiter = 'ENCLAVE_GPU_EOF'): string {
-  const match = new RegExp(`cat > '${file.replace(/[.]/g, '\\.')}' <<'${delimiter}'\\n([\\s\\S]*?)${delimiter}`).exec(script);
-  expect(match, `${file} is not written`).not.toBeNull();
-  return match![1];
 }
 
 function instanceUserData(runtime?: GpuRuntime): string {

@@ -27,3 +27,10 @@ export function userDataOf(template: Template): string {
   }
   return cfnValueAsText(instances[0].Properties.UserData);
 }
+
+/** The text of a file a script writes with a quoted here-document ending at `delimiter`; throws when it is not written. */
+export function hereDocument(script: string, file: string, delimiter = 'ENCLAVE_GPU_EOF'): string {
+  const match = new RegExp(`cat > '${file.replace(/[.]/g, '\\.')}' <<'${delimiter}'\\n([\\s\\S]*?)${delimiter}`).exec(script);
+  if (match === null) throw new Error(`${file} is not written`);
+  return match[1];
+}
