@@ -155,14 +155,16 @@ describe('EGP replay journal', () => {
   it('keeps a loop of partial uploads to its last upload', () => {
     // htod(64 bytes into a 1 KiB buffer) -> relu (replaces out) -> dtoh, over and over
     const journal = new Journal();
-    const append = (change: StateChange) => journal.append(change);
+    const changes: StateChange[] = [];
+    const append = (change: StateChange) => {
+      changes.push(change);
+      journal.append(change);
+    };
     [1, 2].forEach((buffer) => append({ request: { op: 'malloc', buffer, size: 1024 }, digest: ZERO_DIGEST }));
     const args: KernelArgs = new Map<string, number>([['input', 1], ['out', 2], ['count', 256]]);
-    const changes: StateChange[] = [];
     for (let i = 0; i < 10_000; i++) {
       const upload: StateChange = { request: { op: 'htod', buffer: 1, size: 64 }, data: Buffer.alloc(64, i), digest: ZERO_DIGEST, writes: [1], overwrites: [] };
       const relu: StateChange = { request: { op: 'launch', kernel: 'relu', args }, digest: ZERO_DIGEST, ...launchEffects('relu', args, new Set([1, 2]), () => 1024) };
-      changes.push(upload, relu);
       append(upload);
       append(relu);
       expect(journal.length).toBeLessThanOrEqual(16);
@@ -171,6 +173,9 @@ describe('EGP replay journal', () => {
     expect(journal.changes.map((c) => c.request.op)).toEqual(['malloc', 'malloc', 'htod', 'launch']);
     expect(journal.changes[2].data![0]).toBe(9_999 & 0xff);
     expect(journal.bytes).toBe(64);
+    const full = replay(changes);
+    const compacted = replay(journal.changes);
+    for (const [id, bytes] of full) expect(compacted.get(id)!.equals(bytes), `buffer ${id}`).toBe(true);
   });
 
   it('keeps an upload only while no later one at least as long rewrites it before a read', () => {

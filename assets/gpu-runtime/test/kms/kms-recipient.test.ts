@@ -77,6 +77,10 @@ describe('generateDataKeyForRecipient', () => {
       const watch = watchPlaintextCopies();
       try {
         expect((await refusal(generateDataKeyForRecipient(client, { keyId: KEY_ARN }, recipient))).code).toBe('KMS_RESPONSE');
+        // Without KeyId the response is refused before anything is unwrapped (nothing decrypted at
+        // all); the 16-byte key is unwrapped, then refused, so the watch saw its buffers.
+        if (dataKey.length === 32) expect(watch.seen).toBe(0);
+        else expect(watch.seen).toBeGreaterThan(0);
         expect(watch.holding(dataKey)).toBe(0);
       } finally {
         watch.restore();
@@ -147,6 +151,7 @@ describe('decryptForRecipient', () => {
     const watch = watchPlaintextCopies();
     try {
       expect((await refusal(decryptForRecipient(client, ciphertextBlob, {}, recipient))).code).toBe('KMS_RESPONSE');
+      expect(watch.seen).toBe(0); // KeyId is checked before CiphertextForRecipient is unwrapped: nothing was decrypted
       expect(watch.holding(plaintext)).toBe(0);
     } finally {
       watch.restore();
