@@ -13,11 +13,7 @@ import type { EnclaveIdentity } from '../../src/abe/handshake';
 import { LocalStack, startLocalStack } from '../../src/egp/local-stack';
 import { EgpSocketServer, EgpSocketServerOptions } from '../../src/egp/socket-server';
 import { parseAddress } from '../../src/protocol/transport';
-
-/** Resolves once `condition` holds, checking every few milliseconds; the test's timeout is the only limit. */
-async function until(condition: () => boolean): Promise<void> {
-  while (!condition()) await new Promise((resolve) => setTimeout(resolve, 2));
-}
+import { until } from '../sgs/fixtures';
 
 const peers: net.Socket[] = [];
 const servers: EgpSocketServer[] = [];

@@ -117,12 +117,15 @@ describe.skipIf(addon === undefined)(`the vsock bridge over real sockets (skippe
     const baseline = addon!.activeBridges();
     const { peer, local } = await bridgedPair('unix', { allowHalfOpen: true });
     const received = readAll(local);
+    let seen = '';
+    local.on('data', (chunk: Buffer) => { seen += chunk.toString(); });
     local.end();
     await once(peer.resume(), 'end');
-    await new Promise((resolve) => setTimeout(resolve, 50));
+    peer.write('still bridged');
+    await eventually(() => seen === 'still bridged', 'bytes the peer sends after the half-close to reach the JavaScript side');
     expect(addon!.activeBridges()).toBe(baseline + 1);
-    peer.end('sent after the half-close');
-    expect((await received).toString()).toBe('sent after the half-close');
+    peer.end(', and then ended');
+    expect((await received).toString()).toBe('still bridged, and then ended');
     await bridgesIdle(baseline);
   });
 
@@ -238,11 +241,10 @@ describe.skipIf(addon === undefined)(`the vsock bridge over real sockets (skippe
     await eventually(() => connection !== undefined, 'the connection');
     let closed = false;
     server.close(() => { closed = true; });
-    await new Promise((resolve) => setTimeout(resolve, 50));
-    expect(closed).toBe(false);
     let count = -1;
     server.getConnections((_error, n) => { count = n; });
     await eventually(() => count === 1, 'getConnections');
+    expect(closed).toBe(false); // the connection is still open, so close() has not called back
     client.destroy();
     connection!.resume();
     await eventually(() => closed, 'close() to call back once the connection ended');

@@ -79,7 +79,8 @@ describe('SGS relays operations', () => {
     const data = randomBytes(MAX_CHUNK_BYTES + 1);
     const frames = egp.seal(2, { op: 'htod', buffer: 1, size: data.length }, data);
     egp.send(frames.slice(0, 1));
-    await new Promise((resolve) => setTimeout(resolve, 50));
+    await until(() => h.sgs.stats().queued === 1, 'operation 2 to be queued in SGS');
+    expect(h.sgs.stats()).toMatchObject({ queued: 1, inFlight: 1 });
     expect(h.context.frames.filter((f) => f.n === 2)).toEqual([]); // no slot: operation 2 waits in SGS
     egp.send(frames.slice(1));
     h.context.hold = false;
