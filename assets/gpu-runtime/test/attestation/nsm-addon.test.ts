@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { openFdCount } from '../protocol/vsock-helpers';
+import { asyncRefusal } from '../refusal';
 import { COMMANDS } from '../../src/cli';
 import { dispatch } from '../../src/cli/command';
 import { NSM_REQUEST_MAX_BYTES, NSM_RESPONSE_MAX_BYTES, NsmDevice, NsmError, encodeDescribePcrRequest, loadNsmAddon } from '../../src/attestation/nsm-device';
@@ -35,15 +36,6 @@ function regularFile(name = 'not-a-device'): string {
   return file;
 }
 
-async function rejection(promise: Promise<unknown>): Promise<NodeJS.ErrnoException & { path?: string }> {
-  try {
-    await promise;
-  } catch (error) {
-    return error as NodeJS.ErrnoException;
-  }
-  throw new Error('expected a rejection');
-}
-
 describe.skipIf(addon === undefined)('the NSM addon', () => {
   it('computes NSM_IOCTL_RAW as _IOWR(0x0A, 0, 32-byte struct nsm_raw) and has the driver\'s limits', () => {
     // _IOC(dir = read|write = 3, type = 0x0A, nr = 0, size = 32) on x86_64 and arm64 (the generic layout).
@@ -57,14 +49,14 @@ describe.skipIf(addon === undefined)('the NSM addon', () => {
     const missing = missingPath();
     const pending = addon!.request(missing, encodeDescribePcrRequest(0));
     expect(pending).toBeInstanceOf(Promise);
-    const error = await rejection(pending);
+    const error = await asyncRefusal(() => pending, Error);
     expect(error).toMatchObject({ code: 'ENOENT', errno: 2, syscall: 'open', path: missing });
     expect(error.message).toBe(`open ${missing}: No such file or directory`);
   });
 
   it('rejects with ENOTTY from ioctl(2) on something that is not the NSM', async () => {
     const file = regularFile();
-    expect(await rejection(addon!.request(file, encodeDescribePcrRequest(0)))).toMatchObject({ code: 'ENOTTY', syscall: 'ioctl', path: file });
+    expect(await asyncRefusal(() => addon!.request(file, encodeDescribePcrRequest(0)), Error)).toMatchObject({ code: 'ENOTTY', syscall: 'ioctl', path: file });
   });
 
   it('refuses, before any system call, a request that is empty or over 4096 bytes, and wrong arguments', () => {
@@ -90,11 +82,10 @@ describe.skipIf(addon === undefined)('the NSM addon', () => {
   it('gives NsmDevice typed errors: NSM_IO for the failed ioctl, NSM_UNAVAILABLE once the path is gone', async () => {
     const file = regularFile('vanishing');
     const device = NsmDevice.open({ path: file });
-    const io = await rejection(device.describePcr(0)) as unknown as NsmError;
-    expect(io).toBeInstanceOf(NsmError);
+    const io = await asyncRefusal(() => device.describePcr(0), NsmError);
     expect(io).toMatchObject({ code: 'NSM_IO', request: 'DescribePCR', errno: 'ENOTTY' });
     rmSync(file);
-    const gone = await rejection(device.attest({ nonce: Buffer.alloc(32) })) as unknown as NsmError;
+    const gone = await asyncRefusal(() => device.attest({ nonce: Buffer.alloc(32) }), NsmError);
     expect(gone).toMatchObject({ code: 'NSM_UNAVAILABLE', request: 'Attestation', errno: 'ENOENT' });
   });
 });

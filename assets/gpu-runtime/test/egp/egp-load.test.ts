@@ -65,6 +65,5 @@ describe('EGP under load', () => {
     const peak = { sgs: Math.max(...samples.map((s) => s.sgs)), context: Math.max(...samples.map((s) => s.context)) };
     expect(peak.sgs).toBeLessThan(RSS_BOUND_BYTES);
     expect(peak.context).toBeLessThan(RSS_BOUND_BYTES);
-    console.log(`64 x 200 operations: peak RSS SGS ${(peak.sgs / 2 ** 20).toFixed(0)} MiB, context ${(peak.context / 2 ** 20).toFixed(0)} MiB, ${samples.length} samples`);
   });
 });

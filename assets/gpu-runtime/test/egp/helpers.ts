@@ -5,6 +5,7 @@
 import { expect } from 'vitest';
 import { EgpClient, EgpConnectOptions } from '../../src/egp/client';
 import type { LocalStack } from '../../src/egp/local-stack';
+import { asyncRefusal } from '../refusal';
 
 export function f32Bytes(values: readonly number[]): Buffer {
   return Buffer.from(new Float32Array(values).buffer);
@@ -18,13 +19,9 @@ export function connect(stack: LocalStack, options: Partial<EgpConnectOptions> =
   return EgpClient.connect({ sgs: stack.sgsAddress, enclave: stack.enclave, ...options });
 }
 
-/** Runs `action` and checks it rejects with an error named `name` and code `code`; returns the error. */
+/** Runs `action` and checks it rejects with an Error named `name` and code `code`; returns the error. */
 export async function rejection(action: () => Promise<unknown>, code: string, name = 'EgpError'): Promise<Error & { code: string; reason: string }> {
-  try {
-    await action();
-  } catch (error) {
-    expect(error).toMatchObject({ name, code });
-    return error as Error & { code: string; reason: string };
-  }
-  throw new Error(`expected ${code}, but it resolved`);
+  const error = await asyncRefusal(action, Error);
+  expect(error).toMatchObject({ name, code });
+  return error as Error & { code: string; reason: string };
 }

@@ -79,16 +79,13 @@ describe('EGPU_TRACE across the EGP, SGS and the context', () => {
 
   it('notes every operation in all three processes, and the report puts the steps together', async () => {
     const stack = await startLocalStack();
-    let wallUs = 0;
     try {
       const gpu = await connect(stack);
       expect(timelineEnabled()).toBe(true);
-      const started = process.hrtime.bigint();
       const [a, b, out] = await Promise.all([gpu.malloc(8), gpu.malloc(8), gpu.malloc(8)]);
       await Promise.all([gpu.memcpyHtoD(a, f32Bytes([1, 2])), gpu.memcpyHtoD(b, f32Bytes([3, 4]))]);
       await gpu.launchKernel('add', { a, b, out, count: 2 });
       expect(f32Values(await gpu.memcpyDtoH(out))).toEqual([4, 6]);
-      wallUs = Number(process.hrtime.bigint() - started) / 1e3;
       gpu.close();
     } finally {
       await stack.stop(); // SGS and the context append their events as they exit
@@ -111,9 +108,7 @@ describe('EGPU_TRACE across the EGP, SGS and the context', () => {
     for (const step of ['egp.send -> egp.sealed', 'sgs.arrived -> sgs.dispatch', 'ctx.arrived -> ctx.executed', 'ctx.sent -> sgs.result', 'sgs.result -> sgs.done', 'egp.answered -> egp.done']) {
       expect(names).toContain(step);
     }
-    // The three processes' clocks agree: the launch's path lies within what this process timed around it.
     expect(launch.operationUs.p50).toBeGreaterThan(0);
-    expect(launch.operationUs.p50).toBeLessThan(wallUs);
     // Each line: an operation number, 8 hex digits of the session id, and the kind or computeUs: nothing of the data or the keys.
     for (const fields of text.trim().split('\n').map((line) => line.split(' ')).filter((f) => f[2] !== '-')) {
       expect(fields[4]).toMatch(/^[0-9a-f]{8}:\d+$/);
