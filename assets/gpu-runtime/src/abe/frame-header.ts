@@ -18,6 +18,14 @@ import { MAX_BUFFER_ID, MAX_CHUNKS, MAX_HEADER_BYTES, MAX_OPERATION } from './li
 export const ABE_VERSION = 1;
 export const DIGEST_BYTES = 48; // SHA-384 of the kernel or model the operation runs
 
+/** The digest of every operation other than a launch: 48 zero bytes. */
+export const ZERO_DIGEST: Buffer = Buffer.alloc(DIGEST_BYTES);
+
+/** True for a launch's digest (the SHA-384 of the code it runs): every other operation carries ZERO_DIGEST. */
+export function isLaunchDigest(digest: Buffer): boolean {
+  return !digest.equals(ZERO_DIGEST);
+}
+
 /** 0: enclave to host (execution context); 1: host to enclave. */
 export type Direction = 0 | 1;
 export const ENCLAVE_TO_HOST: Direction = 0;

@@ -8,7 +8,7 @@
  * each write waits for the socket to drain when it is full, so a reader that falls behind
  * holds back the context, not its memory.
  */
-import { HOST_TO_ENCLAVE } from '../abe/frame-header';
+import { HOST_TO_ENCLAVE, isLaunchDigest } from '../abe/frame-header';
 import { sealBuffer } from '../abe/frame';
 import { AbeSession } from '../abe/session';
 import { encodeControl } from '../protocol/control';
@@ -34,7 +34,7 @@ export async function sendOutcome(connection: RecordConnection, session: AbeSess
   // A launch's answer leaves now rather than with this turn's other writes: what waits behind
   // it (typically the dtoh of its output) is then opened and sealed here while SGS and the
   // EGP already handle this answer, instead of everything leaving together afterwards.
-  if (outcome.codeSha384.some((byte) => byte !== 0)) connection.flush();
+  if (isLaunchDigest(outcome.codeSha384)) connection.flush();
 }
 
 class JoiningWriter {

@@ -28,6 +28,7 @@
  * freed (checked when the call is made: calls already made may take it a little beyond).
  */
 import type { AesGcmBackend } from '../abe/aes-gcm';
+import { ZERO_DIGEST } from '../abe/frame-header';
 import type { EnclaveIdentity } from '../abe/handshake';
 import { MAX_CHUNK_BYTES } from '../abe/limits';
 import { BUILTIN_KERNELS } from '../kernels/builtins';
@@ -41,7 +42,7 @@ import { Journal, StateChange } from './journal';
 import { UploadCopy } from './upload-copy';
 import { KernelArgsInput, toKernelArgs } from './kernel-args';
 import { launchEffects } from './kernel-effects';
-import { BufferRecord, ZERO_DIGEST, launchDigest } from './kernel-digests';
+import { BufferRecord, launchDigest } from './kernel-digests';
 import { DoneReport, Operation, OperationOrigin, OperationOutcome, OperationSpec } from './operation';
 import { HostError, LinkEvents, SealRefused, SessionLink } from './session-link';
 import { OperationTiming } from './timing';

@@ -16,8 +16,6 @@ import type { UploadCopy } from './upload-copy';
 export const ONNX_RUN_KERNEL = 'onnx.run';
 /** The onnx.run argument that names the buffer holding the model. */
 export const ONNX_MODEL_ARGUMENT = 'model';
-/** Non-launch operations carry 48 zero bytes. */
-export const ZERO_DIGEST: Buffer = Buffer.alloc(DIGEST_BYTES);
 
 /** What the client knows of a device buffer. */
 export interface BufferRecord {

@@ -48,7 +48,7 @@ export class RecordConnection {
   send(record: Buffer, written?: () => void): Promise<void> {
     if (this.closed) return Promise.reject(new WireError('INTERNAL', 'the connection is closed'));
     this.batchWrites();
-    const ok = written === undefined ? this.socket.write(record) : this.socket.write(record, () => written());
+    const ok = this.socket.write(record, written);
     return ok ? Promise.resolve() : this.untilDrained();
   }
 

@@ -7,8 +7,20 @@
  */
 import type { Socket } from 'node:net';
 
-/** The longest a refused connection is kept for its last words to be written. */
+/** The longest a refused (or ended) connection is kept for its last words to be written. */
 export const REFUSAL_LINGER_MS = 1_000;
+
+/**
+ * Destroys whichever of `sockets` is still open after `ms` (unref'd: it keeps no process
+ * alive), for connections that were end()ed and close only once a peer reads.
+ */
+export function destroyAfter(sockets: readonly Socket[], ms = REFUSAL_LINGER_MS): void {
+  const open = sockets.filter((socket) => !socket.destroyed);
+  if (open.length === 0) return;
+  const timer = setTimeout(() => { for (const socket of open) socket.destroy(); }, ms).unref();
+  let remaining = open.length;
+  for (const socket of open) socket.once('close', () => { if (--remaining === 0) clearTimeout(timer); });
+}
 
 export class RefusedConnections {
   private readonly sockets = new Set<Socket>();
@@ -17,12 +29,9 @@ export class RefusedConnections {
   refuse(socket: Socket, last: string | Buffer): void {
     if (socket.destroyed) return;
     this.sockets.add(socket);
-    const timer = setTimeout(() => socket.destroy(), REFUSAL_LINGER_MS).unref();
+    destroyAfter([socket]);
     socket.on('error', () => {});
-    socket.on('close', () => {
-      clearTimeout(timer);
-      this.sockets.delete(socket);
-    });
+    socket.on('close', () => this.sockets.delete(socket));
     socket.resume();
     socket.end(last, () => socket.destroy());
   }

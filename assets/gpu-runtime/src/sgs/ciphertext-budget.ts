@@ -1,7 +1,6 @@
 /**
- * The ciphertext SGS holds, all sessions together: frames of operations being assembled and
- * queued, and of operations dispatched whole until the socket to the context has written
- * them. Each session is capped by its partition's memoryCapBytes; this caps their sum, so
+ * The ciphertext SGS holds, all sessions together: frames of operations queued (whole or
+ * still arriving), and frames handed to the context's socket until it has written them. Each session is capped by its partition's memoryCapBytes; this caps their sum, so
  * many sessions at their caps cannot take the host's memory. An operation that does not fit
  * is answered BUSY, like a full queue.
  */

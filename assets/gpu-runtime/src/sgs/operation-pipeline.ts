@@ -77,7 +77,6 @@ export interface PipelineHost {
   completed(operation: CompletedOperation): void;
 }
 
-const ZERO_DIGEST = Buffer.alloc(48);
 const MAX_RETRY_AFTER_MS = 1000;
 
 export class OperationPipeline implements InboundGate {
@@ -88,7 +87,7 @@ export class OperationPipeline implements InboundGate {
   /** The operation whose frames are arriving: queued, or at the context already (cut-through). */
   private arriving: Operation | undefined;
   private readonly inFlight: Operation[] = [];
-  /** The highest n begun and not refused; a new operation's n must be above it. Operation numbers start at 1. */
+  /** The highest n whose last frame arrived; a new operation's n must be above it. Operation numbers start at 1. */
   private lastAccepted = 0;
   /** The oldest operation answered BUSY and not yet resent: later ones wait behind it. */
   private busyFrom: number | undefined;
@@ -110,10 +109,6 @@ export class OperationPipeline implements InboundGate {
 
   get inFlightOperations(): number {
     return this.inFlight.length;
-  }
-
-  static isLaunch(digest: Buffer): boolean {
-    return !digest.equals(ZERO_DIGEST);
   }
 
   // InboundGate: decisions as an operation arrives.
@@ -159,20 +154,18 @@ export class OperationPipeline implements InboundGate {
     return true;
   }
 
-  /** The number of the operation dispatchNext() would send, if any. */
-  get nextQueued(): number | undefined {
-    return this.queue[0]?.n;
-  }
-
   /** True when the queue's front can go to the context (whole, or begun: cut-through). */
   hasQueued(): boolean {
     return this.queue.length > 0;
   }
 
-  /** Sends the oldest queued operation (the frames of it that are here) to the context and starts its deadline. */
-  dispatchNext(): void {
+  /**
+   * Sends the oldest queued operation (the frames of it that are here) to the context and
+   * starts its deadline; returns its number, undefined when none was queued.
+   */
+  dispatchNext(): number | undefined {
     const operation = this.queue.shift();
-    if (operation === undefined) return;
+    if (operation === undefined) return undefined;
     this.queuedBytes -= operation.heldBytes;
     operation.heldBytes = 0;
     this.host.queued(-1);
@@ -184,6 +177,7 @@ export class OperationPipeline implements InboundGate {
     // Out of the session's queue, but still SGS's memory until its socket to the context has
     // written them: they stay in the shared budget until then (even after the session ends).
     this.host.sendToContext(frames, (bytes) => this.budget.release(bytes));
+    return operation.n;
   }
 
   /** Checks that a result frame from the context is for the oldest operation in flight, all of whose frames it has. */

@@ -15,10 +15,11 @@
 import type { Socket } from 'node:net';
 import { parseFrame } from '../abe/frame-codec';
 import { releaseFrame } from '../abe/frame-pool';
-import { HOST_TO_ENCLAVE } from '../abe/frame-header';
+import { HOST_TO_ENCLAVE, isLaunchDigest } from '../abe/frame-header';
 import { ContextHello, decodeContextHello } from '../abe/handshake-messages';
 import { ControlMessage } from '../protocol/control';
 import { RecordConnection } from '../protocol/record-connection';
+import { destroyAfter } from '../protocol/refused-connections';
 import { connect } from '../protocol/transport';
 import { WireError, toWireError } from '../protocol/wire-error';
 import { mark, timelineEnabled } from '../timeline';
@@ -26,13 +27,6 @@ import { AdmittedEnclave, admitEnclave } from './admission';
 import { InboundAssembler } from './inbound-assembler';
 import { CompletedOperation, OperationError, OperationPipeline } from './operation-pipeline';
 import { SessionServices } from './session-services';
-
-/**
- * How long an ended session's sockets may stay: the final error record (and what was already
- * sent) leaves at once while the peer reads; a peer that does not read cannot keep the
- * sockets, their descriptors or their buffered bytes past this.
- */
-const CLOSE_GRACE_MS = 1_000;
 
 type State = 'await-open' | 'await-hello' | 'await-reply' | 'await-ready' | 'ready' | 'closed';
 
@@ -77,8 +71,7 @@ export class SgsSession {
 
   dispatchNext(): void {
     if (this.state !== 'ready') return;
-    const n = this.pipeline!.nextQueued;
-    this.pipeline!.dispatchNext();
+    const n = this.pipeline!.dispatchNext();
     if (n !== undefined) mark('sgs', 'dispatch', this.hello!.sessionId, n);
   }
 
@@ -107,7 +100,9 @@ export class SgsSession {
     if (error) void this.egp.fail(error, n);
     else this.egp.close();
     this.context?.close();
-    this.destroyAfterGrace();
+    // The final error record (and what was already sent) leaves while the peer reads; one that
+    // does not read keeps neither the sockets, their descriptors nor their buffered bytes.
+    destroyAfter([this.egp.socket, ...(this.context ? [this.context.socket] : [])]);
     if (this.pipeline) {
       const queued = this.pipeline.close();
       if (queued > 0) this.services.metrics.queued(this.admitted!.enclaveImage, -queued);
@@ -120,14 +115,6 @@ export class SgsSession {
     this.services.sessionClosed(this);
   }
 
-  /** Destroys what of both sockets is still open after CLOSE_GRACE_MS (end() only closes them once written). */
-  private destroyAfterGrace(): void {
-    const sockets = [this.egp.socket, this.context?.socket].filter((socket): socket is Socket => socket !== undefined && !socket.destroyed);
-    if (sockets.length === 0) return;
-    const timer = setTimeout(() => { for (const socket of sockets) socket.destroy(); }, CLOSE_GRACE_MS).unref();
-    let open = sockets.length;
-    for (const socket of sockets) socket.once('close', () => { if (--open === 0) clearTimeout(timer); });
-  }
 
   // Enclave side.
 
@@ -152,8 +139,9 @@ export class SgsSession {
       if (begins) mark('sgs', 'begin', this.hello!.sessionId, n);
       if (ends) mark('sgs', 'arrived', this.hello!.sessionId, n);
     }
-    // The front operation may go to the context now: at its first frame (cut-through), or once a slot frees.
-    if (this.pipeline!.hasQueued()) this.services.scheduler.pump();
+    // The front operation may go to the context at its first frame (cut-through); later frames
+    // change nothing the scheduler looks at, and a slot that frees pumps it itself.
+    if (begins && this.pipeline!.hasQueued()) this.services.scheduler.pump();
     this.endIfDrained();
   }
 
@@ -274,7 +262,7 @@ export class SgsSession {
     const image = this.admitted!.enclaveImage;
     const { metrics } = this.services;
     metrics.operation(image, operation.latencyMs, operation.done.computeUs);
-    if (!OperationPipeline.isLaunch(operation.digest)) return;
+    if (!isLaunchDigest(operation.digest)) return;
     metrics.launch(image);
     if (!operation.done.codeSha384.equals(operation.digest)) {
       this.services.log(`sgs: session ${this.label()}: launch ${operation.n} ran code ${operation.done.codeSha384.toString('hex').slice(0, 16)}..., not the ${operation.digest.toString('hex').slice(0, 16)}... its frames named`);
@@ -314,18 +302,18 @@ export class SgsSession {
    */
   private sendFramesToContext(frames: readonly Buffer[], written?: (bytes: number) => void): void {
     const context = this.context!;
+    // Each frame's memory goes back to the pool once written, or at once when the context is gone.
+    const done = (frame: Buffer) => {
+      const bytes = frame.length;
+      releaseFrame(frame);
+      written?.(bytes);
+    };
     if (context.isClosed) {
-      for (const frame of frames) written?.(frame.length);
+      for (const frame of frames) done(frame);
       return;
     }
-    // One writev (RecordConnection batches a turn's writes); each frame's memory goes back to the pool once written.
-    for (const frame of frames) {
-      const bytes = frame.length;
-      context.send(frame, () => {
-        releaseFrame(frame);
-        written?.(bytes);
-      }).catch(() => {});
-    }
+    // One writev (RecordConnection batches a turn's writes).
+    for (const frame of frames) context.send(frame, () => done(frame)).catch(() => {});
     pauseWhileFull(this.egp.socket, context.socket);
   }
 

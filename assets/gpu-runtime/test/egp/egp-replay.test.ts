@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { answerHello } from '../../src/abe/handshake';
 import { decodeContextHello, encodeEnclaveReply } from '../../src/abe/handshake-messages';
 import { AbeSession } from '../../src/abe/session';
-import { ZERO_DIGEST } from '../../src/egp/kernel-digests';
+import { ZERO_DIGEST } from '../../src/abe/frame-header';
 import { LocalStack, startLocalStack } from '../../src/egp/local-stack';
 import { sealOperation } from '../../src/egp/operation-sealer';
 import { ControlMessage } from '../../src/protocol/control';

@@ -107,7 +107,9 @@ export class MetricPublisher {
   }
 
   private async sendAll(): Promise<boolean> {
-    while (this.dropOutsideWindow() > 0) {
+    // Once per flush: what is enqueued while a call is under way is timestamped now.
+    this.dropOutsideWindow();
+    while (this.buffer.length > 0) {
       const batch = this.buffer.splice(0, nextBatchSize(this.buffer));
       this.sending = batch;
       try {
@@ -137,8 +139,8 @@ export class MetricPublisher {
     return true;
   }
 
-  /** Drops the buffered data CloudWatch would refuse for their Timestamp; returns how many remain. */
-  private dropOutsideWindow(): number {
+  /** Drops the buffered data CloudWatch would refuse for their Timestamp. */
+  private dropOutsideWindow(): void {
     const now = (this.options.now ?? Date.now)();
     const kept = this.buffer.filter((datum) => {
       const at = datum.Timestamp?.getTime();
@@ -150,7 +152,6 @@ export class MetricPublisher {
       this.droppedCount += outside;
       this.options.log?.(`sgs: dropped ${outside} data outside CloudWatch's timestamp window (more than 14 days old or 2 hours ahead), ${this.droppedCount} in all`);
     }
-    return kept.length;
   }
 }
 
