@@ -30,7 +30,7 @@
 import type { AesGcmBackend } from '../abe/aes-gcm';
 import { ZERO_DIGEST } from '../abe/frame-header';
 import type { EnclaveIdentity } from '../abe/handshake';
-import { MAX_CHUNK_BYTES } from '../abe/limits';
+import { MAX_BUFFER_ID, MAX_CHUNK_BYTES } from '../abe/limits';
 import { BUILTIN_KERNELS } from '../kernels/builtins';
 import { MAX_BUFFER_BYTES, OperationRequest } from '../protocol/op-descriptor';
 import { Address, parseAddress } from '../protocol/transport';
@@ -137,8 +137,6 @@ export interface LaunchResult {
   readonly timing: OperationTiming;
 }
 
-const MAX_BUFFER_ID = 0xffff_ffff;
-
 export class EgpClient {
   /** Connects (retrying for up to reconnectTimeoutMs while SGS is not reachable) and completes the handshake. */
   static async connect(options: EgpConnectOptions): Promise<EgpClient> {
@@ -233,19 +231,21 @@ export class EgpClient {
     }
     this.checkJournalRoom();
     if (this.journal.bytes + bytes.length > this.limits.maxJournalBytes) {
-      this.journal.compact();
+      this.recycle(this.journal.compact());
       if (this.journal.bytes + bytes.length > this.limits.maxJournalBytes) {
         throw new EgpError('TOO_LARGE', `the replay journal would hold more than ${this.limits.maxJournalBytes} bytes; free buffers no longer needed`);
       }
     }
     const upload = new UploadCopy(Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length), this.pool);
-    record.upload = upload;
-    record.digest = undefined;
     const request: OperationRequest = { op: 'htod', buffer, size: bytes.length };
     // htod writes the buffer's first bytes: it replaces the whole buffer only when it covers it.
     const overwrites = bytes.length === record.size ? [buffer] : [];
     const change: StateChange = { request, digest: ZERO_DIGEST, writes: [buffer], overwrites };
-    await this.enqueue({ request, digest: ZERO_DIGEST, upload, change }).promise;
+    const queued = this.enqueue({ request, digest: ZERO_DIGEST, upload, change });
+    // Only once the upload is queued (enqueue throws when the client is closed or full) does the record describe it.
+    record.upload = upload;
+    record.digest = undefined;
+    await queued.promise;
   }
 
   /**
@@ -263,9 +263,10 @@ export class EgpClient {
     const digest = launchDigest(kernel, kernelArgs, this.kernelDigests, this.buffers, options.digest);
     const request: OperationRequest = { op: 'launch', kernel, args: kernelArgs };
     const { reads, writes, overwrites, resizes } = launchEffects(kernel, kernelArgs, this.buffers, (id) => this.buffers.get(id)?.size);
-    for (const id of resizes) this.buffers.get(id)!.size = undefined;
     const change: StateChange = { request, digest, reads, writes, overwrites };
-    const outcome = await this.enqueue({ request, digest, change }).promise;
+    const queued = this.enqueue({ request, digest, change });
+    for (const id of resizes) this.buffers.get(id)!.size = undefined; // once queued, as for an upload
+    const outcome = await queued.promise;
     const done = outcome.done;
     return {
       kernel,

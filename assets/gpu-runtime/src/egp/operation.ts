@@ -82,10 +82,6 @@ export class Operation {
     return this.spec.upload?.bytes ?? this.spec.data;
   }
 
-  get isSettled(): boolean {
-    return this.settled;
-  }
-
   /** The result descriptor, once its chunk opened. */
   get result() {
     return this.assembler?.result;

@@ -10,7 +10,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { Journal, StateChange } from '../../src/egp/journal';
 import { launchEffects } from '../../src/egp/kernel-effects';
-import { ZERO_DIGEST } from '../../src/egp/kernel-digests';
+import { ZERO_DIGEST } from '../../src/abe/frame-header';
 import type { KernelArgs } from '../../src/protocol/op-descriptor';
 
 type Step =
