@@ -7,7 +7,7 @@ import { App, Stack } from 'aws-cdk-lib';
 import { Template } from 'aws-cdk-lib/assertions';
 import { describe, expect, it } from 'vitest';
 import { EnclaveGpuImage, EnclaveGpuInstance, EnclaveImage, GpuRuntime } from '../lib';
-import { renderRuntimeInstaller, runtimeCheckCommands, runtimeInstallCommands } from '../lib/enclave-gpu-instance/boot/runtime-install';
+import { renderRuntimeInstaller, runtimeCheckCommands } from '../lib/enclave-gpu-instance/boot/runtime-install';
 import { CONTEXT_ENV_PATH, SGS_CONFIG_PATH, renderContextService, renderSgsService } from '../lib/enclave-gpu-instance/boot/runtime-services';
 import { INSTANCE_ID_PLACEHOLDER } from '../lib/enclave-gpu-instance/boot/sgs-config';
 import { BUNDLED_RUNTIME_DIRECTORY, GPU_RUNTIME_DIRECTORY_CONTEXT, bundledGpuRuntime, tarArchive } from '../lib/enclave-gpu-instance/gpu-runtime';
@@ -107,7 +107,7 @@ describe('runtime on the instance', () => {
   const installer = hereDocument(userData, '/usr/local/libexec/enclave-gpu/install-runtime');
 
   it('ships the archive as an asset and installs it with the one install script', () => {
-    expect(userData).toContain(runtimeInstallCommands({ s3Url: 'x', sha256: runtime.sha256, region: 'y' })[0]);
+    expect(userData).toContain("cat > '/usr/local/libexec/enclave-gpu/install-runtime' <<'ENCLAVE_GPU_EOF'\n");
     expect(userData).toContain("\n/usr/local/libexec/enclave-gpu/install-runtime\n");
     expect(installer).toMatch(/aws s3 cp 's3:\/\/cdk-hnb659fds-assets-123456789012-us-east-1\/[0-9a-f]{64}\.tar' "\$staging\/runtime.tar" --region us-east-1/);
     expect(installer).toContain(`echo "${runtime.sha256}  $staging/runtime.tar" | sha256sum --check --strict -`);

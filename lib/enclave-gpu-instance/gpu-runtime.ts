@@ -135,7 +135,7 @@ export function defaultGpuRuntime(scope: Construct): GpuRuntime {
 }
 
 /** The entry point every runtime directory must hold. */
-export const RUNTIME_ENTRY = 'egpu.js';
+const RUNTIME_ENTRY = 'egpu.js';
 
 class DirectoryRuntime extends GpuRuntime {
   private archive?: { readonly sha256: string; readonly path: string };
@@ -176,7 +176,7 @@ class DirectoryRuntime extends GpuRuntime {
 const CUDA_PROVIDER_PACKAGE = 'Microsoft.ML.OnnxRuntime.Gpu.Linux';
 
 /** The download URL of the CUDA provider package of the onnxruntime-node version the lockfile pins (NuGet's flat container). */
-export function onnxCudaProviderUrl(): string {
+function onnxCudaProviderUrl(): string {
   const packages = RUNTIME_PACKAGE_LOCK.packages as Record<string, { version: string }>;
   const version = packages['node_modules/onnxruntime-node'].version.toLowerCase();
   const id = CUDA_PROVIDER_PACKAGE.toLowerCase();
@@ -191,21 +191,18 @@ function sha512Hex(value: string, factory: string): string {
 }
 
 /** A file of the runtime archive. */
-export interface ArchiveEntry {
+interface ArchiveEntry {
   readonly name: string;
   readonly data: Buffer;
 }
 
 /** The archive's files: egpu.js, the addons, and the pinned package.json and lockfile, by name. */
-export function runtimeFiles(directory: string, factory: string, fix: string): ArchiveEntry[] {
+function runtimeFiles(directory: string, factory: string, fix: string): ArchiveEntry[] {
   let names: string[];
   try {
-    names = fs.readdirSync(directory).filter((name) => name === RUNTIME_ENTRY || name.endsWith('.node')).sort();
+    names = fs.readdirSync(directory).filter((name) => name === RUNTIME_ENTRY || name.endsWith('.node'));
   } catch (error) {
     throw new Error(`${factory}: cannot read ${directory} (${(error as Error).message}). ${fix}.`);
-  }
-  if (!names.includes(RUNTIME_ENTRY)) {
-    throw new Error(`${factory}: ${path.join(directory, RUNTIME_ENTRY)} does not exist. ${fix}.`);
   }
   const files = names.map((name) => ({ name, data: fs.readFileSync(path.join(directory, name)) }));
   files.push(

@@ -6,7 +6,16 @@ import { LOG_ROTATION_PATH, renderLogRotation } from './log-rotation';
 import { EnclaveResourceSettings } from './enclave-resource-settings';
 import { installCommand } from './host-packages';
 import { ENCLAVE_SERVICE, ENCLAVE_SERVICE_PATH, renderEnclaveService } from './enclave-service';
-import { HEALTH_SCRIPT_PATH, HEALTH_SERVICE, HEALTH_TIMER, bootFailureTrapCommands, renderHealthCheckScript, renderHealthService, renderHealthTimer } from './health-monitor';
+import {
+  HEALTH_SCRIPT_PATH,
+  HEALTH_SERVICE,
+  HEALTH_TIMER,
+  bootFailureTrapCommands,
+  instanceIdCommands,
+  renderHealthCheckScript,
+  renderHealthService,
+  renderHealthTimer,
+} from './health-monitor';
 import { RuntimeInstallSettings, runtimeInstallCommands } from './runtime-install';
 import {
   CONTEXT_ENV_PATH,
@@ -133,8 +142,7 @@ export function renderEnclaveBootScript(settings: EnclaveBootSettings): string[]
       mode: '0640',
     })
     .run(
-      'imds_token=$(curl -sf -X PUT http://169.254.169.254/latest/api/token -H "X-aws-ec2-metadata-token-ttl-seconds: 60")',
-      'instance_id=$(curl -sf -H "X-aws-ec2-metadata-token: $imds_token" http://169.254.169.254/latest/meta-data/instance-id)',
+      ...instanceIdCommands(),
       `sed -i "s/${INSTANCE_ID_PLACEHOLDER}/$instance_id/" ${SGS_CONFIG_PATH}`,
       `chgrp ${RUNTIME_GROUP} ${SGS_CONFIG_PATH}`,
     )
@@ -152,7 +160,7 @@ export function renderEnclaveBootScript(settings: EnclaveBootSettings): string[]
     .step('installing the health check')
     .writeFile({
       path: HEALTH_SCRIPT_PATH,
-      content: renderHealthCheckScript('enclave-gpu', settings.region, `http://127.0.0.1:${settings.sgs.healthPort}/health`),
+      content: renderHealthCheckScript(settings.enclaveName, settings.region, `http://127.0.0.1:${settings.sgs.healthPort}/health`),
       mode: '0755',
     })
     .writeFile({ path: `/etc/systemd/system/${HEALTH_SERVICE}`, content: renderHealthService(), mode: '0644' })

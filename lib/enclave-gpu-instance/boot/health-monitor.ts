@@ -50,10 +50,21 @@ export function renderHealthCheckScript(enclaveName: string, region: string, sgs
  */
 export function reportUnhealthyCommands(region: string, respectGracePeriod: boolean): string[] {
   return [
-    'token=$(curl -sf -X PUT http://169.254.169.254/latest/api/token -H "X-aws-ec2-metadata-token-ttl-seconds: 60" || true)',
-    'instance_id=$(curl -sf -H "X-aws-ec2-metadata-token: $token" http://169.254.169.254/latest/meta-data/instance-id || true)',
+    ...instanceIdCommands('|| true'),
     `aws autoscaling set-instance-health --instance-id "$instance_id" --health-status Unhealthy${respectGracePeriod ? '' : ' --no-should-respect-grace-period'} --region ${region} \\`,
     '  || echo "not reported to Auto Scaling (not in a group, or no permission)"',
+  ];
+}
+
+/**
+ * The commands that set $instance_id from the instance metadata service (IMDSv2: a session
+ * token first), each followed by `orElse` when given.
+ */
+export function instanceIdCommands(orElse?: string): string[] {
+  const tail = orElse === undefined ? '' : ` ${orElse}`;
+  return [
+    `imds_token=$(curl -sf -X PUT http://169.254.169.254/latest/api/token -H "X-aws-ec2-metadata-token-ttl-seconds: 60"${tail})`,
+    `instance_id=$(curl -sf -H "X-aws-ec2-metadata-token: $imds_token" http://169.254.169.254/latest/meta-data/instance-id${tail})`,
   ];
 }
 
