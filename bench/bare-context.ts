@@ -17,15 +17,12 @@
  */
 import * as net from 'node:net';
 import { readFileSync } from 'node:fs';
-import { DEFAULT_ONNX_THREADS, loadOnnxRuntime, onnxSessionOptions, resolveOnnxProvider } from '../assets/gpu-runtime/src/kernels/onnx-runtime';
-import { RESNET50_INPUT, RESNET50_OUTPUT } from '../scripts/build-resnet50';
+import { RESNET50_INPUT, RESNET50_OUTPUT, referenceSession } from '../scripts/build-resnet50';
 
 const LENGTH_BYTES = 4;
 
 async function main(socketPath: string, modelPath: string): Promise<void> {
-  const ort = await loadOnnxRuntime();
-  const provider = await resolveOnnxProvider('auto', DEFAULT_ONNX_THREADS);
-  const session = await ort.InferenceSession.create(readFileSync(modelPath), onnxSessionOptions({ threads: DEFAULT_ONNX_THREADS, provider }));
+  const { ort, session } = await referenceSession(readFileSync(modelPath));
   const server = net.createServer((socket) => {
     let pending: Buffer = Buffer.alloc(0);
     let input: Buffer | undefined;

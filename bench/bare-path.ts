@@ -25,8 +25,7 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { DEFAULT_CHUNK_BYTES } from '../assets/gpu-runtime/src/egp/client';
 import { nowUs, quantile } from '../assets/gpu-runtime/src/egp/timing';
-import { DEFAULT_ONNX_THREADS, loadOnnxRuntime, onnxSessionOptions, resolveOnnxProvider } from '../assets/gpu-runtime/src/kernels/onnx-runtime';
-import { RESNET50_INPUT, RESNET50_OUTPUT, SeededRandom } from '../scripts/build-resnet50';
+import { RESNET50_INPUT, RESNET50_INPUT_ELEMENTS, RESNET50_OUTPUT, SeededRandom, referenceSession } from '../scripts/build-resnet50';
 import { RELAY_SOURCE, connectUnix, startProcess } from './plain-processes';
 
 export interface BarePathReport {
@@ -46,7 +45,6 @@ export interface BareOverhead {
   readonly overheadP99Ms: number;
 }
 
-const INPUT_ELEMENTS = RESNET50_INPUT.dims.reduce((a: number, b: number) => a * b, 1);
 const REPLY_HEADER_BYTES = 4 + 8;
 
 export async function measureBarePath(modelPath: string, requests: number, warmup: number): Promise<BarePathReport> {
@@ -59,16 +57,14 @@ export async function measureBarePath(modelPath: string, requests: number, warmu
   try {
     children.push(await startProcess(['--import', loader, join(__dirname, 'bare-context.ts'), contextSocket, modelPath]));
     children.push(await startProcess(['-e', RELAY_SOURCE, relaySocket, contextSocket]));
-    const ort = await loadOnnxRuntime();
-    const provider = await resolveOnnxProvider('auto', DEFAULT_ONNX_THREADS);
-    const direct = await ort.InferenceSession.create(modelPath, onnxSessionOptions({ threads: DEFAULT_ONNX_THREADS, provider }));
+    const { ort, session: direct } = await referenceSession(modelPath);
     const random = new SeededRandom(2024);
     let identical = 0;
     const route = async (path: string): Promise<BareOverhead> => {
       socket = await connectUnix(path);
       const overheads: number[] = [];
       for (let i = 0; i < warmup + requests; i++) {
-        const input = random.uniform(INPUT_ELEMENTS, 1);
+        const input = random.uniform(RESNET50_INPUT_ELEMENTS, 1);
         const bytes = Buffer.from(input.buffer, input.byteOffset, input.byteLength);
         const start = nowUs();
         const reply = await roundTrip(socket, bytes);

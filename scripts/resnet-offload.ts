@@ -18,8 +18,7 @@ import type { InferenceSession, Tensor } from 'onnxruntime-node';
 import { EgpClient } from '../assets/gpu-runtime/src/egp/client';
 import type { LocalStack } from '../assets/gpu-runtime/src/egp/local-stack';
 import { OperationTiming, nowUs, quantile } from '../assets/gpu-runtime/src/egp/timing';
-import { DEFAULT_ONNX_THREADS, loadOnnxRuntime, onnxSessionOptions, resolveOnnxProvider } from '../assets/gpu-runtime/src/kernels/onnx-runtime';
-import { RESNET50_INPUT, RESNET50_OUTPUT, SeededRandom } from './build-resnet50';
+import { RESNET50_INPUT, RESNET50_INPUT_ELEMENTS, RESNET50_OUTPUT, SeededRandom, referenceSession } from './build-resnet50';
 
 export interface RequestSample {
   readonly e2eUs: number;
@@ -37,7 +36,6 @@ export interface RequestSample {
 
 export const BREAKDOWN = ['seal', 'transport', 'queue', 'compute', 'open'] as const;
 
-const INPUT_ELEMENTS = RESNET50_INPUT.dims.reduce((a: number, b: number) => a * b, 1);
 
 export class ResnetOffload {
   /** Uploads the model through `client` and builds the direct reference session. */
@@ -49,12 +47,9 @@ export class ResnetOffload {
       limits: options.chunkBytes ? { chunkBytes: options.chunkBytes } : undefined,
       observer: { operation: (event) => timings.push(event.timing) },
     });
-    const ort = await loadOnnxRuntime();
-    // The context's settings: its default thread count and the provider 'auto' resolves to here.
-    const settings = { threads: DEFAULT_ONNX_THREADS, provider: await resolveOnnxProvider('auto', DEFAULT_ONNX_THREADS) };
-    const direct = await ort.InferenceSession.create(model, onnxSessionOptions(settings));
+    const { ort, session: direct } = await referenceSession(model);
     const modelBuffer = await client.malloc(model.length);
-    const inputBuffer = await client.malloc(INPUT_ELEMENTS * 4);
+    const inputBuffer = await client.malloc(RESNET50_INPUT_ELEMENTS * 4);
     const outputBuffer = await client.malloc(0); // onnx.run sizes it to the output
     const uploadStart = nowUs();
     await client.memcpyHtoD(modelBuffer, model);
@@ -76,7 +71,7 @@ export class ResnetOffload {
 
   /** A fresh random input (seeded, so runs are reproducible), offloaded, then run directly and compared. */
   async request(): Promise<RequestSample> {
-    const input = this.random.uniform(INPUT_ELEMENTS, 1);
+    const input = this.random.uniform(RESNET50_INPUT_ELEMENTS, 1);
     const inputBytes = Buffer.from(input.buffer, input.byteOffset, input.byteLength);
     const { client, buffers } = this;
     const mark = this.timings.length;

@@ -15,6 +15,7 @@
  * (an upload of several frames is `sgs.begin` at its first and `sgs.arrived` at its last).
  */
 import { readFileSync } from 'node:fs';
+import { quantile } from '../assets/gpu-runtime/src/egp/timing';
 
 export interface StepSummary {
   /** `role.event -> role.event` */
@@ -128,13 +129,6 @@ function summarizeKind(kind: string, operations: readonly Event[][]): KindSummar
       .map(([step, { durations, offsets }]) => ({ step, count: durations.length, p50Us: quantile(durations, 0.5), p90Us: quantile(durations, 0.9), offsetUs: quantile(offsets, 0.5) }))
       .sort((a, b) => a.offsetUs - b.offsetUs || b.count - a.count),
   };
-}
-
-/** The q-quantile by the nearest-rank method; NaN when empty. */
-function quantile(values: readonly number[], q: number): number {
-  if (values.length === 0) return Number.NaN;
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length, Math.max(1, Math.ceil(q * sorted.length))) - 1];
 }
 
 export function renderTimelineSummary(summary: TimelineSummary): string {
