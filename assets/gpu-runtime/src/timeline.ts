@@ -19,10 +19,10 @@
 import { appendFileSync } from 'node:fs';
 import { PerformanceEntry, PerformanceObserver, performance } from 'node:perf_hooks';
 
-export type TimelineRole = 'egp' | 'sgs' | 'ctx';
+type TimelineRole = 'egp' | 'sgs' | 'ctx';
 
 /** Events kept per process; beyond this, later events are dropped (and counted). */
-export const MAX_EVENTS = 1_000_000;
+const MAX_EVENTS = 1_000_000;
 
 interface Recorder {
   readonly file: string;

@@ -10,10 +10,10 @@
 import { createHash } from 'node:crypto';
 import type { CborValue } from '../../../../lib/shared/cbor';
 import { DIGEST_BYTES } from '../abe/frame-header';
+import { ONNX_RUN_KERNEL } from '../kernels/onnx-run';
 import { EgpError } from './errors';
 import type { UploadCopy } from './upload-copy';
 
-export const ONNX_RUN_KERNEL = 'onnx.run';
 /** The onnx.run argument that names the buffer holding the model. */
 export const ONNX_MODEL_ARGUMENT = 'model';
 

@@ -15,6 +15,8 @@
  */
 import type { CborValue } from '../../../../lib/shared/cbor';
 import type { KernelArgs } from '../protocol/op-descriptor';
+import { F32_BYTES } from '../kernels/kernel-args';
+import { ONNX_RUN_KERNEL } from '../kernels/onnx-run';
 import { referencedBuffers } from './kernel-args';
 
 export interface LaunchEffects {
@@ -35,7 +37,6 @@ interface ElementwiseKernel {
   readonly count: readonly string[];
 }
 
-const F32_BYTES = 4;
 
 const BUILTIN_EFFECTS: Readonly<Record<string, ElementwiseKernel>> = {
   add: { inputs: ['a', 'b'], output: 'out', count: ['count'] },
@@ -47,7 +48,7 @@ const BUILTIN_EFFECTS: Readonly<Record<string, ElementwiseKernel>> = {
 export function launchEffects(kernel: string, args: KernelArgs, buffers: { has(id: number): boolean }, sizeOf: SizeOf): LaunchEffects {
   const id = (value: CborValue): number[] => (typeof value === 'number' && buffers.has(value) ? [value] : []);
   const ids = (value: CborValue): number[] => (Array.isArray(value) ? value.flatMap(id) : []);
-  if (kernel === 'onnx.run') {
+  if (kernel === ONNX_RUN_KERNEL) {
     const outputs = ids(args.get('outputBuffers'));
     return { reads: [...id(args.get('model')), ...ids(args.get('inputBuffers'))], writes: outputs, overwrites: outputs, resizes: outputs };
   }
