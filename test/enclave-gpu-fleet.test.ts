@@ -7,7 +7,7 @@ import { describe, expect, it } from 'vitest';
 import { EnclaveGpuFleet, EnclaveGpuFleetProps, EnclaveGpuInstance, EnclaveImage, FleetScaling } from '../lib';
 import { cfnValueAsText } from '../scripts/template-text';
 import { expectedPcrs, placeholderSections, writePlaceholderEif } from './helpers/eif';
-import { FIXTURE_RUNTIME_DIR, testStack, userDataOf } from './helpers/stack';
+import { FIXTURE_RUNTIME_DIR, hereDocument, testStack, userDataOf } from './helpers/stack';
 import { GPU_RUNTIME_DIRECTORY_CONTEXT } from '../lib/enclave-gpu-instance/gpu-runtime';
 
 const eifPath = writePlaceholderEif();
@@ -49,8 +49,37 @@ describe('EnclaveGpuFleet', () => {
         HealthCheckGracePeriod: 600,
         LaunchTemplate: { LaunchTemplateId: { Ref: Match.stringLikeRegexp('^InferenceLaunchTemplate') }, Version: { 'Fn::GetAtt': [Match.stringLikeRegexp('^InferenceLaunchTemplate'), 'LatestVersionNumber'] } },
       }),
-      UpdatePolicy: { AutoScalingRollingUpdate: Match.objectLike({ MaxBatchSize: 1, MinInstancesInService: 0 }) },
+      UpdatePolicy: { AutoScalingRollingUpdate: Match.objectLike({ MaxBatchSize: 1, MinInstancesInService: 1 }) },
     });
+  });
+
+  it('waits for each new instance to signal ready: at creation, and before a rolling update goes on', () => {
+    const [id, group] = Object.entries(template.findResources('AWS::AutoScaling::AutoScalingGroup'))[0];
+    expect(group.CreationPolicy).toEqual({ ResourceSignal: { Count: 1, Timeout: 'PT20M' } });
+    expect(group.UpdatePolicy.AutoScalingRollingUpdate).toMatchObject({ WaitOnResourceSignals: true, PauseTime: 'PT20M' });
+    const userData = launchTemplateUserData(template);
+    expect(userData).toContain(`aws cloudformation signal-resource --stack-name 'TestStack' --logical-resource-id '${id}' --unique-id "$instance_id" --status "$1" `);
+    expect(userData).toMatch(/\nsignal_cloudformation SUCCESS$/);
+    expect(userData).toContain('\n  signal_cloudformation FAILURE\n}\ntrap ');
+    const [policy] = Object.entries(template.findResources('AWS::IAM::Policy')).filter(([policyId]) => policyId.startsWith('InferencePolicy')).map(([, p]) => p);
+    expect(policy.Properties.PolicyDocument.Statement).toContainEqual({ Sid: 'SignalReadiness', Effect: 'Allow', Action: 'cloudformation:SignalResource', Resource: { Ref: 'AWS::StackId' } });
+  });
+
+  it('keeps minCapacity in service during an update when maxCapacity leaves room, one fewer when it does not', () => {
+    const inService = (props: Partial<EnclaveGpuFleetProps>) =>
+      Object.values(synth(props).template.findResources('AWS::AutoScaling::AutoScalingGroup'))[0].UpdatePolicy.AutoScalingRollingUpdate.MinInstancesInService;
+    expect(inService({ minCapacity: 2, maxCapacity: 3 })).toBe(2);
+    expect(inService({ minCapacity: 2, maxCapacity: 2 })).toBe(1);
+    expect(inService({ minCapacity: 0, maxCapacity: 2 })).toBe(0);
+  });
+
+  it('reports an instance that fails its health check, or its boot, unhealthy to Auto Scaling', () => {
+    const userData = launchTemplateUserData(template);
+    const script = hereDocument(userData, '/usr/local/libexec/enclave-gpu/health-check');
+    expect(script).toContain('if [ "$failures" -ge 3 ]; then\n');
+    expect(script).toContain('  aws autoscaling set-instance-health --instance-id "$instance_id" --health-status Unhealthy --region ${AWS::Region} \\\n');
+    const trap = userData.slice(0, userData.indexOf('\ntrap '));
+    expect(trap).toContain('  aws autoscaling set-instance-health --instance-id "$instance_id" --health-status Unhealthy --no-should-respect-grace-period --region ${AWS::Region} \\\n');
   });
 
   it('starts instances only once their policy is attached', () => {
@@ -104,7 +133,7 @@ describe('EnclaveGpuFleet', () => {
     });
   });
 
-  it('renders byte-identical boot configuration to EnclaveGpuInstance for the same props', () => {
+  it('renders the boot configuration of EnclaveGpuInstance for the same props, but for the resource it signals and who hears of ill health', () => {
     const app = new App({ context: { [GPU_RUNTIME_DIRECTORY_CONTEXT]: FIXTURE_RUNTIME_DIR } });
     const env = { account: '123456789012', region: 'us-east-1' };
     const props = (stack: Stack) => ({
@@ -122,7 +151,14 @@ describe('EnclaveGpuFleet', () => {
     expect(fleet).toContain('cpu_count: 4');
     expect(fleet).toContain("cat > '/usr/local/libexec/enclave-gpu/install-runtime' <<'ENCLAVE_GPU_EOF'");
     expect(fleet).toContain("cat > '/etc/enclave-gpu/sgs.json' <<'ENCLAVE_GPU_EOF'");
-    expect(fleet).toBe(single);
+    const [instanceId] = Object.keys(Template.fromStack(instanceStack).findResources('AWS::EC2::Instance'));
+    const [groupId] = Object.keys(Template.fromStack(fleetStack).findResources('AWS::AutoScaling::AutoScalingGroup'));
+    // The lines that differ by construct (who hears of ill health, checked by the tests of each) go; the rest must match.
+    const roleLines = /autoscaling|Auto Scaling|imds_token=|instance_id=\$\(curl/;
+    const common = (text: string) => text.split('\n').filter((line) => !roleLines.test(line)).join('\n');
+    expect(common(fleet).replaceAll(`--stack-name 'Fleet' --logical-resource-id '${groupId}'`, `--stack-name 'Single' --logical-resource-id '${instanceId}'`))
+      .toBe(common(single));
+    expect(common(single).split('\n').length).toBeGreaterThan(single.split('\n').length - 12);
   });
 
   it('scales on GPU utilization, or not at all', () => {
@@ -141,7 +177,7 @@ describe('EnclaveGpuFleet', () => {
     const template = Template.fromStack(stack);
     template.hasResource('AWS::AutoScaling::AutoScalingGroup', {
       Properties: Match.objectLike({ MinSize: '3', MaxSize: '9', HealthCheckGracePeriod: 1200, NotificationConfigurations: [Match.objectLike({ TopicARN: { Ref: Match.stringLikeRegexp('^Events') } })] }),
-      UpdatePolicy: { AutoScalingRollingUpdate: Match.objectLike({ MinInstancesInService: 2 }) },
+      UpdatePolicy: { AutoScalingRollingUpdate: Match.objectLike({ MinInstancesInService: 3 }) },
     });
   });
 

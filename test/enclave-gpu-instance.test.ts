@@ -5,7 +5,7 @@ import * as os from 'os';
 import * as path from 'path';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as iam from 'aws-cdk-lib/aws-iam';
-import { Size, Token, CfnParameter } from 'aws-cdk-lib';
+import { Duration, Size, Token, CfnParameter } from 'aws-cdk-lib';
 import { Match, Template } from 'aws-cdk-lib/assertions';
 import { Construct } from 'constructs';
 import { describe, expect, it } from 'vitest';
@@ -84,11 +84,17 @@ describe('EnclaveGpuInstance defaults', () => {
     });
   });
 
-  it('grants exactly: Session Manager channels, the enclave image object, the runtime object, PutMetricData in the EnclaveGPU namespace, the attestation log', () => {
+  it('grants exactly: Session Manager channels, the enclave image object, the runtime object, PutMetricData in the EnclaveGPU namespace, the attestation log, signals to its own stack', () => {
     const policies = Object.values(template.findResources('AWS::IAM::Policy'));
     expect(policies).toHaveLength(1);
     const statements = policies[0].Properties.PolicyDocument.Statement;
-    expect(statements).toHaveLength(5);
+    expect(statements).toHaveLength(6);
+    expect(statements[5]).toEqual({
+      Sid: 'SignalReadiness',
+      Effect: 'Allow',
+      Action: 'cloudformation:SignalResource',
+      Resource: { Ref: 'AWS::StackId' },
+    });
     expect(statements[4]).toEqual({
       Sid: 'ShipKernelAttestationLog',
       Effect: 'Allow',
@@ -212,14 +218,68 @@ describe('EnclaveGpuInstance defaults', () => {
     expect(unit).not.toMatch(/^(Requires|Wants|BindsTo|Requisite)=.*nitro-enclaves-allocator/m);
   });
 
-  it('checks the enclave every 30 s and reports the instance unhealthy to Auto Scaling after three failures', () => {
+  it('checks the enclave every 30 s and, in no Auto Scaling group, only logs an unhealthy instance', () => {
     const script = hereDocument(userData, '/usr/local/libexec/enclave-gpu/health-check');
     expect(script).toContain('e.get("EnclaveName")=="enclave-gpu"');
-    expect(script).toContain('if [ "$failures" -ge 3 ]; then');
-    expect(script).toContain('aws autoscaling set-instance-health --instance-id "$instance_id" --health-status Unhealthy --region ${AWS::Region}');
+    expect(script).toContain('if [ "$failures" -ge 3 ]; then\n  echo "instance unhealthy: it is in no Auto Scaling group, so repair or replace it"\nfi');
+    expect(script).not.toContain('autoscaling');
+    expect(userData).not.toContain('autoscaling');
     expect(userData).toContain("chmod 0755 '/usr/local/libexec/enclave-gpu/health-check'");
     expect(userData).toContain('[Timer]\nOnBootSec=120s\nOnUnitActiveSec=30s\nAccuracySec=1s\n');
     expect(userData).toContain('[Service]\nType=oneshot\nExecStart=/usr/local/libexec/enclave-gpu/health-check\n');
+  });
+
+  it('is created only once its boot signals ready, within 20 minutes', () => {
+    const [id, instance] = Object.entries(template.findResources('AWS::EC2::Instance'))[0];
+    expect(instance.CreationPolicy).toEqual({ ResourceSignal: { Timeout: 'PT20M' } });
+    const lines = userData.split('\n');
+    expect(lines.slice(-8)).toEqual([
+      "echo '[enclave-gpu] waiting for the enclave to run and SGS to answer'",
+      'ready_deadline=$((SECONDS + 600))',
+      'until /usr/local/libexec/enclave-gpu/health-check --probe; do',
+      '  if [ "$SECONDS" -ge "$ready_deadline" ]; then echo "[enclave-gpu] not ready after 600 s"; false; fi',
+      '  sleep 5',
+      'done',
+      "echo '[enclave-gpu] ready: signalling CloudFormation'",
+      'signal_cloudformation SUCCESS',
+    ]);
+    expect(lines.slice(3, 7)).toEqual([
+      'signal_cloudformation() {',
+      `  aws cloudformation signal-resource --stack-name 'TestStack' --logical-resource-id '${id}' --unique-id "$instance_id" --status "$1" --region \${AWS::Region} \\`,
+      '    || echo "$1 not signalled to CloudFormation (no stack operation waits for this instance)"',
+      '}',
+    ]);
+  });
+
+  it('signals ready once the probe passes, and FAILURE when it never does', () => {
+    // The trap, the wait and the signal as rendered, with the probe, aws, curl and sleep stubbed.
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'egpu-ready-'));
+    const log = path.join(dir, 'calls.log');
+    const stub = (name: string, body = '') => fs.writeFileSync(path.join(dir, name), `#!/bin/bash\necho "${name} $*" >> ${log}\n${body}\n`, { mode: 0o755 });
+    stub('aws');
+    stub('curl', 'echo i-0123456789abcdef0');
+    stub('sleep');
+    stub('probe', `n=$(grep -c '^probe' ${log}); [ "$n" -ge 3 ]`); // fails twice, then passes
+    const lines = userData.split('\n');
+    const trap = lines.slice(2, lines.findIndex((line) => line.startsWith('trap ')) + 1);
+    const wait = lines.slice(-7).map((line) => line.replace('/usr/local/libexec/enclave-gpu/health-check --probe', 'probe'));
+    const run = (deadline: number) => {
+      fs.writeFileSync(log, '');
+      const script = ['set -euo pipefail', ...trap, 'instance_id=i-0123456789abcdef0', ...wait].join('\n')
+        .replace(/\$\{AWS::Region\}/g, 'us-east-1').replace('SECONDS + 600', `SECONDS + ${deadline}`);
+      return spawnSync('bash', ['-c', script], { encoding: 'utf8', env: { ...process.env, PATH: `${dir}:${process.env.PATH}` } });
+    };
+    const ready = run(600);
+    expect(ready.status).toBe(0);
+    const calls = fs.readFileSync(log, 'utf8');
+    expect(calls.match(/^probe/gm)).toHaveLength(3);
+    expect(calls).toMatch(/aws cloudformation signal-resource --stack-name TestStack --logical-resource-id InferenceInstance\w+ --unique-id i-0123456789abcdef0 --status SUCCESS --region us-east-1\n$/);
+
+    const late = run(0);
+    expect(late.status).toBe(1);
+    expect(late.stdout).toContain('[enclave-gpu] not ready after 600 s\n[enclave-gpu] boot failed (line ');
+    expect(fs.readFileSync(log, 'utf8')).toMatch(/--status FAILURE --region us-east-1\n$/);
+    expect(fs.readFileSync(log, 'utf8')).not.toContain('SUCCESS');
   });
 
   it('stops the script on the first failing step', () => {
@@ -233,7 +293,7 @@ describe('EnclaveGpuInstance defaults', () => {
     expect(userData).toContain('command -v logrotate >/dev/null 2>&1 || dnf install -y logrotate');
   });
 
-  it('reports the instance unhealthy at once when a boot step fails, before the health check exists', () => {
+  it('signals CloudFormation FAILURE at once when a boot step fails, before the health check exists', () => {
     // The boot script's trap and its first steps, run with aws and curl stubbed and a step that fails.
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'egpu-boot-'));
     const log = path.join(dir, 'calls.log');
@@ -250,7 +310,9 @@ describe('EnclaveGpuInstance defaults', () => {
     expect(run.status).toBe(1);
     expect(run.stdout).toContain('before\n[enclave-gpu] boot failed (line ');
     expect(run.stdout).not.toContain('after');
-    expect(fs.readFileSync(log, 'utf8')).toContain('aws autoscaling set-instance-health --instance-id i-0123456789abcdef0 --health-status Unhealthy --no-should-respect-grace-period --region us-east-1\n');
+    const calls = fs.readFileSync(log, 'utf8');
+    expect(calls).toMatch(/^aws cloudformation signal-resource --stack-name TestStack --logical-resource-id InferenceInstance\w+ --unique-id i-0123456789abcdef0 --status FAILURE --region us-east-1$/m);
+    expect(calls).not.toContain('autoscaling'); // no group to report to
   });
 });
 
@@ -302,7 +364,7 @@ describe('EnclaveGpuInstance options', () => {
     expect(userDataOf(template)).not.toContain('amazon-cloudwatch-agent');
     expect(construct.observability).toBeUndefined();
     const [policy] = Object.values(template.findResources('AWS::IAM::Policy'));
-    expect(policy.Properties.PolicyDocument.Statement.map((s: any) => s.Sid)).toEqual(['SessionManager', 'ReadEnclaveImage', 'ReadGpuRuntime', 'PublishEnclaveGpuMetrics']);
+    expect(policy.Properties.PolicyDocument.Statement.map((s: any) => s.Sid)).toEqual(['SessionManager', 'ReadEnclaveImage', 'ReadGpuRuntime', 'PublishEnclaveGpuMetrics', 'SignalReadiness']);
   });
 
   it('uses an observability construct you pass, and grants the agent on its log group', () => {
@@ -313,6 +375,15 @@ describe('EnclaveGpuInstance options', () => {
     template.resourceCountIs('AWS::CloudWatch::Dashboard', 1);
     const [policy] = Object.values(template.findResources('AWS::IAM::Policy'));
     expect(JSON.stringify(policy.Properties.PolicyDocument)).toMatch(/SharedKernelAttestationLog/);
+  });
+
+  it('waits bootTimeout for the ready signal', () => {
+    const [instance] = Object.values(synth({ bootTimeout: Duration.minutes(45) }).template.findResources('AWS::EC2::Instance'));
+    expect(instance.CreationPolicy).toEqual({ ResourceSignal: { Timeout: 'PT45M' } });
+  });
+
+  it.each([Duration.seconds(30), Duration.hours(13)])('refuses a bootTimeout of %s', (bootTimeout) => {
+    expect(() => synth({ bootTimeout })).toThrow(/TestStack\/Inference: bootTimeout .* is outside 1 minute to 12 hours/);
   });
 
   it('turns on termination protection when asked', () => {

@@ -2,7 +2,7 @@ import * as autoscaling from 'aws-cdk-lib/aws-autoscaling';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as sns from 'aws-cdk-lib/aws-sns';
-import { Duration, Tags, Token, Validations } from 'aws-cdk-lib';
+import { CfnResource, Duration, Tags, Token, Validations } from 'aws-cdk-lib';
 import { Construct } from 'constructs';
 import { AttestationBoundKey } from '../attestation-kms/attestation-bound-key';
 import { EnclaveGpuObservability } from '../observability/enclave-gpu-observability';
@@ -56,7 +56,8 @@ export interface EnclaveGpuFleetProps extends EnclaveHostProps {
  * An EC2 Auto Scaling group of GPU instances with Nitro Enclaves enabled: the way to
  * outgrow one machine. Its launch template carries the same boot configuration as
  * `EnclaveGpuInstance` (one builder renders both), instances are replaced one at a time
- * when the image or configuration changes, an instance whose enclave stops reports itself
+ * when the image or configuration changes (each new one signals CloudFormation that its
+ * enclave runs before the update goes on), an instance whose enclave stops reports itself
  * unhealthy, and the group scales on the `EnclaveGPU` metrics of its enclave image.
  *
  * @example
@@ -122,8 +123,11 @@ export class EnclaveGpuFleet extends Construct implements ec2.IConnectable, iam.
       minCapacity,
       maxCapacity,
       healthChecks: autoscaling.HealthChecks.ec2({ gracePeriod: props.healthCheckGracePeriod ?? Duration.minutes(10) }),
-      // A new launch template version (new image, new configuration) replaces instances one by one.
-      updatePolicy: autoscaling.UpdatePolicy.rollingUpdate({ maxBatchSize: 1, minInstancesInService: Math.max(0, minCapacity - 1) }),
+      // Creation, and every instance a rolling update launches, waits for the instance's ready signal.
+      signals: autoscaling.Signals.waitForMinCapacity({ timeout: host.bootTimeout }),
+      // A new launch template version (new image, new configuration) replaces instances one by one, each
+      // new one ready before an old one goes, as long as maxCapacity leaves room for it.
+      updatePolicy: autoscaling.UpdatePolicy.rollingUpdate({ maxBatchSize: 1, minInstancesInService: Math.min(minCapacity, maxCapacity - 1) }),
       notifications: props.notificationsTopic ? [{ topic: props.notificationsTopic }] : undefined,
     });
     if (!props.notificationsTopic) {
@@ -137,7 +141,7 @@ export class EnclaveGpuFleet extends Construct implements ec2.IConnectable, iam.
     this.autoScalingGroup.node.addDependency(host.parentPolicy);
     this.grantReportHealth();
 
-    this.observability = host.finish(undefined);
+    this.observability = host.finish(undefined, this.autoScalingGroup.node.defaultChild as CfnResource, 'auto-scaling');
     const policy = (props.scaling ?? FleetScaling.queueDepth(4))._policy(this.observability);
     if (policy === 'needs-metrics') {
       throw propError(this, 'scaling', 'tracks an EnclaveGPU metric, but observability is off', 'Keep observability on, or use FleetScaling.none()');

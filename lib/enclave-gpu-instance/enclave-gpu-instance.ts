@@ -1,6 +1,6 @@
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as iam from 'aws-cdk-lib/aws-iam';
-import { Tags, Validations } from 'aws-cdk-lib';
+import { CfnResource, Tags, Validations } from 'aws-cdk-lib';
 import { Construct } from 'constructs';
 import { AttestationBoundKey } from '../attestation-kms/attestation-bound-key';
 import { Pcrs } from '../attestation-kms/pcrs';
@@ -113,12 +113,14 @@ export class EnclaveGpuInstance extends Construct implements ec2.IConnectable, i
       instanceName: props.instanceName,
       propagateTagsToVolumeOnCreation: true,
       blockDevices: [host.rootVolume],
+      // CloudFormation waits for the boot script's ready signal; a replacement (new user data) is ready before the old instance goes.
+      resourceSignalTimeout: host.bootTimeout,
     });
     this.instanceId = this.instance.instanceId;
     this.connections = this.instance.connections;
     // The boot script needs these permissions from its first line: attach them before the instance starts.
     this.instance.node.addDependency(host.parentPolicy);
-    this.observability = host.finish(this.instance.instanceId);
+    this.observability = host.finish(this.instance.instanceId, this.instance.node.defaultChild as CfnResource, 'log');
 
     if (!props.terminationProtection) {
       Validations.of(this.instance).acknowledge({

@@ -1,6 +1,6 @@
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as iam from 'aws-cdk-lib/aws-iam';
-import { Size } from 'aws-cdk-lib';
+import { Duration, Size } from 'aws-cdk-lib';
 import { AttestationBoundKey } from '../attestation-kms/attestation-bound-key';
 import { EnclaveGpuObservability } from '../observability/enclave-gpu-observability';
 import { EnclaveImage } from './enclave-image';
@@ -155,4 +155,15 @@ export interface EnclaveHostProps {
    * @default 7411
    */
   readonly sgsHealthPort?: number;
+
+  /**
+   * How long CloudFormation waits for a new instance to report that its enclave runs and
+   * SGS answers, from launch (driver, packages, runtime install and enclave start included).
+   * A boot that fails, or does not finish in time, fails the deployment, which rolls back:
+   * an `EnclaveGpuInstance` is created with this creation policy, and an `EnclaveGpuFleet`
+   * waits for every instance it creates or replaces. 1 minute to 12 hours.
+   *
+   * @default Duration.minutes(20)
+   */
+  readonly bootTimeout?: Duration;
 }

@@ -1,6 +1,6 @@
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as iam from 'aws-cdk-lib/aws-iam';
-import { Aws, Size, Stack, Token } from 'aws-cdk-lib';
+import { Aws, CfnResource, Duration, Size, Stack, Token } from 'aws-cdk-lib';
 import { Construct } from 'constructs';
 import { AttestationBoundKey } from '../attestation-kms/attestation-bound-key';
 import { EifMeasurements } from '../attestation-kms/eif-measurements';
@@ -9,6 +9,7 @@ import { EnclaveGpuObservability } from '../observability/enclave-gpu-observabil
 import { enclaveImageDimension } from '../observability/metric-catalogue';
 import { EnclaveResourceSettings } from './boot/enclave-resource-settings';
 import { renderEnclaveBootScript } from './boot/enclave-boot-script';
+import { HealthReporting } from './boot/health-monitor';
 import { ContextPcrs } from './boot/runtime-services';
 import { EnclaveHostProps } from './enclave-host-props';
 import { EnclaveImageConfig } from './enclave-image';
@@ -23,6 +24,9 @@ export const DEFAULT_INSTANCE_TYPE = 'g5.2xlarge';
 
 /** The public SSM parameter of the default AMI. */
 export const DEFAULT_MACHINE_IMAGE_PARAMETER = '/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-amazon-linux-2023/latest/ami-id';
+
+/** How long CloudFormation waits for an instance to signal that it is ready, when not given. */
+export const DEFAULT_BOOT_TIMEOUT = Duration.minutes(20);
 
 /** The most user data EC2 accepts, before base64 encoding. */
 const USER_DATA_LIMIT_BYTES = 16 * 1024;
@@ -49,6 +53,8 @@ export class EnclaveHost {
   readonly rootVolume: ec2.BlockDevice;
   readonly userData = ec2.UserData.forLinux();
   readonly runtime: GpuRuntimeConfig;
+  /** How long CloudFormation waits for an instance's ready signal. */
+  readonly bootTimeout: Duration;
   /** The image's PCRs, known at synth time: the key, SGS, the context and the metrics all need them. */
   private readonly pcrs: ContextPcrs;
   private readonly enclaveCid: number;
@@ -74,6 +80,10 @@ export class EnclaveHost {
       throw propError(scope, 'sgsVsockPort', `${this.sgsVsockPort} is also the kmsProxyVsockPort: both listen on the parent's vsock`, 'Give SGS another port');
     }
     this.sgsHealthPort = requireWholeNumber(scope, 'sgsHealthPort', props.sgsHealthPort ?? 7411, 1, 65535);
+    this.bootTimeout = props.bootTimeout ?? DEFAULT_BOOT_TIMEOUT;
+    if (!this.bootTimeout.isUnresolved() && (this.bootTimeout.toSeconds() < 60 || this.bootTimeout.toSeconds() > 12 * 3600)) {
+      throw propError(scope, 'bootTimeout', `${this.bootTimeout.toHumanString()} is outside 1 minute to 12 hours (CloudFormation's limit)`, 'Pass a Duration in that range, for example Duration.minutes(20)');
+    }
 
     this.image = props.enclaveImage.bind(scope);
     this.pcrs = knownPcrs(scope, this.image);
@@ -98,14 +108,25 @@ export class EnclaveHost {
   }
 
   /**
-   * Creates (or takes) the observability construct and writes the boot script. Called once
-   * the instance or group exists: a single instance's dashboard needs its id.
+   * Creates (or takes) the observability construct, writes the boot script and lets the
+   * role signal readiness. Called once the instance or group exists: a single instance's
+   * dashboard needs its id, and both need the resource that waits for the ready signal.
    *
    * @param instanceId the instance, for per-instance metrics; undefined for a fleet
+   * @param waiting the instance or group whose creation or update waits for each instance's signal
+   * @param healthReporting who hears that an instance is unhealthy
    */
-  finish(instanceId: string | undefined): EnclaveGpuObservability | undefined {
+  finish(instanceId: string | undefined, waiting: CfnResource, healthReporting: HealthReporting): EnclaveGpuObservability | undefined {
     const observability = this.resolveObservability(this.props.observability ?? true, instanceId);
     this.parentPolicy.policy.addStatements(...observability?.agentPolicyStatements() ?? []);
+    const stack = Stack.of(this.scope);
+    // In the policy the instance or group waits for. (A group with signals also gets this statement
+    // from aws-cdk-lib, in the role's default policy, which nothing orders before the launch.)
+    this.parentPolicy.policy.addStatements(new iam.PolicyStatement({
+      sid: 'SignalReadiness',
+      actions: ['cloudformation:SignalResource'],
+      resources: [stack.stackId],
+    }));
     this.userData.addCommands(...renderEnclaveBootScript({
       enclave: this.resources,
       enclaveName: 'enclave-gpu',
@@ -115,6 +136,8 @@ export class EnclaveHost {
       kmsEndpoint: { address: `kms.${Aws.REGION}.${Aws.URL_SUFFIX}`, port: 443 },
       kmsProxyVsockPort: this.kmsProxyVsockPort,
       region: Aws.REGION,
+      healthReporting,
+      readinessSignal: { stackName: stack.stackName, logicalId: waiting.logicalId, region: Aws.REGION },
       cloudWatchAgentConfig: observability?.cloudWatchAgentConfig(),
       runtime: {
         s3Url: this.runtime.bucket.s3UrlForObject(this.runtime.objectKey),

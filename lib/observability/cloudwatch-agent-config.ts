@@ -49,5 +49,6 @@ export function renderAgentConfig(settings: AgentConfigSettings): string {
       },
     },
   };
-  return `${JSON.stringify(config, undefined, 2)}\n`;
+  // One line: it travels in user data, which EC2 limits to 16 KB.
+  return `${JSON.stringify(config)}\n`;
 }

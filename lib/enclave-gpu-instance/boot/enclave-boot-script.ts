@@ -10,12 +10,14 @@ import {
   HEALTH_SCRIPT_PATH,
   HEALTH_SERVICE,
   HEALTH_TIMER,
+  HealthReporting,
   bootFailureTrapCommands,
   instanceIdCommands,
   renderHealthCheckScript,
   renderHealthService,
   renderHealthTimer,
 } from './health-monitor';
+import { ReadinessSignal, signalCommand, waitUntilReadyCommands } from './readiness-signal';
 import { RuntimeInstallSettings, runtimeInstallCommands } from './runtime-install';
 import {
   CONTEXT_ENV_PATH,
@@ -39,6 +41,9 @@ import {
 /** Where the boot script puts the enclave image file. */
 export const EIF_PATH = '/opt/enclave-gpu/enclave.eif';
 
+/** How long the boot waits, once everything is started, for the enclave to run and SGS to answer. */
+export const READY_WAIT_SECONDS = 600;
+
 /** Everything the enclave's boot configuration is rendered from. */
 export interface EnclaveBootSettings {
   readonly enclave: EnclaveResourceSettings;
@@ -53,6 +58,10 @@ export interface EnclaveBootSettings {
   readonly kmsProxyVsockPort: number;
   /** The region, for the health check's Auto Scaling call. */
   readonly region: string;
+  /** Who hears that the instance is unhealthy: its Auto Scaling group, or only its log. */
+  readonly healthReporting: HealthReporting;
+  /** Where the instance signals that it is ready, or that its boot failed. */
+  readonly readinessSignal: ReadinessSignal;
   /** The CloudWatch agent configuration (JSON), or undefined to leave the agent alone. */
   readonly cloudWatchAgentConfig?: string;
   /** The gpu-runtime archive to install. */
@@ -77,13 +86,14 @@ export interface SgsBootSettings {
  * Renders the boot script of a parent instance: installs nitro-cli (unless the image has
  * it), writes the allocator, vsock-proxy and enclave configuration, fetches and checks the
  * enclave image, installs the gpu-runtime (a no-op on an AMI that baked it) and starts SGS
- * and the execution context with their configuration, then the enclave.
+ * and the execution context with their configuration, then the enclave; then waits until the
+ * enclave runs and SGS answers, and signals CloudFormation that the instance is ready.
  *
  * The single builder behind every construct that launches enclave parents, so the same
  * settings always render the same bytes.
  */
 export function renderEnclaveBootScript(settings: EnclaveBootSettings): string[] {
-  const script = new BootScript().run(...bootFailureTrapCommands(settings.region));
+  const script = new BootScript().run(...bootFailureTrapCommands(settings.region, settings.healthReporting, settings.readinessSignal));
   if (settings.cloudWatchAgentConfig !== undefined) {
     // First, so that the logs of a boot that fails later still reach CloudWatch.
     script
@@ -160,12 +170,15 @@ export function renderEnclaveBootScript(settings: EnclaveBootSettings): string[]
     .step('installing the health check')
     .writeFile({
       path: HEALTH_SCRIPT_PATH,
-      content: renderHealthCheckScript(settings.enclaveName, settings.region, `http://127.0.0.1:${settings.sgs.healthPort}/health`),
+      content: renderHealthCheckScript(settings.enclaveName, settings.region, `http://127.0.0.1:${settings.sgs.healthPort}/health`, settings.healthReporting),
       mode: '0755',
     })
     .writeFile({ path: `/etc/systemd/system/${HEALTH_SERVICE}`, content: renderHealthService(), mode: '0644' })
     .writeFile({ path: `/etc/systemd/system/${HEALTH_TIMER}`, content: renderHealthTimer(), mode: '0644' })
     .run('systemctl daemon-reload', `systemctl enable --now ${HEALTH_TIMER}`)
-    .step('enclave started')
+    .step('waiting for the enclave to run and SGS to answer')
+    .run(...waitUntilReadyCommands(`${HEALTH_SCRIPT_PATH} --probe`, READY_WAIT_SECONDS))
+    .step('ready: signalling CloudFormation')
+    .run(signalCommand('SUCCESS'))
     .render();
 }

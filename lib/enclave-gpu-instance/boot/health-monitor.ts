@@ -1,3 +1,4 @@
+import { ReadinessSignal, signalCommand, signalFunctionCommands } from './readiness-signal';
 import { renderSystemdUnit } from './systemd-unit';
 
 export const HEALTH_SCRIPT_PATH = '/usr/local/libexec/enclave-gpu/health-check';
@@ -11,16 +12,21 @@ export const HEALTH_FAILURES_BEFORE_UNHEALTHY = 3;
 export const HEALTH_STATE_DIR = '/run/enclave-gpu-health';
 
 /**
- * A check, run every 30 s by a systemd timer, that the enclave is RUNNING and, when SGS has a
- * health endpoint, that SGS answers it. After three failures in a row it tells EC2 Auto
- * Scaling the instance is unhealthy (`autoscaling:SetInstanceHealth`), so a fleet replaces
- * it. On an instance outside a group, or without that permission, the call fails and the
- * failure is only logged: one script for instances and fleets alike, so both render the same
- * boot configuration.
+ * Who hears that an instance is unhealthy: EC2 Auto Scaling (`autoscaling:SetInstanceHealth`),
+ * so that its group replaces it, or only the instance's own log, for an instance in no group.
+ */
+export type HealthReporting = 'auto-scaling' | 'log';
+
+/**
+ * A check, run every 30 s by a systemd timer, that the enclave is RUNNING and that SGS
+ * answers its health endpoint. After three failures in a row it reports the instance
+ * unhealthy (see {@link HealthReporting}). With `--probe` it only checks: exit status 0 when
+ * healthy, 1 when not, nothing counted or reported (the boot waits on it before it signals
+ * readiness).
  *
  * @param sgsHealthUrl SGS's `GET /health` URL
  */
-export function renderHealthCheckScript(enclaveName: string, region: string, sgsHealthUrl: string): string {
+export function renderHealthCheckScript(enclaveName: string, region: string, sgsHealthUrl: string, reporting: HealthReporting): string {
   return [
     '#!/bin/bash',
     '# Rendered by cdk-enclave-gpu: is the enclave running and SGS serving? Report the instance unhealthy after repeated failures.',
@@ -31,20 +37,23 @@ export function renderHealthCheckScript(enclaveName: string, region: string, sgs
     `problem=""`,
     `[ "$state" = "RUNNING" ] || problem="enclave ${enclaveName} is $state"`,
     `curl -sf --max-time 5 -o /dev/null ${sgsHealthUrl} || problem="\${problem:+$problem; }SGS does not answer ${sgsHealthUrl}"`,
+    'if [ "${1:-}" = --probe ]; then [ -z "$problem" ] || { echo "$problem"; exit 1; }; exit 0; fi',
     'if [ -z "$problem" ]; then rm -f "$state_file"; exit 0; fi',
     'failures=$(( $(cat "$state_file" 2>/dev/null || echo 0) + 1 ))',
     'echo "$failures" > "$state_file"',
     'echo "$problem (failed check $failures)"',
     `if [ "$failures" -ge ${HEALTH_FAILURES_BEFORE_UNHEALTHY} ]; then`,
-    ...reportUnhealthyCommands(region, true).map((line) => `  ${line}`),
+    ...(reporting === 'auto-scaling'
+      ? reportUnhealthyCommands(region, true)
+      : ['echo "instance unhealthy: it is in no Auto Scaling group, so repair or replace it"']).map((line) => `  ${line}`),
     'fi',
     '',
   ].join('\n');
 }
 
 /**
- * The commands that tell EC2 Auto Scaling this instance is unhealthy, so a fleet replaces it;
- * outside a group (or without the permission) the failure is only logged.
+ * The commands that tell EC2 Auto Scaling this instance is unhealthy, so its group replaces
+ * it (a call refused, for want of permission, is only logged).
  *
  * @param respectGracePeriod false for a boot that failed: no later check can make it healthy
  */
@@ -52,7 +61,7 @@ export function reportUnhealthyCommands(region: string, respectGracePeriod: bool
   return [
     ...instanceIdCommands('|| true'),
     `aws autoscaling set-instance-health --instance-id "$instance_id" --health-status Unhealthy${respectGracePeriod ? '' : ' --no-should-respect-grace-period'} --region ${region} \\`,
-    '  || echo "not reported to Auto Scaling (not in a group, or no permission)"',
+    '  || echo "not reported to Auto Scaling (refused)"',
   ];
 }
 
@@ -69,16 +78,24 @@ export function instanceIdCommands(orElse?: string): string[] {
 }
 
 /**
- * The boot script's first lines after its shell options: any command that fails from here on
- * (an install, a download, the allocator, nitro-cli run-enclave) reports the instance
- * unhealthy before the script stops, at once, since the health check is installed only at
- * the end of a boot that succeeded.
+ * The boot script's first lines after its shell options, which also define the function
+ * that signals CloudFormation. Any command that fails from here on (an install, a download,
+ * the allocator, nitro-cli run-enclave, the wait for readiness) reports the failure at once,
+ * before the script stops, since the health check is installed only at the end of a boot
+ * that succeeded: to CloudFormation (a FAILURE signal, so that a deployment waiting for the
+ * instance stops and rolls back instead of waiting out its timeout) and, in a group, to
+ * Auto Scaling (unhealthy).
  */
-export function bootFailureTrapCommands(region: string): string[] {
+export function bootFailureTrapCommands(region: string, reporting: HealthReporting, signal: ReadinessSignal): string[] {
+  const report = [
+    ...(reporting === 'auto-scaling' ? reportUnhealthyCommands(region, false) : instanceIdCommands('|| true')),
+    signalCommand('FAILURE'),
+  ];
   return [
+    ...signalFunctionCommands(signal),
     'report_boot_failure() {',
-    '  echo "[enclave-gpu] boot failed (line $1, exit $2): reporting this instance unhealthy"',
-    ...reportUnhealthyCommands(region, false).map((line) => `  ${line}`),
+    '  echo "[enclave-gpu] boot failed (line $1, exit $2)"',
+    ...report.map((line) => `  ${line}`),
     '}',
     'trap \'report_boot_failure $LINENO $?\' ERR',
   ];
