@@ -180,7 +180,7 @@ export class EnclaveGpuObservability extends Construct {
       treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
     });
     this.gpuIdleWhileLaunchingAlarm = new cloudwatch.Alarm(this, 'GpuIdleWhileLaunchingAlarm', {
-      alarmDescription: 'Kernels are being launched but GPU utilization stays at 0: the execution context may be running on the CPU or stuck.',
+      alarmDescription: 'Kernels are being launched but GPU utilization stays at 0: they run on the CPU (onnx.run without onnxruntime\'s CUDA provider, see GpuRuntime onnxCudaProviderSha512, or built-in kernels; the kernel-attestation log names the device of each launch) or the execution context is stuck.',
       metric: new cloudwatch.MathExpression({
         expression: 'IF(launches > 0 AND utilization == 0, 1, 0)',
         usingMetrics: { launches: this.metricKernelLaunches(), utilization: this.metricGpuUtilization() },

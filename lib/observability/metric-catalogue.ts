@@ -72,7 +72,7 @@ export const RUNTIME_METRICS = {
   },
   gpuUtilization: {
     name: 'GPUUtilization', unit: 'Percent', statistic: 'Average', publishedAs: 'value',
-    description: 'Share of time the GPU ran kernels for enclave sessions.',
+    description: 'Share of time the GPU ran kernels for enclave sessions (kernels that ran on the CPU do not count).',
   },
   kernelLaunches: {
     name: 'KernelLaunches', unit: 'Count', statistic: 'Sum', publishedAs: 'value',
@@ -119,6 +119,11 @@ export interface KernelAttestationRecord {
   readonly kernel: string;
   /** SHA-384, hex, of the kernel code or model actually run. */
   readonly codeSha384: string;
+  /**
+   * Where it ran: `gpu` (onnx.run with onnxruntime's CUDA provider) or `cpu` (the built-in
+   * kernels, and onnx.run without the CUDA provider).
+   */
+  readonly device: 'gpu' | 'cpu';
 }
 
 /** Where the runtime writes the kernel-attestation log on the parent instance. */

@@ -8,6 +8,7 @@
  * operation runs no code and must carry 48 zero bytes: InboundOperation checks that before
  * an htod writes anything.)
  */
+import type { ComputeDevice } from '../kernels/kernel';
 import type { KernelRegistry } from '../kernels/registry';
 import { OperationError } from '../kernels/operation-error';
 import { OperationRequest, OperationResult } from '../protocol/op-descriptor';
@@ -23,6 +24,8 @@ export interface OperationOutcome {
   readonly codeSha384: Buffer;
   /** Microseconds the kernel itself ran. */
   readonly computeUs: number;
+  /** Where the kernel ran: launches that ran only. */
+  readonly device?: ComputeDevice;
 }
 
 export interface CompleteOperation {
@@ -56,7 +59,7 @@ export async function executeOperation(operation: CompleteOperation, memory: Dev
         throw new OperationError('DIGEST_MISMATCH', `the frames name code ${operation.digest.toString('hex').slice(0, 16)}..., ${request.kernel} here is ${launch.codeSha384.toString('hex').slice(0, 16)}...`);
       }
       const computeUs = await launch.run();
-      return { result: { ok: true }, kernel, codeSha384: launch.codeSha384, computeUs };
+      return { result: { ok: true }, kernel, codeSha384: launch.codeSha384, computeUs, device: launch.device };
     }
     const done = (result: OperationResult, data?: OperationOutcome['data']): OperationOutcome => ({
       result, data, kernel, codeSha384: Buffer.alloc(DIGEST_BYTES), computeUs: 0,

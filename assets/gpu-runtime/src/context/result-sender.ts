@@ -28,7 +28,7 @@ export async function sendOutcome(connection: RecordConnection, session: AbeSess
   if (data !== undefined) {
     for (const frame of sealBuffer(sealer, data.buffer, data.bytes, true)) await writer.add(frame);
   }
-  await writer.add(encodeControl({ t: 'done', n, kernel: outcome.kernel, codeSha384: outcome.codeSha384, computeUs: outcome.computeUs }));
+  await writer.add(encodeControl({ t: 'done', n, kernel: outcome.kernel, codeSha384: outcome.codeSha384, computeUs: outcome.computeUs, device: outcome.device }));
   await writer.flush();
   mark('ctx', 'sent', session.sessionId, n); // handed to the socket: before the write that SGS can see
   // A launch's answer leaves now rather than with this turn's other writes: what waits behind

@@ -46,6 +46,7 @@ import { BufferRecord, launchDigest } from './kernel-digests';
 import { DoneReport, Operation, OperationOrigin, OperationOutcome, OperationSpec } from './operation';
 import { HostError, LinkEvents, SealRefused, SessionLink } from './session-link';
 import { OperationTiming } from './timing';
+import type { ComputeDevice } from '../kernels/kernel';
 
 export interface EgpLimits {
   /** Operations sent and not yet answered. */
@@ -134,6 +135,11 @@ export interface LaunchResult {
   readonly codeSha384: Buffer;
   readonly computeUs: number;
   readonly queueUs: number;
+  /**
+   * Where the context ran it: 'gpu' (onnx.run with onnxruntime's CUDA provider) or 'cpu'
+   * (the built-ins, onnx.run on the CPU provider); undefined when no report came.
+   */
+  readonly device?: ComputeDevice;
   readonly timing: OperationTiming;
 }
 
@@ -273,6 +279,7 @@ export class EgpClient {
       codeSha384: done?.codeSha384 ?? digest,
       computeUs: done?.computeUs ?? 0,
       queueUs: done?.queueUs ?? 0,
+      device: done?.device,
       timing: outcome.timing,
     };
   }

@@ -13,6 +13,7 @@ import type { StateChange } from './journal';
 import { ResultAssembler } from './result-assembler';
 import type { UploadCopy } from './upload-copy';
 import { OperationTiming, TimingRecorder, nowUs } from './timing';
+import type { ComputeDevice } from '../kernels/kernel';
 
 /** What {t: done} reported for the operation (absent when the session ended before it came). */
 export interface DoneReport {
@@ -20,6 +21,8 @@ export interface DoneReport {
   readonly codeSha384: Buffer;
   readonly computeUs: number;
   readonly queueUs: number;
+  /** Where the context ran the kernel (launches that ran only). */
+  readonly device?: ComputeDevice;
 }
 
 export interface OperationOutcome {

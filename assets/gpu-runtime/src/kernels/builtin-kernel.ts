@@ -47,6 +47,7 @@ export function defineBuiltin(name: string, source: string, bind: BindArguments)
       reader.done();
       return {
         codeSha384: Buffer.from(digest),
+        device: 'cpu',
         run() {
           const start = process.hrtime.bigint();
           implementation(...values);

@@ -18,10 +18,19 @@ export interface KernelMemory {
   digest(id: number): Buffer;
 }
 
+/**
+ * Where a kernel runs: 'gpu' for onnx.run with onnxruntime's CUDA provider, 'cpu' for the
+ * built-ins (JavaScript) and for onnx.run with the CPU provider. SGS counts only GPU time as
+ * GPU utilization, so a context that runs on the CPU on a GPU instance shows as an idle GPU.
+ */
+export type ComputeDevice = 'gpu' | 'cpu';
+
 /** A launch whose arguments were checked against the session's buffers. */
 export interface PreparedLaunch {
   /** SHA-384 of the code (builtins) or model (onnx.run) this launch runs. */
   readonly codeSha384: Buffer;
+  /** Where it runs. */
+  readonly device: ComputeDevice;
   /**
    * Runs the kernel and writes its outputs; resolves to the microseconds the kernel itself
    * took (not argument handling, model loading or output copies).

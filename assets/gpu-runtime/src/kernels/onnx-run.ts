@@ -67,6 +67,7 @@ export function createOnnxRunKernel(cache: OnnxSessionCache): Kernel {
       const codeSha384 = memory.digest(model);
       return {
         codeSha384,
+        device: cache.device,
         run: () => runModel(cache, codeSha384, modelBytes, feeds, outputNames, outputBuffers, memory),
       };
     },

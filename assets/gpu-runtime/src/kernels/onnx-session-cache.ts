@@ -10,6 +10,7 @@
  * model's weights in plaintext until then, outside the per-session memory cap.
  */
 import { OnnxSession, OnnxSettings, loadOnnxRuntime, onnxSessionOptions } from './onnx-runtime';
+import type { ComputeDevice } from './kernel';
 import { OperationError } from './operation-error';
 
 export const DEFAULT_MAX_MODELS = 4;
@@ -35,6 +36,11 @@ export class OnnxSessionCache {
 
   get size(): number {
     return this.entries.size;
+  }
+
+  /** Where this cache's sessions run their models. */
+  get device(): ComputeDevice {
+    return this.settings.provider === 'cuda' ? 'gpu' : 'cpu';
   }
 
   /** The session of the model whose SHA-384 is `digest`, built from `model` when not cached. */

@@ -4,11 +4,13 @@
  * length bounded). See PROTOCOL.md for who sends which, when.
  */
 import { CborValue, decodeCbor, encodeCbor } from '../../../../lib/shared/cbor';
+import type { ComputeDevice } from '../kernels/kernel';
 import { WIRE_ERROR_CODES, WireError, WireErrorCode } from './wire-error';
 
 export const MAX_CONTROL_BYTES = 32 * 1024;
 const MAX_REASON_CHARS = 512;
 const MAX_KERNEL_CHARS = 64;
+const COMPUTE_DEVICES: readonly ComputeDevice[] = ['gpu', 'cpu'];
 
 export type ControlMessage =
   /** EGP -> SGS: start a session on this connection. */
@@ -23,9 +25,10 @@ export type ControlMessage =
   | { t: 'ready'; session: Buffer }
   /**
    * context -> SGS -> EGP, after the last result frame of operation n: what ran and for how
-   * long. `queueUs` is added by SGS (time the operation waited for the context).
+   * long, and, for a launch that ran, on which device. `queueUs` is added by SGS (time the
+   * operation waited for the context).
    */
-  | { t: 'done'; n: number; kernel: string; codeSha384: Buffer; computeUs: number; queueUs?: number }
+  | { t: 'done'; n: number; kernel: string; codeSha384: Buffer; computeUs: number; device?: ComputeDevice; queueUs?: number }
   /** Any direction: a refusal or failure, for operation n when it concerns one. */
   | { t: 'error'; code: WireErrorCode; reason: string; n?: number; retryAfterMs?: number };
 
@@ -70,6 +73,7 @@ export function decodeControl(record: Buffer): ControlMessage {
         kernel: fields.text('kernel', MAX_KERNEL_CHARS),
         codeSha384: fields.bytes('codeSha384', 48, 48),
         computeUs: fields.uint('computeUs'),
+        device: fields.optionalChoice('device', COMPUTE_DEVICES),
         queueUs: fields.optionalUint('queueUs'),
       };
       break;
@@ -117,6 +121,13 @@ class Fields {
 
   optionalUint(name: string): number | undefined {
     return this.map.has(name) ? this.uint(name) : undefined;
+  }
+
+  optionalChoice<T extends string>(name: string, choices: readonly T[]): T | undefined {
+    if (!this.map.has(name)) return undefined;
+    const value = this.take(name);
+    if (!choices.includes(value as T)) throw new WireError('MALFORMED', `field '${name}' must be one of ${choices.join(', ')}`);
+    return value as T;
   }
 
   expectAllRead(t: string): void {

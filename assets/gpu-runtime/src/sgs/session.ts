@@ -261,7 +261,7 @@ export class SgsSession {
   private record(operation: CompletedOperation): void {
     const image = this.admitted!.enclaveImage;
     const { metrics } = this.services;
-    metrics.operation(image, operation.latencyMs, operation.done.computeUs);
+    metrics.operation(image, operation.latencyMs, operation.done.computeUs, operation.done.device);
     if (!isLaunchDigest(operation.digest)) return;
     metrics.launch(image);
     if (!operation.done.codeSha384.equals(operation.digest)) {
@@ -275,6 +275,7 @@ export class SgsSession {
       launch: operation.n,
       kernel: operation.done.kernel,
       codeSha384: operation.done.codeSha384.toString('hex'),
+      device: operation.done.device ?? 'cpu',
     });
   }
 

@@ -96,6 +96,8 @@ describe('onnx.run', () => {
     const memory = loaded({ 1: MODEL, 2: bytesOf(input), 3: 0, 4: 1 });
     const launch = createOnnxRunKernel(cache()).prepare(runArgs(), memory);
     expect(launch.codeSha384.equals(onnxModelDigest(MODEL))).toBe(true);
+    expect(launch.device).toBe('cpu');
+    expect(createOnnxRunKernel(new OnnxSessionCache({ ...SETTINGS, provider: 'cuda' })).prepare(runArgs(), memory).device).toBe('gpu');
     const computeUs = await launch.run();
     expect(Number.isSafeInteger(computeUs) && computeUs >= 0).toBe(true);
 

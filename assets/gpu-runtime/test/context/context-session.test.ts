@@ -39,6 +39,7 @@ describe('a session', () => {
     expect(upload.result).toEqual({ ok: true });
     expect(upload.done).toMatchObject({ t: 'done', kernel: 'htod', computeUs: 0 });
     expect(upload.done.codeSha384.equals(Buffer.alloc(48))).toBe(true);
+    expect(upload.done.device).toBeUndefined(); // ran no kernel
 
     const launch = await client.call(
       { op: 'launch', kernel: 'relu', args: new Map<string, number>([['input', 1], ['out', 2], ['count', 8]]) },
@@ -46,6 +47,7 @@ describe('a session', () => {
     );
     expect(launch.result).toEqual({ ok: true });
     expect(launch.done.kernel).toBe('relu');
+    expect(launch.done.device).toBe('cpu'); // built-ins are JavaScript
     expect(launch.done.codeSha384.equals(BUILTIN_KERNELS.relu.digest)).toBe(true);
     expect(Number.isSafeInteger(launch.done.computeUs)).toBe(true);
 

@@ -160,7 +160,9 @@ class ContextConnection {
         for (const out of sealBuffer(sealer, buffer, output, true)) this.connection.send(out).catch(() => {});
       }
       const kernel = request.op === 'launch' ? request.kernel : request.op;
-      this.connection.sendControl({ t: 'done', n, kernel, codeSha384: request.op === 'launch' ? INCREMENT_DIGEST : NO_KERNEL, computeUs }).catch(() => {});
+      const launched = request.op === 'launch';
+      // As a context with onnxruntime's CUDA provider reports its launches.
+      this.connection.sendControl({ t: 'done', n, kernel, codeSha384: launched ? INCREMENT_DIGEST : NO_KERNEL, computeUs, device: launched ? 'gpu' : undefined }).catch(() => {});
     });
   }
 

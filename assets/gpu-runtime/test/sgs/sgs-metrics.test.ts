@@ -45,9 +45,9 @@ describe('the metric recorder and publisher', () => {
     recorder.queued(IMAGE, +1);
     recorder.queued(IMAGE, +1);
     recorder.queued(IMAGE, -2);
-    recorder.operation(IMAGE, 1.23456, 30_000_000); // 30 s of compute in a 60 s interval
-    recorder.operation(IMAGE, 1.23449, 0);
-    recorder.operation(IMAGE, 7, 0);
+    recorder.operation(IMAGE, 1.23456, 30_000_000, 'gpu'); // 30 s of GPU compute in a 60 s interval
+    recorder.operation(IMAGE, 1.23449, 0, undefined);
+    recorder.operation(IMAGE, 7, 20_000_000, 'cpu'); // 20 s on the CPU: not GPU utilization
     recorder.launch(IMAGE);
     recorder.replay(IMAGE);
     recorder.attestationFailure(IMAGE);
@@ -108,8 +108,8 @@ describe('the metric recorder and publisher', () => {
   it('splits a latency distribution into data of at most 150 values', () => {
     let now = 0;
     const recorder = new MetricRecorder(() => now);
-    for (let i = 1; i <= 400; i++) recorder.operation(IMAGE, i, 0);
-    recorder.operation(IMAGE, 400, 0);
+    for (let i = 1; i <= 400; i++) recorder.operation(IMAGE, i, 0, undefined);
+    recorder.operation(IMAGE, 400, 0, undefined);
     now = 1000;
     const latency = recorder.collect(INSTANCE).filter((d) => d.MetricName === 'EnclaveToHostLatency');
     expect(latency.map((d) => d.Values!.length)).toEqual([150, 150, 150, 150, 100, 100]);

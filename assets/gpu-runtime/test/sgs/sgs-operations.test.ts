@@ -298,13 +298,14 @@ describe('the kernel-attestation log', () => {
     const records = lines.map((line) => JSON.parse(line) as KernelAttestationRecord);
     expect(records.map((r) => r.launch)).toEqual([2, 3]);
     for (const record of records) {
-      expect(Object.keys(record)).toEqual(['time', 'instanceId', 'enclaveImage', 'session', 'launch', 'kernel', 'codeSha384']);
+      expect(Object.keys(record)).toEqual(['time', 'instanceId', 'enclaveImage', 'session', 'launch', 'kernel', 'codeSha384', 'device']);
       expect(record).toMatchObject({
         instanceId: 'i-0123456789abcdef0',
         enclaveImage: IMAGE_DIMENSION,
         session: egp.session!.sessionId.toString('hex'),
         kernel: INCREMENT_KERNEL,
         codeSha384: INCREMENT_DIGEST.toString('hex'),
+        device: 'gpu',
       });
       expect(new Date(record.time).toISOString()).toBe(record.time);
     }

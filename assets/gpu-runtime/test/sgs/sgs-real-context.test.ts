@@ -42,14 +42,14 @@ it('relays a session to the real context: relu runs, its result comes back, its 
   const relu = BUILTIN_KERNELS.relu;
   const launched = await egp.call(3, { op: 'launch', kernel: 'relu', args: new Map([['input', 1], ['out', 1], ['count', 6]]) }, undefined, relu.digest);
   expect(launched.result).toEqual({ ok: true });
-  expect(launched.done).toMatchObject({ n: 3, kernel: 'relu', codeSha384: relu.digest });
+  expect(launched.done).toMatchObject({ n: 3, kernel: 'relu', codeSha384: relu.digest, device: 'cpu' });
   expect(launched.done.queueUs).toBeGreaterThanOrEqual(0);
   const read = await egp.call(4, { op: 'dtoh', buffer: 1 });
   expect([...new Float32Array(read.data.buffer, read.data.byteOffset, 6)]).toEqual([0, 2, 0, 4.25, 0, -0]);
   egp.close();
   await sgs.close();
   const [record] = readFileSync(workspace.kernelLog, 'utf8').trim().split('\n').map((line) => JSON.parse(line));
-  expect(record).toMatchObject({ launch: 3, kernel: 'relu', codeSha384: relu.digest.toString('hex'), instanceId: 'i-0fedcba9876543210' });
+  expect(record).toMatchObject({ launch: 3, kernel: 'relu', codeSha384: relu.digest.toString('hex'), device: 'cpu', instanceId: 'i-0fedcba9876543210' });
 });
 
 it('never lets an enclave it refuses reach the real context', async () => {

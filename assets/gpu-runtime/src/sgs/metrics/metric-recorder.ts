@@ -6,6 +6,7 @@
  */
 import type { MetricDatum } from '@aws-sdk/client-cloudwatch';
 import { RUNTIME_METRICS } from '../../../../../lib/observability/metric-catalogue';
+import type { ComputeDevice } from '../../kernels/kernel';
 import { distributionData, runtimeDimensions, valueData } from './metric-data';
 
 interface ImageInterval {
@@ -14,7 +15,8 @@ interface ImageInterval {
   launches: number;
   attestationFailures: number;
   replays: number;
-  computeUs: number;
+  /** Kernel time on the GPU (kernels that ran on the CPU are not GPU utilization). */
+  gpuComputeUs: number;
   latencies: Map<number, number>;
   /** Operations queued now (across this image's sessions) and the most during the interval. */
   queued: number;
@@ -55,12 +57,15 @@ export class MetricRecorder {
     this.image(image).bytesOut += bytes;
   }
 
-  /** An operation completed: its latency at SGS and the compute time the context reported. */
-  operation(image: string, latencyMs: number, computeUs: number): void {
+  /**
+   * An operation completed: its latency at SGS, the compute time the context reported and
+   * the device that time was spent on (undefined for operations that ran no kernel).
+   */
+  operation(image: string, latencyMs: number, computeUs: number, device: ComputeDevice | undefined): void {
     const entry = this.image(image);
     const value = Number(latencyMs.toPrecision(3));
     entry.latencies.set(value, (entry.latencies.get(value) ?? 0) + 1);
-    entry.computeUs += computeUs;
+    if (device === 'gpu') entry.gpuComputeUs += computeUs;
   }
 
   launch(image: string): void {
@@ -110,7 +115,7 @@ export class MetricRecorder {
         data.push(...valueData(RUNTIME_METRICS.queueDepth, entry.queuedMax, dimensions, timestamp));
         if (wallUs > 0) {
           // Compute time over wall time; sessions computing concurrently can exceed the wall clock.
-          const percent = Math.min(100, (entry.computeUs / wallUs) * 100);
+          const percent = Math.min(100, (entry.gpuComputeUs / wallUs) * 100);
           data.push(...valueData(RUNTIME_METRICS.gpuUtilization, Number(percent.toPrecision(4)), dimensions, timestamp));
         }
       }
@@ -131,5 +136,5 @@ export class MetricRecorder {
 }
 
 function emptyInterval(): ImageInterval {
-  return { bytesIn: 0, bytesOut: 0, launches: 0, attestationFailures: 0, replays: 0, computeUs: 0, latencies: new Map(), queued: 0, queuedMax: 0, liveSessions: 0 };
+  return { bytesIn: 0, bytesOut: 0, launches: 0, attestationFailures: 0, replays: 0, gpuComputeUs: 0, latencies: new Map(), queued: 0, queuedMax: 0, liveSessions: 0 };
 }
