@@ -2,7 +2,7 @@ import * as autoscaling from 'aws-cdk-lib/aws-autoscaling';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as sns from 'aws-cdk-lib/aws-sns';
-import { CfnResource, Duration, Tags, Token, Validations } from 'aws-cdk-lib';
+import { CfnResource, Duration, Tags, Validations } from 'aws-cdk-lib';
 import { Construct } from 'constructs';
 import { AttestationBoundKey } from '../attestation-kms/attestation-bound-key';
 import { EnclaveGpuObservability } from '../observability/enclave-gpu-observability';
@@ -142,14 +142,8 @@ export class EnclaveGpuFleet extends Construct implements ec2.IConnectable, iam.
     this.grantReportHealth();
 
     this.observability = host.finish(undefined, this.autoScalingGroup.node.defaultChild as CfnResource, 'auto-scaling');
-    const policy = (props.scaling ?? FleetScaling.queueDepth(4))._policy(this.observability);
-    if (policy === 'needs-metrics') {
-      throw propError(this, 'scaling', 'tracks an EnclaveGPU metric, but observability is off', 'Keep observability on, or use FleetScaling.none()');
-    }
+    const policy = (props.scaling ?? FleetScaling.queueDepth(4))._policy(this, this.observability);
     if (policy) {
-      if (!Token.isUnresolved(policy.target) && !(policy.target > 0)) {
-        throw propError(this, 'scaling', `target ${policy.target} for ${policy.name} must be above 0`, 'Pass a positive target');
-      }
       this.autoScalingGroup.scaleToTrackMetric(`ScaleOn${policy.name}`, { metric: policy.metric, targetValue: policy.target });
     }
     Tags.of(this).add('EnclaveGPU', 'true');

@@ -4,6 +4,7 @@ import * as iam from 'aws-cdk-lib/aws-iam';
 import * as imagebuilder from 'aws-cdk-lib/aws-imagebuilder';
 import { Aws, Stack, Tags, Validations } from 'aws-cdk-lib';
 import { Construct } from 'constructs';
+import { httpsOnlySecurityGroup } from './https-only-security-group';
 import { HOST_PACKAGE_INSTALLS } from './boot/host-packages';
 import { RuntimeInstallSettings, runtimeCheckCommands, runtimeInstallCommands } from './boot/runtime-install';
 import { DEFAULT_MACHINE_IMAGE_PARAMETER } from './enclave-host';
@@ -151,7 +152,7 @@ export class EnclaveGpuImage extends Construct implements ec2.IMachineImage {
     });
     const profile = new iam.InstanceProfile(this, 'BuildInstanceProfile', { role });
 
-    const securityGroup = props.vpc ? buildSecurityGroup(this, props.vpc) : undefined;
+    const securityGroup = props.vpc ? httpsOnlySecurityGroup(this, 'BuildSecurityGroup', props.vpc, 'Enclave GPU AMI build', 'package repositories, Systems Manager, Image Builder and S3') : undefined;
     const subnetId = props.vpc ? props.vpc.selectSubnets(props.vpcSubnets ?? { subnetType: ec2.SubnetType.PRIVATE_WITH_EGRESS }).subnetIds[0] : undefined;
     const infrastructure = new imagebuilder.CfnInfrastructureConfiguration(this, 'Infrastructure', {
       name: `${this.node.addr}-enclave-gpu`,
@@ -198,13 +199,6 @@ export class EnclaveGpuImage extends Construct implements ec2.IMachineImage {
   public getImage(_scope: Construct): ec2.MachineImageConfig {
     return { imageId: this.imageId, osType: ec2.OperatingSystemType.LINUX, userData: ec2.UserData.forLinux() };
   }
-}
-
-/** No inbound; outbound HTTPS only (package repositories, Systems Manager, Image Builder, S3). */
-function buildSecurityGroup(scope: Construct, vpc: ec2.IVpc): ec2.SecurityGroup {
-  const securityGroup = new ec2.SecurityGroup(scope, 'BuildSecurityGroup', { vpc, description: 'Enclave GPU AMI build: outbound HTTPS only', allowAllOutbound: false });
-  securityGroup.addEgressRule(ec2.Peer.anyIpv4(), ec2.Port.tcp(443), 'HTTPS to package repositories, Systems Manager, Image Builder and S3');
-  return securityGroup;
 }
 
 /**

@@ -2,6 +2,7 @@ import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import { Aws, CfnResource, Duration, Size, Stack, Token } from 'aws-cdk-lib';
 import { Construct } from 'constructs';
+import { httpsOnlySecurityGroup } from './https-only-security-group';
 import { AttestationBoundKey } from '../attestation-kms/attestation-bound-key';
 import { EifMeasurements } from '../attestation-kms/eif-measurements';
 import { Pcrs } from '../attestation-kms/pcrs';
@@ -95,7 +96,7 @@ export class EnclaveHost {
     this.key = props.key ?? this.createKey(props.role);
     this.key.grantEnclaveDecrypt(this.role);
     this.key.grantEnclaveGenerateDataKey(this.role);
-    this.securityGroup = props.securityGroup ?? createSecurityGroup(scope, props.vpc);
+    this.securityGroup = props.securityGroup ?? httpsOnlySecurityGroup(scope, 'SecurityGroup', props.vpc, 'Enclave GPU parent instance', 'Systems Manager, S3, KMS, CloudWatch and the package repositories');
     this.rootVolume = {
       deviceName: '/dev/xvda',
       volume: ec2.BlockDeviceVolume.ebs(rootVolumeSize.toGibibytes(), { encrypted: true, volumeType: ec2.EbsDeviceVolumeType.GP3, deleteOnTermination: true }),
@@ -191,14 +192,4 @@ function knownPcrs(scope: Construct, image: EnclaveImageConfig): ContextPcrs {
     throw propError(scope, 'enclaveImage', 'has no known PCR0, PCR1 and PCR2, which the key policy, SGS, the execution context and the metrics are bound to', 'Use EnclaveImage.fromEifFile(), which measures the file');
   }
   return { pcr0: pcrs.pcr0, pcr1: pcrs.pcr1, pcr2: pcrs.pcr2, ...(known(pcrs.pcr8) ? { pcr8: pcrs.pcr8 } : {}) };
-}
-
-function createSecurityGroup(scope: Construct, vpc: ec2.IVpc): ec2.SecurityGroup {
-  const securityGroup = new ec2.SecurityGroup(scope, 'SecurityGroup', {
-    vpc,
-    description: 'Enclave GPU parent instance: no inbound, outbound HTTPS only',
-    allowAllOutbound: false,
-  });
-  securityGroup.addEgressRule(ec2.Peer.anyIpv4(), ec2.Port.tcp(443), 'HTTPS to Systems Manager, S3, KMS, CloudWatch and the package repositories');
-  return securityGroup;
 }
