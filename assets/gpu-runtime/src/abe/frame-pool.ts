@@ -10,31 +10,17 @@
  * next frame, so each holder releases at exactly one point, or not at all.
  */
 
+import { BufferPool } from '../buffer-pool';
+
 /** Frames below this are assembled in ordinary memory (Node's allocation pool serves them well). */
 export const LARGE_FRAME_BYTES = 64 * 1024;
-/** Capacity granularity: frames of similar size share a class. */
-const CLASS_BYTES = 64 * 1024;
-/** The most bytes kept free for reuse, per process. */
-const MAX_FREE_BYTES = 32 * 1024 * 1024;
 
-/** Pool memory handed out and not given back. */
-const issued = new WeakSet<ArrayBuffer>();
-const free = new Map<number, ArrayBuffer[]>();
-let freeBytes = 0;
+/** Frames of similar size share memory (capacity classes of 64 KiB); at most 32 MiB kept free per process. */
+const framePool = new BufferPool({ maxBytes: 32 * 1024 * 1024, minBytes: LARGE_FRAME_BYTES, classBytes: 64 * 1024 });
 
 /** A buffer of exactly `size` bytes for a frame; pooled memory from LARGE_FRAME_BYTES up. */
 export function allocateFrame(size: number): Buffer {
-  if (size < LARGE_FRAME_BYTES) return Buffer.allocUnsafe(size);
-  const capacity = Math.ceil(size / CLASS_BYTES) * CLASS_BYTES;
-  const list = free.get(capacity);
-  let memory = list?.pop();
-  if (memory !== undefined) {
-    freeBytes -= capacity;
-  } else {
-    memory = new ArrayBuffer(capacity);
-  }
-  issued.add(memory);
-  return Buffer.from(memory, 0, size);
+  return framePool.acquire(size);
 }
 
 /**
@@ -42,13 +28,5 @@ export function allocateFrame(size: number): Buffer {
  * read, a frame already given back) is ignored.
  */
 export function releaseFrame(frame: Buffer): void {
-  const memory = frame.buffer;
-  if (!(memory instanceof ArrayBuffer) || frame.byteOffset !== 0 || !issued.has(memory)) return;
-  issued.delete(memory);
-  const capacity = memory.byteLength;
-  if (freeBytes + capacity > MAX_FREE_BYTES) return;
-  let list = free.get(capacity);
-  if (list === undefined) free.set(capacity, (list = []));
-  list.push(memory);
-  freeBytes += capacity;
+  framePool.release(frame);
 }

@@ -36,7 +36,7 @@ import { MAX_BUFFER_BYTES, OperationRequest } from '../protocol/op-descriptor';
 import { Address, parseAddress } from '../protocol/transport';
 import { WireError } from '../protocol/wire-error';
 import { RuntimeError } from '../errors';
-import { BufferPool } from './buffer-pool';
+import { BufferPool } from '../buffer-pool';
 import { EgpError } from './errors';
 import { Journal, StateChange } from './journal';
 import { UploadCopy } from './upload-copy';
@@ -127,6 +127,12 @@ export interface EgpConnectOptions {
   readonly limits?: Partial<EgpLimits>;
   readonly backend?: AesGcmBackend;
   readonly observer?: EgpObserver;
+  /**
+   * Where upload copies and sealed frames are reused from: clients in one process may share
+   * one, which then bounds their pooled memory together (the daemon does). Default: a pool
+   * of the client's own, of limits.poolBytes.
+   */
+  readonly pool?: BufferPool;
 }
 
 export interface LaunchResult {
@@ -185,7 +191,7 @@ export class EgpClient {
 
   private constructor(private readonly options: EgpConnectOptions) {
     this.limits = { ...DEFAULT_LIMITS, ...options.limits };
-    this.pool = new BufferPool(this.limits.poolBytes);
+    this.pool = options.pool ?? new BufferPool({ maxBytes: this.limits.poolBytes });
     this.window = this.limits.maxInFlightOps;
     this.checkpointAt = this.limits.journalCheckpointEntries;
     if (!(this.limits.chunkBytes >= 1 && this.limits.chunkBytes <= MAX_CHUNK_BYTES)) {

@@ -11,7 +11,8 @@
  * per connection (answers not yet written to the socket included; reading pauses beyond it),
  * reading paused while more than maxBufferedBytes of answers wait for a client that does not
  * read, at most maxHeldLineBytes of unfinished lines across connections, and at most
- * maxConnections connections.
+ * maxConnections connections. The connections' clients share one buffer pool of
+ * limits.poolBytes, so pooled memory does not grow with the number of connections.
  */
 import { chmodSync } from 'node:fs';
 import type { Server, Socket } from 'node:net';
@@ -19,7 +20,8 @@ import type { EnclaveIdentity } from '../abe/handshake';
 import { removeStaleSocket } from '../context/stale-socket';
 import { RefusedConnections } from '../protocol/refused-connections';
 import { Address, TransportError, formatAddress, listen } from '../protocol/transport';
-import { EgpClient, EgpLimits } from './client';
+import { BufferPool } from '../buffer-pool';
+import { DEFAULT_LIMITS, EgpClient, EgpLimits } from './client';
 import { EgpError } from './errors';
 import { BadRequest, RequestFailure, SocketCall, errorLine, parseRequest, resultLine } from './socket-protocol';
 
@@ -76,9 +78,12 @@ export class EgpSocketServer {
   private readonly refused = new RefusedConnections();
   /** Bytes of request input (mostly unfinished lines) held across connections. */
   private readonly held: HeldBudget;
+  /** The clients' upload copies and sealed frames, reused across connections. */
+  private readonly pool: BufferPool;
 
   private constructor(private readonly options: EgpSocketServerOptions) {
     this.held = { held: 0, max: options.maxHeldLineBytes ?? 2 * (options.maxLineBytes ?? DEFAULT_MAX_LINE_BYTES) };
+    this.pool = new BufferPool({ maxBytes: options.limits?.poolBytes ?? DEFAULT_LIMITS.poolBytes });
   }
 
   get address(): string {
@@ -104,6 +109,7 @@ export class EgpSocketServer {
     }
     const connection: SocketConnection = new SocketConnection(socket, this.options, {
       budget: this.held,
+      pool: this.pool,
       closed: () => this.connections.delete(connection),
       refuse: (refused, line) => this.refused.refuse(refused, line),
     });
@@ -120,6 +126,8 @@ interface HeldBudget {
 /** What a connection asks of its server. */
 interface ConnectionHooks {
   readonly budget: HeldBudget;
+  /** The buffer pool every connection's client shares. */
+  readonly pool: BufferPool;
   /** The connection is closed (its socket destroyed, or handed to refuse). */
   closed(): void;
   /** Answers `line` and closes the socket on the server's side (EgpSocketServer.refuse). */
@@ -290,7 +298,7 @@ class SocketConnection {
    * run in the order they were attached.
    */
   private async invoke(call: SocketCall): Promise<Record<string, unknown>> {
-    this.client ??= EgpClient.connect({ sgs: this.options.sgs, enclave: this.options.enclave, limits: this.options.limits }).catch((error: unknown) => {
+    this.client ??= EgpClient.connect({ sgs: this.options.sgs, enclave: this.options.enclave, limits: this.options.limits, pool: this.hooks.pool }).catch((error: unknown) => {
       this.client = undefined; // the next request tries again
       this.options.log?.(`no session with SGS for a connection: ${(error as Error).message}`);
       throw error;

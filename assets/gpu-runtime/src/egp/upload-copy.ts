@@ -5,7 +5,7 @@
  * over the data to every upload's latency. The caller may not change the bytes until the
  * call settles (as with cudaMemcpyAsync); from then on only the copy is used.
  */
-import type { BufferPool } from './buffer-pool';
+import type { BufferPool } from '../buffer-pool';
 
 export class UploadCopy {
   private copied?: Buffer;

@@ -9,6 +9,7 @@ import * as net from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { egpuCommand, LocalStack, startLocalStack } from '../../src/egp/local-stack';
+import type { BufferPool } from '../../src/buffer-pool';
 import { EgpSocketServer } from '../../src/egp/socket-server';
 import { errorLine, parseRequest } from '../../src/egp/socket-protocol';
 import { parseAddress } from '../../src/protocol/transport';
@@ -154,6 +155,22 @@ describe('EGP socket API', () => {
     const [one, two] = await Promise.all([LineClient.open(path), LineClient.open(path)]);
     const buffer = (await one.call(1, 'malloc', { size: 8 })).result!.buffer;
     expect(await two.call(1, 'memcpyDtoH', { buffer })).toMatchObject({ error: { code: 'INVALID_ARGUMENT' } });
+    one.close();
+    two.close();
+  });
+
+  it('lets the clients of all its connections share one buffer pool, so pooled memory does not grow with connections', async () => {
+    const [one, two] = await Promise.all([LineClient.open(path), LineClient.open(path)]);
+    const data = Buffer.alloc(200_000, 3).toString('base64');
+    for (const client of [one, two]) {
+      const buffer = (await client.call(1, 'malloc', { size: 200_000 })).result!.buffer;
+      expect(await client.call(2, 'memcpyHtoD', { buffer, data })).toEqual({ id: 2, result: {} });
+    }
+    type Internals = { pool: BufferPool; connections: Set<{ client?: Promise<{ pool: BufferPool }> }> };
+    const internals = server as unknown as Internals;
+    const pools = await Promise.all([...internals.connections].map(async (connection) => (await connection.client!).pool));
+    expect(pools).toHaveLength(2);
+    expect(pools.every((pool) => pool === internals.pool)).toBe(true);
     one.close();
     two.close();
   });
