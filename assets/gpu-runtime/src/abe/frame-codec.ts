@@ -62,6 +62,15 @@ export function layOutFrame(headerBytes: Buffer, payloadLength: number, into?: B
   return { frame, ciphertext, tag: frame.subarray(offset, offset + GCM_TAG_BYTES) };
 }
 
+/**
+ * The most bytes a frame carrying `payloadLength` bytes can take, length prefix included,
+ * whatever its header (headers are at most MAX_HEADER_BYTES): layOutFrame's layout.
+ */
+export function maxFrameBytes(payloadLength: number): number {
+  return LENGTH_PREFIX_BYTES + 1 + bytesHead(MAX_HEADER_BYTES).length + MAX_HEADER_BYTES
+    + bytesHead(payloadLength).length + payloadLength + bytesHead(GCM_TAG_BYTES).length + GCM_TAG_BYTES;
+}
+
 /** Splits a whole frame (length prefix included) into its parts, checking every length. */
 export function parseFrame(frame: Buffer): ParsedFrame {
   checkLengthPrefix(frame);

@@ -5,6 +5,8 @@
  *   context hello  { "v": 1, "session": bstr(16), "nonce": bstr(32), "publicKey": bstr(97) }
  *   enclave reply  { "v": 1, "session": bstr(16), "attestation": bstr(1..16384) }
  *
+ * in that key order with shortest-form CBOR heads: the one encoding each message has.
+ *
  * The reply's session id only routes it back to its hello; what binds it is the attestation
  * document, whose nonce is the hello's and whose user_data is the enclave's ECDH public key.
  */
@@ -45,11 +47,13 @@ export function decodeContextHello(bytes: Buffer): ContextHello {
   const what = 'context hello';
   const map = decodeStrictMap(bytes, MAX_MESSAGE_BYTES, ['v', 'session', 'nonce', 'publicKey'], what);
   checkVersion(map.get('v'), what);
-  return {
+  const hello = {
     sessionId: bytesField(map, 'session', SESSION_ID_BYTES, what),
     nonce: bytesField(map, 'nonce', HELLO_NONCE_BYTES, what),
     contextPublicKey: bytesField(map, 'publicKey', P384_PUBLIC_KEY_BYTES, what),
   };
+  expectCanonical(bytes, encodeContextHello(hello), what);
+  return hello;
 }
 
 export function encodeEnclaveReply(reply: EnclaveReply): Buffer {
@@ -65,10 +69,12 @@ export function decodeEnclaveReply(bytes: Buffer): EnclaveReply {
   const what = 'enclave reply';
   const map = decodeStrictMap(bytes, MAX_MESSAGE_BYTES, ['v', 'session', 'attestation'], what);
   checkVersion(map.get('v'), what);
-  return {
+  const reply = {
     sessionId: bytesField(map, 'session', SESSION_ID_BYTES, what),
     attestationDocument: boundedBytesField(map, 'attestation', MAX_ATTESTATION_BYTES, what),
   };
+  expectCanonical(bytes, encodeEnclaveReply(reply), what);
+  return reply;
 }
 
 /** Field sizes of a hello built in memory rather than decoded (the point itself is checked at ECDH). */
@@ -85,6 +91,15 @@ export function checkEnclaveReply(reply: EnclaveReply): void {
   if (length > MAX_ATTESTATION_BYTES) {
     throw new AbeError('TOO_LARGE', `an attestation document of ${length} bytes exceeds the ${MAX_ATTESTATION_BYTES}-byte limit`);
   }
+}
+
+/**
+ * Each message has one encoding, the one the encoders write (the keys in the order above,
+ * shortest-form heads): another key order or a longer head than needed is refused, so a
+ * relay cannot re-encode a message into a different byte string with the same meaning.
+ */
+function expectCanonical(received: Buffer, canonical: Buffer, what: string): void {
+  if (!received.equals(canonical)) throw new AbeError('MALFORMED', `${what}: not in its one accepted encoding (keys in order, shortest-form heads)`);
 }
 
 function checkVersion(version: unknown, what: string): void {

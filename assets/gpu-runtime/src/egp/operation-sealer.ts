@@ -9,14 +9,11 @@
  * chunk k+1 is being sealed. The frames stay valid (views into that allocation) so they can
  * be resent unchanged after BUSY.
  */
-import { LENGTH_PREFIX_BYTES } from '../abe/frame-codec';
+import { maxFrameBytes } from '../abe/frame-codec';
 import { ENCLAVE_TO_HOST } from '../abe/frame-header';
-import { MAX_CHUNK_BYTES, MAX_HEADER_BYTES } from '../abe/limits';
+import { MAX_CHUNK_BYTES } from '../abe/limits';
 import { AbeSession } from '../abe/session';
 import { DESCRIPTOR_BUFFER, OperationRequest } from '../protocol/op-descriptor';
-
-/** Frame bytes beyond the plaintext, at most: prefix, array head, header (with its head), payload head, tag (with its head). */
-const FRAME_OVERHEAD = LENGTH_PREFIX_BYTES + 1 + 3 + MAX_HEADER_BYTES + 5 + 1 + 16;
 
 export interface SealedOperation {
   /** The frames, in order; views into `space`. */
@@ -44,7 +41,9 @@ export function sealOperation(
   const dataBytes = data?.length ?? 0;
   const chunkSize = Math.min(Math.max(1, chunkBytes), MAX_CHUNK_BYTES);
   const dataChunks = Math.ceil(dataBytes / chunkSize);
-  const space = allocate(descriptor.length + dataBytes + (1 + dataChunks) * FRAME_OVERHEAD);
+  const fullChunks = Math.floor(dataBytes / chunkSize);
+  const rest = dataBytes - fullChunks * chunkSize;
+  const space = allocate(maxFrameBytes(descriptor.length) + fullChunks * maxFrameBytes(chunkSize) + (rest > 0 ? maxFrameBytes(rest) : 0));
   const sealer = session.sealer(n, ENCLAVE_TO_HOST, digest);
   const frames: Buffer[] = [];
   let offset = 0;

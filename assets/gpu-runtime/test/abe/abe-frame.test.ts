@@ -3,9 +3,9 @@ import { describe, expect, it } from 'vitest';
 import { decodeCbor, encodeCbor } from '../../../../lib/shared/cbor';
 import { sealAesGcm } from '../../src/abe/aes-gcm';
 import { FrameOpener, FrameSealer, sealBuffer } from '../../src/abe/frame';
-import { LENGTH_PREFIX_BYTES, parseFrame } from '../../src/abe/frame-codec';
+import { LENGTH_PREFIX_BYTES, layOutFrame, maxFrameBytes, parseFrame } from '../../src/abe/frame-codec';
 import { HOST_TO_ENCLAVE, OperationHeaders, chunkNonce } from '../../src/abe/frame-header';
-import { MAX_CHUNK_BYTES, MAX_CHUNKS, MAX_FRAME_BYTES } from '../../src/abe/limits';
+import { MAX_CHUNK_BYTES, MAX_CHUNKS, MAX_FRAME_BYTES, MAX_HEADER_BYTES } from '../../src/abe/limits';
 import { ReplayWindow } from '../../src/abe/replay-window';
 import { TestOperation, referenceHeader, refusal, sealerAndOpener, testOperation } from './helpers';
 
@@ -398,3 +398,10 @@ function sealWithHeader(op: TestOperation, header: Buffer, plaintext: Buffer): B
 function rebuild(header: Buffer, ciphertext: Buffer, tag: Buffer): Buffer {
   return prefixed(Buffer.concat([Buffer.of(0x83), bytesHead(header.length), header, bytesHead(ciphertext.length), ciphertext, bytesHead(tag.length), tag]));
 }
+
+describe('maxFrameBytes', () => {
+  it.each([0, 1, 23, 24, 255, 256, 65_535, 65_536, MAX_CHUNK_BYTES])('is exactly the frame of a largest header and %i payload bytes', (payload) => {
+    expect(maxFrameBytes(payload)).toBe(layOutFrame(Buffer.alloc(MAX_HEADER_BYTES), payload).frame.length);
+    expect(layOutFrame(Buffer.alloc(40), payload).frame.length).toBeLessThan(maxFrameBytes(payload));
+  });
+});

@@ -9,6 +9,7 @@ import { SimulatedNsm } from '../../src/attestation/simulated-nsm';
 import { verifyAttestationDocument } from '../../src/attestation/verify';
 import { ENCLAVE_TO_HOST } from '../../src/abe/frame-header';
 import { AttestationCheck, Attester, ContextHandshake, answerHello } from '../../src/abe/handshake';
+import { encodeCbor } from '../../../../lib/shared/cbor';
 import { decodeContextHello, decodeEnclaveReply, encodeContextHello, encodeEnclaveReply } from '../../src/abe/handshake-messages';
 import { ImagePcrs } from '../../src/abe/key-schedule';
 import { MAX_ATTESTATION_BYTES } from '../../src/abe/limits';
@@ -125,6 +126,23 @@ describe('handshake messages', () => {
     const v2 = encodeContextHello(hello);
     v2[3] = 0x02; // a4 61 76 01: map of 4, "v", 1
     expect(refusal(() => decodeContextHello(v2), 'MALFORMED')).toMatch(/version must be 1/);
+  });
+
+  it('accept one encoding only: keys in order, shortest-form heads', () => {
+    const hello = ContextHandshake.start().hello;
+    const entries: Array<[string, number | Buffer]> = [['v', 1], ['session', hello.sessionId], ['nonce', hello.nonce], ['publicKey', hello.contextPublicKey]];
+    expect(encodeCbor(new Map(entries)).equals(encodeContextHello(hello))).toBe(true);
+    const reordered = encodeCbor(new Map([entries[1], entries[0], entries[2], entries[3]]));
+    expect(refusal(() => decodeContextHello(reordered), 'MALFORMED')).toMatch(/context hello: not in its one accepted encoding/);
+    // The 97-byte key with a two-byte length head (59 00 61) instead of the one-byte one (58 61).
+    const canonical = encodeContextHello(hello);
+    const keyAt = canonical.indexOf(Buffer.concat([Buffer.of(0x58, 0x61), hello.contextPublicKey]));
+    expect(keyAt).toBeGreaterThan(0);
+    const longHead = Buffer.concat([canonical.subarray(0, keyAt), Buffer.of(0x59, 0x00, 0x61), canonical.subarray(keyAt + 2)]);
+    refusal(() => decodeContextHello(longHead), 'MALFORMED');
+    const reply = { sessionId: randomBytes(16), attestationDocument: randomBytes(300) };
+    const replyReordered = encodeCbor(new Map<string, number | Buffer>([['session', reply.sessionId], ['v', 1], ['attestation', reply.attestationDocument]]));
+    expect(refusal(() => decodeEnclaveReply(replyReordered), 'MALFORMED')).toMatch(/enclave reply: not in its one accepted encoding/);
   });
 });
 
