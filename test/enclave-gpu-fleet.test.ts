@@ -1,7 +1,7 @@
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as sns from 'aws-cdk-lib/aws-sns';
 import { App, Duration, Stack, Validations } from 'aws-cdk-lib';
-import { Match, Template } from 'aws-cdk-lib/assertions';
+import { Annotations, Match, Template } from 'aws-cdk-lib/assertions';
 import { AwsSolutionsChecks } from 'cdk-nag';
 import { describe, expect, it } from 'vitest';
 import { EnclaveGpuFleet, EnclaveGpuFleetProps, EnclaveGpuInstance, EnclaveImage, FleetScaling } from '../lib';
@@ -9,6 +9,7 @@ import { cfnValueAsText } from '../scripts/template-text';
 import { expectedPcrs, placeholderSections, writePlaceholderEif } from './helpers/eif';
 import { FIXTURE_RUNTIME_DIR, hereDocument, testStack, userDataOf } from './helpers/stack';
 import { GPU_RUNTIME_DIRECTORY_CONTEXT } from '../lib/enclave-gpu-instance/gpu-runtime';
+import { reportUnhealthyCommands } from '../lib/enclave-gpu-instance/boot/health-monitor';
 
 const eifPath = writePlaceholderEif();
 const ENCLAVE_IMAGE = expectedPcrs(placeholderSections()).pcr0.slice(0, 16);
@@ -58,11 +59,29 @@ describe('EnclaveGpuFleet', () => {
     expect(group.CreationPolicy).toEqual({ ResourceSignal: { Count: 1, Timeout: 'PT20M' } });
     expect(group.UpdatePolicy.AutoScalingRollingUpdate).toMatchObject({ WaitOnResourceSignals: true, PauseTime: 'PT20M' });
     const userData = launchTemplateUserData(template);
-    expect(userData).toContain(`aws cloudformation signal-resource --stack-name 'TestStack' --logical-resource-id '${id}' --unique-id "$instance_id" --status "$1" `);
+    expect(userData).toContain(`    aws cloudformation signal-resource --stack-name 'TestStack' --logical-resource-id '${id}' --unique-id "$(imds_instance_id)" --status "$1" `);
     expect(userData).toMatch(/\nsignal_cloudformation SUCCESS$/);
     expect(userData).toContain('\n  signal_cloudformation FAILURE\n}\ntrap ');
     const [policy] = Object.entries(template.findResources('AWS::IAM::Policy')).filter(([policyId]) => policyId.startsWith('InferencePolicy')).map(([, p]) => p);
     expect(policy.Properties.PolicyDocument.Statement).toContainEqual({ Sid: 'SignalReadiness', Effect: 'Allow', Action: 'cloudformation:SignalResource', Resource: { Ref: 'AWS::StackId' } });
+  });
+
+  it('has no creation policy with minCapacity 0 (no instance to signal), but still gates rolling updates', () => {
+    const [group] = Object.values(synth({ minCapacity: 0, bootTimeout: Duration.minutes(30) }).template.findResources('AWS::AutoScaling::AutoScalingGroup'));
+    expect(group.CreationPolicy).toBeUndefined();
+    expect(group.UpdatePolicy.AutoScalingRollingUpdate).toMatchObject({ WaitOnResourceSignals: true, PauseTime: 'PT30M', MinInstancesInService: 0 });
+  });
+
+  it('warns when maxCapacity leaves no room for a replacement to be ready before an old instance goes', () => {
+    const warnings = (props: Partial<EnclaveGpuFleetProps>) => Annotations.fromStack(synth(props).stack).findWarning('*', Match.stringLikeRegexp('rolling update takes an instance out of service'));
+    expect(warnings({ minCapacity: 2, maxCapacity: 2 })).toHaveLength(1);
+    expect(warnings({ minCapacity: 2, maxCapacity: 3 })).toHaveLength(0);
+  });
+
+  it('warns when it scales on GPU utilization without the CUDA provider (onnx.run would run on the CPU)', () => {
+    const warnings = Annotations.fromStack(synth({ scaling: FleetScaling.gpuUtilization(70) }).stack).findWarning('*', Match.stringLikeRegexp('GPUUtilization stays 0'));
+    expect(warnings).toHaveLength(1);
+    expect(Annotations.fromStack(synth().stack).findWarning('*', Match.stringLikeRegexp('GPUUtilization stays 0'))).toHaveLength(0);
   });
 
   it('keeps minCapacity in service during an update when maxCapacity leaves room, one fewer when it does not', () => {
@@ -79,8 +98,9 @@ describe('EnclaveGpuFleet', () => {
     expect(script).toContain('if [ "$failures" -ge 3 ]; then\n');
     expect(script).toContain('  aws autoscaling set-instance-health --instance-id "$instance_id" --health-status Unhealthy --region ${AWS::Region} \\\n');
     const trap = userData.slice(0, userData.indexOf('\ntrap '));
-    expect(trap).toContain('  aws autoscaling set-instance-health --instance-id "$instance_id" --health-status Unhealthy --no-should-respect-grace-period --region ${AWS::Region} \\\n');
+    expect(trap).toContain('  aws autoscaling set-instance-health --instance-id "$(imds_instance_id)" --health-status Unhealthy --no-should-respect-grace-period --region ${AWS::Region} || echo "not reported to Auto Scaling (refused)"\n');
   });
+
 
   it('starts instances only once their policy is attached', () => {
     const [group] = Object.values(template.findResources('AWS::AutoScaling::AutoScalingGroup'));
@@ -153,12 +173,16 @@ describe('EnclaveGpuFleet', () => {
     expect(fleet).toContain("cat > '/etc/enclave-gpu/sgs.json' <<'ENCLAVE_GPU_EOF'");
     const [instanceId] = Object.keys(Template.fromStack(instanceStack).findResources('AWS::EC2::Instance'));
     const [groupId] = Object.keys(Template.fromStack(fleetStack).findResources('AWS::AutoScaling::AutoScalingGroup'));
-    // The lines that differ by construct (who hears of ill health, checked by the tests of each) go; the rest must match.
-    const roleLines = /autoscaling|Auto Scaling|imds_token=|instance_id=\$\(curl/;
-    const common = (text: string) => text.split('\n').filter((line) => !roleLines.test(line)).join('\n');
-    expect(common(fleet).replaceAll(`--stack-name 'Fleet' --logical-resource-id '${groupId}'`, `--stack-name 'Single' --logical-resource-id '${instanceId}'`))
-      .toBe(common(single));
-    expect(common(single).split('\n').length).toBeGreaterThan(single.split('\n').length - 12);
+    // Exactly these differ: the resource signalled, and who hears of ill health (checked by the tests of each construct).
+    const healthReport = reportUnhealthyCommands('${AWS::Region}').map((line) => `  ${line}\n`).join('');
+    const bootReport = '  aws autoscaling set-instance-health --instance-id "$(imds_instance_id)" --health-status Unhealthy --no-should-respect-grace-period --region ${AWS::Region} || echo "not reported to Auto Scaling (refused)"\n';
+    expect(fleet).toContain(healthReport);
+    expect(fleet).toContain(bootReport);
+    const asSingle = fleet
+      .replace(`--stack-name 'Fleet' --logical-resource-id '${groupId}'`, `--stack-name 'Single' --logical-resource-id '${instanceId}'`)
+      .replace(healthReport, '  echo "instance unhealthy: it is in no Auto Scaling group, so repair or replace it"\n')
+      .replace(bootReport, '');
+    expect(asSingle).toBe(single);
   });
 
   it('scales on GPU utilization, or not at all', () => {
@@ -188,6 +212,8 @@ describe('EnclaveGpuFleet', () => {
     [{ scaling: FleetScaling.queueDepth(0) }, /TestStack\/Inference: scaling target 0 for QueueDepth must be above 0\. Pass a target above 0/],
     [{ scaling: FleetScaling.gpuUtilization(150) }, /scaling target 150 for GPUUtilization must be above 0 and at most 100/],
     [{ scaling: FleetScaling.gpuUtilization(-5) }, /scaling target -5 for GPUUtilization must be above 0 and at most 100/],
+    [{ scaling: FleetScaling.queueDepth(Infinity) }, /scaling target Infinity for QueueDepth must be above 0/],
+    [{ bootTimeout: Duration.minutes(61) }, /TestStack\/Inference: bootTimeout 1 hour 1 minute is above 1 hour, the longest a rolling update waits for an instance/],
     [{ scaling: FleetScaling.queueDepth(4), observability: false }, /TestStack\/Inference: scaling tracks an EnclaveGPU metric, but observability is off/],
     [{ instanceType: new ec2.InstanceType('t3.large') }, /instanceType 't3.large' is not a GPU instance type/],
     [{ enclave: { cpuCount: 3 } }, /enclave\.cpuCount must be even/],

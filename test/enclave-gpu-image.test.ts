@@ -102,7 +102,7 @@ describe('EnclaveGpuImage', () => {
       SubnetId: { Ref: Match.stringLikeRegexp('^VpcPrivateSubnet1') },
     });
     template.hasResourceProperties('AWS::EC2::SecurityGroup', {
-      GroupDescription: 'Enclave GPU AMI build: no inbound, outbound HTTPS only',
+      GroupDescription: 'Enclave GPU AMI build: outbound HTTPS only',
       SecurityGroupEgress: [Match.objectLike({ IpProtocol: 'tcp', FromPort: 443, ToPort: 443 })],
     });
   });

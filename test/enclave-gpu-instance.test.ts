@@ -233,53 +233,75 @@ describe('EnclaveGpuInstance defaults', () => {
     const [id, instance] = Object.entries(template.findResources('AWS::EC2::Instance'))[0];
     expect(instance.CreationPolicy).toEqual({ ResourceSignal: { Timeout: 'PT20M' } });
     const lines = userData.split('\n');
-    expect(lines.slice(-8)).toEqual([
+    expect(lines.slice(-9)).toEqual([
       "echo '[enclave-gpu] waiting for the enclave to run and SGS to answer'",
-      'ready_deadline=$((SECONDS + 600))',
       'until /usr/local/libexec/enclave-gpu/health-check --probe; do',
-      '  if [ "$SECONDS" -ge "$ready_deadline" ]; then echo "[enclave-gpu] not ready after 600 s"; false; fi',
+      '  if [ "$SECONDS" -ge 1140 ]; then echo "[enclave-gpu] not ready 1140 s into the boot"; false; fi',
       '  sleep 5',
       'done',
+      'systemctl daemon-reload',
+      'systemctl enable --now enclave-gpu-health.timer', // only once ready: it must not count failures of a booting instance
       "echo '[enclave-gpu] ready: signalling CloudFormation'",
       'signal_cloudformation SUCCESS',
     ]);
-    expect(lines.slice(3, 7)).toEqual([
+    const defined = lines.slice(lines.indexOf('signal_cloudformation() {'), lines.indexOf('report_boot_failure() {'));
+    expect(defined).toEqual([
       'signal_cloudformation() {',
-      `  aws cloudformation signal-resource --stack-name 'TestStack' --logical-resource-id '${id}' --unique-id "$instance_id" --status "$1" --region \${AWS::Region} \\`,
-      '    || echo "$1 not signalled to CloudFormation (no stack operation waits for this instance)"',
+      '  local attempt',
+      '  for attempt in $(seq 4); do',
+      `    aws cloudformation signal-resource --stack-name 'TestStack' --logical-resource-id '${id}' --unique-id "$(imds_instance_id)" --status "$1" --region \${AWS::Region} && return 0`,
+      '    [ "$attempt" -eq 4 ] || sleep $((attempt * 5))',
+      '  done',
+      '  echo "$1 not signalled to CloudFormation (refused or unreachable; none is expected when no stack operation waits for this instance)"',
       '}',
     ]);
   });
 
-  it('signals ready once the probe passes, and FAILURE when it never does', () => {
-    // The trap, the wait and the signal as rendered, with the probe, aws, curl and sleep stubbed.
+  it('gives up waiting for readiness a minute before bootTimeout', () => {
+    expect(userDataOf(synth({ bootTimeout: Duration.minutes(45) }).template)).toContain('  if [ "$SECONDS" -ge 2640 ]; then');
+  });
+
+  it('signals ready once the probe passes, retries a refused signal, and signals FAILURE when it never gets ready', () => {
+    // The functions, the trap, the wait and the signal as rendered, with the probe, aws, curl and sleep stubbed.
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'egpu-ready-'));
     const log = path.join(dir, 'calls.log');
     const stub = (name: string, body = '') => fs.writeFileSync(path.join(dir, name), `#!/bin/bash\necho "${name} $*" >> ${log}\n${body}\n`, { mode: 0o755 });
-    stub('aws');
     stub('curl', 'echo i-0123456789abcdef0');
     stub('sleep');
     stub('probe', `n=$(grep -c '^probe' ${log}); [ "$n" -ge 3 ]`); // fails twice, then passes
+    stub('systemctl');
     const lines = userData.split('\n');
-    const trap = lines.slice(2, lines.findIndex((line) => line.startsWith('trap ')) + 1);
-    const wait = lines.slice(-7).map((line) => line.replace('/usr/local/libexec/enclave-gpu/health-check --probe', 'probe'));
-    const run = (deadline: number) => {
+    const functions = lines.slice(2, lines.findIndex((line) => line.startsWith('trap ')) + 1);
+    const ending = lines.slice(-8).map((line) => line.replace('/usr/local/libexec/enclave-gpu/health-check --probe', 'probe'));
+    const run = (deadline: number, awsBody = '') => {
       fs.writeFileSync(log, '');
-      const script = ['set -euo pipefail', ...trap, 'instance_id=i-0123456789abcdef0', ...wait].join('\n')
-        .replace(/\$\{AWS::Region\}/g, 'us-east-1').replace('SECONDS + 600', `SECONDS + ${deadline}`);
-      return spawnSync('bash', ['-c', script], { encoding: 'utf8', env: { ...process.env, PATH: `${dir}:${process.env.PATH}` } });
+      stub('aws', awsBody);
+      const script = ['set -euo pipefail', ...functions, ...ending].join('\n')
+        .replace(/\$\{AWS::Region\}/g, 'us-east-1').replace(/1140/g, String(deadline));
+      const result = spawnSync('bash', ['-c', script], { encoding: 'utf8', env: { ...process.env, PATH: `${dir}:${process.env.PATH}` } });
+      return { ...result, calls: fs.readFileSync(log, 'utf8') };
     };
+    const signal = (status: string) => `aws cloudformation signal-resource --stack-name TestStack --logical-resource-id ${instanceLogicalId} --unique-id i-0123456789abcdef0 --status ${status} --region us-east-1`;
+    const instanceLogicalId = Object.keys(template.findResources('AWS::EC2::Instance'))[0];
+
     const ready = run(600);
     expect(ready.status).toBe(0);
-    const calls = fs.readFileSync(log, 'utf8');
-    expect(calls.match(/^probe/gm)).toHaveLength(3);
-    expect(calls).toMatch(/aws cloudformation signal-resource --stack-name TestStack --logical-resource-id InferenceInstance\w+ --unique-id i-0123456789abcdef0 --status SUCCESS --region us-east-1\n$/);
+    expect(ready.calls.match(/^probe/gm)).toHaveLength(3);
+    expect(ready.calls).toContain('systemctl enable --now enclave-gpu-health.timer\n');
+    expect(ready.calls.endsWith(`${signal('SUCCESS')}\n`)).toBe(true);
+
+    // CloudFormation refuses twice (throttled, or IAM still propagating), then takes the signal.
+    const throttled = run(600, `n=$(grep -c '^aws' ${log}); [ "$n" -ge 3 ]`);
+    expect(throttled.status).toBe(0);
+    expect(throttled.calls.match(/^aws cloudformation signal-resource .* --status SUCCESS /gm)).toHaveLength(3);
+    expect(throttled.calls.match(/^sleep .*/gm)).toEqual(['sleep 5', 'sleep 5', 'sleep 5', 'sleep 10']); // two in the wait, then 5 and 10 s between signals
 
     const late = run(0);
     expect(late.status).toBe(1);
-    expect(late.stdout).toContain('[enclave-gpu] not ready after 600 s\n[enclave-gpu] boot failed (line ');
-    expect(fs.readFileSync(log, 'utf8')).toMatch(/--status FAILURE --region us-east-1\n$/);
-    expect(fs.readFileSync(log, 'utf8')).not.toContain('SUCCESS');
+    expect(late.stdout).toContain('[enclave-gpu] not ready 0 s into the boot\n[enclave-gpu] boot failed (line ');
+    expect(late.calls).toContain(`${signal('FAILURE')}\n`);
+    expect(late.calls).not.toContain('SUCCESS');
+    expect(late.calls).not.toContain('systemctl'); // the health check never started
   });
 
   it('stops the script on the first failing step', () => {

@@ -2,7 +2,7 @@ import * as autoscaling from 'aws-cdk-lib/aws-autoscaling';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as sns from 'aws-cdk-lib/aws-sns';
-import { CfnResource, Duration, Tags, Validations } from 'aws-cdk-lib';
+import { Annotations, CfnResource, Duration, Tags, Validations } from 'aws-cdk-lib';
 import { Construct } from 'constructs';
 import { AttestationBoundKey } from '../attestation-kms/attestation-bound-key';
 import { EnclaveGpuObservability } from '../observability/enclave-gpu-observability';
@@ -100,6 +100,13 @@ export class EnclaveGpuFleet extends Construct implements ec2.IConnectable, iam.
       throw propError(this, 'maxCapacity', `${maxCapacity} is below minCapacity ${minCapacity}`, 'Raise maxCapacity or lower minCapacity');
     }
     const host = new EnclaveHost(this, props);
+    if (host.bootTimeout.toSeconds() > MAX_PAUSE_SECONDS) {
+      throw propError(this, 'bootTimeout', `${host.bootTimeout.toHumanString()} is above 1 hour, the longest a rolling update waits for an instance (its PauseTime)`, 'Pass at most Duration.hours(1)');
+    }
+    if (minCapacity === maxCapacity) {
+      Annotations.of(this).addWarningV2('cdk-enclave-gpu:fleetUpdateWithoutOverlap',
+        `maxCapacity equals minCapacity (${minCapacity}): a rolling update takes an instance out of service before its replacement is ready. Raise maxCapacity above minCapacity to keep ${minCapacity} in service.`);
+    }
     this.role = host.role;
     this.grantPrincipal = host.role;
     this.key = host.key;
@@ -123,11 +130,16 @@ export class EnclaveGpuFleet extends Construct implements ec2.IConnectable, iam.
       minCapacity,
       maxCapacity,
       healthChecks: autoscaling.HealthChecks.ec2({ gracePeriod: props.healthCheckGracePeriod ?? Duration.minutes(10) }),
-      // Creation, and every instance a rolling update launches, waits for the instance's ready signal.
-      signals: autoscaling.Signals.waitForMinCapacity({ timeout: host.bootTimeout }),
+      // Creation waits for minCapacity ready signals (none when it is 0: no creation policy then).
+      signals: minCapacity > 0 ? autoscaling.Signals.waitForMinCapacity({ timeout: host.bootTimeout }) : undefined,
       // A new launch template version (new image, new configuration) replaces instances one by one, each
-      // new one ready before an old one goes, as long as maxCapacity leaves room for it.
-      updatePolicy: autoscaling.UpdatePolicy.rollingUpdate({ maxBatchSize: 1, minInstancesInService: Math.min(minCapacity, maxCapacity - 1) }),
+      // new one ready (its signal) before an old one goes, as long as maxCapacity leaves room for it.
+      updatePolicy: autoscaling.UpdatePolicy.rollingUpdate({
+        maxBatchSize: 1,
+        minInstancesInService: Math.min(minCapacity, maxCapacity - 1),
+        waitOnResourceSignals: true,
+        pauseTime: host.bootTimeout,
+      }),
       notifications: props.notificationsTopic ? [{ topic: props.notificationsTopic }] : undefined,
     });
     if (!props.notificationsTopic) {
@@ -143,6 +155,10 @@ export class EnclaveGpuFleet extends Construct implements ec2.IConnectable, iam.
 
     this.observability = host.finish(undefined, this.autoScalingGroup.node.defaultChild as CfnResource, 'auto-scaling');
     const policy = (props.scaling ?? FleetScaling.queueDepth(4))._policy(this, this.observability);
+    if (policy?.name === 'GPUUtilization' && !host.runtime.onnxCudaProvider) {
+      Annotations.of(this).addWarningV2('cdk-enclave-gpu:gpuUtilizationWithoutCuda',
+        'scaling tracks GPUUtilization, but the runtime has no CUDA provider (onnxCudaProviderSha512), so onnx.run runs on the CPU and GPUUtilization stays 0: the fleet would not scale out. Pin the CUDA provider, or scale on FleetScaling.queueDepth().');
+    }
     if (policy) {
       this.autoScalingGroup.scaleToTrackMetric(`ScaleOn${policy.name}`, { metric: policy.metric, targetValue: policy.target });
     }
@@ -172,6 +188,9 @@ export class EnclaveGpuFleet extends Construct implements ec2.IConnectable, iam.
     });
   }
 }
+
+/** The longest PauseTime of a rolling update. */
+const MAX_PAUSE_SECONDS = 3600;
 
 /** The tag that identifies a fleet's Auto Scaling group to its own health reports. */
 const FLEET_TAG_KEY = 'enclave-gpu:fleet';

@@ -152,7 +152,7 @@ export class EnclaveGpuImage extends Construct implements ec2.IMachineImage {
     });
     const profile = new iam.InstanceProfile(this, 'BuildInstanceProfile', { role });
 
-    const securityGroup = props.vpc ? httpsOnlySecurityGroup(this, 'BuildSecurityGroup', props.vpc, 'Enclave GPU AMI build', 'package repositories, Systems Manager, Image Builder and S3') : undefined;
+    const securityGroup = props.vpc ? httpsOnlySecurityGroup(this, 'BuildSecurityGroup', props.vpc, 'Enclave GPU AMI build: outbound HTTPS only', 'package repositories, Systems Manager, Image Builder and S3') : undefined;
     const subnetId = props.vpc ? props.vpc.selectSubnets(props.vpcSubnets ?? { subnetType: ec2.SubnetType.PRIVATE_WITH_EGRESS }).subnetIds[0] : undefined;
     const infrastructure = new imagebuilder.CfnInfrastructureConfiguration(this, 'Infrastructure', {
       name: `${this.node.addr}-enclave-gpu`,

@@ -66,8 +66,9 @@ export interface EnclaveHostProps {
   /**
    * The instance role, trusted by `ec2.amazonaws.com`. The construct attaches a policy
    * with exactly what the instance needs: the Session Manager channel actions, read access
-   * to the enclave image object and the gpu-runtime object, and `cloudwatch:PutMetricData`
-   * in the `EnclaveGPU` namespace only.
+   * to the enclave image object and the gpu-runtime object, `cloudwatch:PutMetricData` in
+   * the `EnclaveGPU` namespace only, writing to the kernel-attestation log group (with
+   * observability on), and `cloudformation:SignalResource` on this stack.
    *
    * @default - a new role
    */
@@ -161,7 +162,11 @@ export interface EnclaveHostProps {
    * SGS answers, from launch (driver, packages, runtime install and enclave start included).
    * A boot that fails, or does not finish in time, fails the deployment, which rolls back:
    * an `EnclaveGpuInstance` is created with this creation policy, and an `EnclaveGpuFleet`
-   * waits for every instance it creates or replaces. 1 minute to 12 hours.
+   * waits for every instance it creates or replaces. The boot itself waits for readiness
+   * until a minute before this and then signals FAILURE. 1 minute to 12 hours for an
+   * instance, at most 1 hour for a fleet (a rolling update's longest PauseTime). The
+   * instance reaches CloudFormation's endpoint over HTTPS: without a NAT gateway, give its
+   * subnets a `cloudformation` interface endpoint.
    *
    * @default Duration.minutes(20)
    */

@@ -82,8 +82,11 @@ export class EnclaveHost {
     }
     this.sgsHealthPort = requireWholeNumber(scope, 'sgsHealthPort', props.sgsHealthPort ?? 7411, 1, 65535);
     this.bootTimeout = props.bootTimeout ?? DEFAULT_BOOT_TIMEOUT;
-    if (!this.bootTimeout.isUnresolved() && (this.bootTimeout.toSeconds() < 60 || this.bootTimeout.toSeconds() > 12 * 3600)) {
-      throw propError(scope, 'bootTimeout', `${this.bootTimeout.toHumanString()} is outside 1 minute to 12 hours (CloudFormation's limit)`, 'Pass a Duration in that range, for example Duration.minutes(20)');
+    if (this.bootTimeout.isUnresolved()) {
+      throw propError(scope, 'bootTimeout', 'is a token', 'It is rendered into the boot script at synth time: pass a concrete Duration');
+    }
+    if ((this.bootTimeout.toSeconds() < 60 || this.bootTimeout.toSeconds() > 12 * 3600)) {
+      throw propError(scope, 'bootTimeout', `${this.bootTimeout.toHumanString()} is outside 1 minute to 12 hours (the limit of a creation policy)`, 'Pass a Duration in that range, for example Duration.minutes(20)');
     }
 
     this.image = props.enclaveImage.bind(scope);
@@ -96,7 +99,7 @@ export class EnclaveHost {
     this.key = props.key ?? this.createKey(props.role);
     this.key.grantEnclaveDecrypt(this.role);
     this.key.grantEnclaveGenerateDataKey(this.role);
-    this.securityGroup = props.securityGroup ?? httpsOnlySecurityGroup(scope, 'SecurityGroup', props.vpc, 'Enclave GPU parent instance', 'Systems Manager, S3, KMS, CloudWatch and the package repositories');
+    this.securityGroup = props.securityGroup ?? httpsOnlySecurityGroup(scope, 'SecurityGroup', props.vpc, 'Enclave GPU parent instance: no inbound, outbound HTTPS only', 'Systems Manager, S3, KMS, CloudWatch, CloudFormation and the package repositories');
     this.rootVolume = {
       deviceName: '/dev/xvda',
       volume: ec2.BlockDeviceVolume.ebs(rootVolumeSize.toGibibytes(), { encrypted: true, volumeType: ec2.EbsDeviceVolumeType.GP3, deleteOnTermination: true }),
@@ -139,6 +142,8 @@ export class EnclaveHost {
       region: Aws.REGION,
       healthReporting,
       readinessSignal: { stackName: stack.stackName, logicalId: waiting.logicalId, region: Aws.REGION },
+      // A minute before CloudFormation gives up (the script starts some seconds after launch).
+      readyDeadlineSeconds: Math.max(0, this.bootTimeout.toSeconds() - 60),
       cloudWatchAgentConfig: observability?.cloudWatchAgentConfig(),
       runtime: {
         s3Url: this.runtime.bucket.s3UrlForObject(this.runtime.objectKey),

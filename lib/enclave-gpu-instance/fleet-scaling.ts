@@ -4,12 +4,6 @@ import { IConstruct } from 'constructs';
 import { EnclaveGpuObservability } from '../observability/enclave-gpu-observability';
 import { propError } from './validation';
 
-/** The scaling policy a fleet creates. */
-export interface FleetScalingPolicy {
-  readonly name: string;
-  readonly target: number;
-  readonly metric: cloudwatch.IMetric;
-}
 
 /**
  * How an {@link EnclaveGpuFleet} scales: target tracking on one of the `EnclaveGPU`
@@ -48,7 +42,7 @@ export abstract class FleetScaling {
    *
    * @internal
    */
-  public abstract _policy(scope: IConstruct, observability: EnclaveGpuObservability | undefined): FleetScalingPolicy | undefined;
+  public abstract _policy(scope: IConstruct, observability: EnclaveGpuObservability | undefined): { name: string; target: number; metric: cloudwatch.IMetric } | undefined;
 }
 
 class MetricScaling extends FleetScaling {
@@ -61,8 +55,8 @@ class MetricScaling extends FleetScaling {
     super();
   }
 
-  public _policy(scope: IConstruct, observability: EnclaveGpuObservability | undefined): FleetScalingPolicy {
-    if (!Token.isUnresolved(this.target) && !(this.target > 0 && this.target <= this.maxTarget)) {
+  public _policy(scope: IConstruct, observability: EnclaveGpuObservability | undefined) {
+    if (!Token.isUnresolved(this.target) && !(Number.isFinite(this.target) && this.target > 0 && this.target <= this.maxTarget)) {
       const range = this.maxTarget === Infinity ? 'above 0' : `above 0 and at most ${this.maxTarget}`;
       throw propError(scope, 'scaling', `target ${this.target} for ${this.name} must be ${range}`, `Pass a target ${range}`);
     }

@@ -6,11 +6,11 @@ import { Construct } from 'constructs';
  * enclave parent and the AMI build instance need (AWS endpoints and package repositories
  * over HTTPS) and nothing more.
  *
- * @param purpose what the group is for, shown in its description
+ * @param description the group's description (CloudFormation replaces a group whose description changes)
  * @param destinations what the HTTPS traffic is for, shown in the egress rule's description
  */
-export function httpsOnlySecurityGroup(scope: Construct, id: string, vpc: ec2.IVpc, purpose: string, destinations: string): ec2.SecurityGroup {
-  const securityGroup = new ec2.SecurityGroup(scope, id, { vpc, description: `${purpose}: no inbound, outbound HTTPS only`, allowAllOutbound: false });
+export function httpsOnlySecurityGroup(scope: Construct, id: string, vpc: ec2.IVpc, description: string, destinations: string): ec2.SecurityGroup {
+  const securityGroup = new ec2.SecurityGroup(scope, id, { vpc, description, allowAllOutbound: false });
   securityGroup.addEgressRule(ec2.Peer.anyIpv4(), ec2.Port.tcp(443), `HTTPS to ${destinations}`);
   return securityGroup;
 }

@@ -121,9 +121,10 @@ export interface KernelAttestationRecord {
   readonly codeSha384: string;
   /**
    * Where it ran: `gpu` (onnx.run with onnxruntime's CUDA provider) or `cpu` (the built-in
-   * kernels, and onnx.run without the CUDA provider).
+   * kernels, and onnx.run without the CUDA provider). Absent for a launch the context
+   * refused (codeSha384 is then 48 zero bytes): nothing ran.
    */
-  readonly device: 'gpu' | 'cpu';
+  readonly device?: 'gpu' | 'cpu';
 }
 
 /** Where the runtime writes the kernel-attestation log on the parent instance. */

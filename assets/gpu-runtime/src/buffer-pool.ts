@@ -6,9 +6,10 @@
  * assemble from socket reads.
  *
  * acquire() hands out memory with its old contents (callers overwrite it whole). Only
- * memory nothing references any more may be released; release() ignores anything this pool
- * did not hand out, or that was given back already, so a stray or second release cannot
- * give one buffer to two holders.
+ * memory nothing references any more may be released, by its one holder, once. release()
+ * ignores memory this pool did not hand out and memory already given back and not handed
+ * out again; it cannot tell a late second release after the memory was handed out again,
+ * which would give it two holders: each holder releases at exactly one point, or not at all.
  */
 export interface BufferPoolOptions {
   /** Most bytes kept free for reuse; beyond it released memory is left to the collector. */

@@ -11,8 +11,8 @@ import {
   HEALTH_SERVICE,
   HEALTH_TIMER,
   HealthReporting,
+  INSTANCE_ID_FUNCTION,
   bootFailureTrapCommands,
-  instanceIdCommands,
   renderHealthCheckScript,
   renderHealthService,
   renderHealthTimer,
@@ -41,8 +41,6 @@ import {
 /** Where the boot script puts the enclave image file. */
 export const EIF_PATH = '/opt/enclave-gpu/enclave.eif';
 
-/** How long the boot waits, once everything is started, for the enclave to run and SGS to answer. */
-export const READY_WAIT_SECONDS = 600;
 
 /** Everything the enclave's boot configuration is rendered from. */
 export interface EnclaveBootSettings {
@@ -62,6 +60,11 @@ export interface EnclaveBootSettings {
   readonly healthReporting: HealthReporting;
   /** Where the instance signals that it is ready, or that its boot failed. */
   readonly readinessSignal: ReadinessSignal;
+  /**
+   * How long into the boot script the instance may still wait to be ready before it signals
+   * FAILURE (somewhat less than CloudFormation's timeout, so the failure is reported as one).
+   */
+  readonly readyDeadlineSeconds: number;
   /** The CloudWatch agent configuration (JSON), or undefined to leave the agent alone. */
   readonly cloudWatchAgentConfig?: string;
   /** The gpu-runtime archive to install. */
@@ -152,7 +155,7 @@ export function renderEnclaveBootScript(settings: EnclaveBootSettings): string[]
       mode: '0640',
     })
     .run(
-      ...instanceIdCommands(),
+      `instance_id=$(${INSTANCE_ID_FUNCTION})`,
       `sed -i "s/${INSTANCE_ID_PLACEHOLDER}/$instance_id/" ${SGS_CONFIG_PATH}`,
       `chgrp ${RUNTIME_GROUP} ${SGS_CONFIG_PATH}`,
     )
@@ -175,9 +178,10 @@ export function renderEnclaveBootScript(settings: EnclaveBootSettings): string[]
     })
     .writeFile({ path: `/etc/systemd/system/${HEALTH_SERVICE}`, content: renderHealthService(), mode: '0644' })
     .writeFile({ path: `/etc/systemd/system/${HEALTH_TIMER}`, content: renderHealthTimer(), mode: '0644' })
-    .run('systemctl daemon-reload', `systemctl enable --now ${HEALTH_TIMER}`)
     .step('waiting for the enclave to run and SGS to answer')
-    .run(...waitUntilReadyCommands(`${HEALTH_SCRIPT_PATH} --probe`, READY_WAIT_SECONDS))
+    .run(...waitUntilReadyCommands(`${HEALTH_SCRIPT_PATH} --probe`, settings.readyDeadlineSeconds))
+    // Only now: a check that counted failures during the wait could report a booting instance unhealthy.
+    .run('systemctl daemon-reload', `systemctl enable --now ${HEALTH_TIMER}`)
     .step('ready: signalling CloudFormation')
     .run(signalCommand('SUCCESS'))
     .render();

@@ -44,7 +44,7 @@ export function renderHealthCheckScript(enclaveName: string, region: string, sgs
     'echo "$problem (failed check $failures)"',
     `if [ "$failures" -ge ${HEALTH_FAILURES_BEFORE_UNHEALTHY} ]; then`,
     ...(reporting === 'auto-scaling'
-      ? reportUnhealthyCommands(region, true)
+      ? reportUnhealthyCommands(region)
       : ['echo "instance unhealthy: it is in no Auto Scaling group, so repair or replace it"']).map((line) => `  ${line}`),
     'fi',
     '',
@@ -52,15 +52,13 @@ export function renderHealthCheckScript(enclaveName: string, region: string, sgs
 }
 
 /**
- * The commands that tell EC2 Auto Scaling this instance is unhealthy, so its group replaces
- * it (a call refused, for want of permission, is only logged).
- *
- * @param respectGracePeriod false for a boot that failed: no later check can make it healthy
+ * The health check's commands that tell EC2 Auto Scaling this instance is unhealthy, so its
+ * group replaces it (a call refused, for want of permission, is only logged).
  */
-export function reportUnhealthyCommands(region: string, respectGracePeriod: boolean): string[] {
+export function reportUnhealthyCommands(region: string): string[] {
   return [
     ...instanceIdCommands('|| true'),
-    `aws autoscaling set-instance-health --instance-id "$instance_id" --health-status Unhealthy${respectGracePeriod ? '' : ' --no-should-respect-grace-period'} --region ${region} \\`,
+    `aws autoscaling set-instance-health --instance-id "$instance_id" --health-status Unhealthy --region ${region} \\`,
     '  || echo "not reported to Auto Scaling (refused)"',
   ];
 }
@@ -77,25 +75,33 @@ export function instanceIdCommands(orElse?: string): string[] {
   ];
 }
 
+/** The boot script's shell function that prints this instance's ID (from IMDSv2). */
+export const INSTANCE_ID_FUNCTION = 'imds_instance_id';
+
 /**
- * The boot script's first lines after its shell options, which also define the function
- * that signals CloudFormation. Any command that fails from here on (an install, a download,
- * the allocator, nitro-cli run-enclave, the wait for readiness) reports the failure at once,
- * before the script stops, since the health check is installed only at the end of a boot
- * that succeeded: to CloudFormation (a FAILURE signal, so that a deployment waiting for the
- * instance stops and rolls back instead of waiting out its timeout) and, in a group, to
- * Auto Scaling (unhealthy).
+ * The boot script's first lines after its shell options: the functions that print the
+ * instance ID and signal CloudFormation, and the ERR trap. Any command that fails from here
+ * on (an install, a download, the allocator, nitro-cli run-enclave, the wait for readiness)
+ * reports the failure at once, before the script stops, since the health check runs only
+ * after a boot that succeeded: to CloudFormation (a FAILURE signal, so that a deployment
+ * waiting for the instance stops and rolls back instead of waiting out its timeout) and, in
+ * a group, to Auto Scaling (unhealthy, not respecting the grace period: no later check can
+ * make it healthy).
  */
 export function bootFailureTrapCommands(region: string, reporting: HealthReporting, signal: ReadinessSignal): string[] {
-  const report = [
-    ...(reporting === 'auto-scaling' ? reportUnhealthyCommands(region, false) : instanceIdCommands('|| true')),
-    signalCommand('FAILURE'),
-  ];
+  const [tokenLine, idLine] = instanceIdCommands();
   return [
-    ...signalFunctionCommands(signal),
+    `${INSTANCE_ID_FUNCTION}() {`,
+    '  local imds_token instance_id',
+    `  ${tokenLine} && ${idLine} && echo "$instance_id"`,
+    '}',
+    ...signalFunctionCommands(signal, INSTANCE_ID_FUNCTION),
     'report_boot_failure() {',
     '  echo "[enclave-gpu] boot failed (line $1, exit $2)"',
-    ...report.map((line) => `  ${line}`),
+    ...(reporting === 'auto-scaling'
+      ? [`  aws autoscaling set-instance-health --instance-id "$(${INSTANCE_ID_FUNCTION})" --health-status Unhealthy --no-should-respect-grace-period --region ${region} || echo "not reported to Auto Scaling (refused)"`]
+      : []),
+    `  ${signalCommand('FAILURE')}`,
     '}',
     'trap \'report_boot_failure $LINENO $?\' ERR',
   ];

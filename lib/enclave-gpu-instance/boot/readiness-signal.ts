@@ -15,19 +15,27 @@ export interface ReadinessSignal {
 
 export type SignalStatus = 'SUCCESS' | 'FAILURE';
 
-/** The shell function that signals its argument, SUCCESS or FAILURE, for the instance in $instance_id. */
+/** The shell function that signals its argument, SUCCESS or FAILURE, for this instance. */
 export const SIGNAL_FUNCTION = 'signal_cloudformation';
 
+/** Signal attempts before giving up: a throttled call or IAM still propagating must not cost a rollback. */
+const SIGNAL_ATTEMPTS = 4;
+
 /**
- * Defines {@link SIGNAL_FUNCTION}. Outside a stack operation that waits for the signal (an
- * instance a group launches later, to replace or scale) the call is refused; that is only
- * logged.
+ * Defines {@link SIGNAL_FUNCTION} (which takes the instance ID from `instanceIdFunction`).
+ * A refused or failed call is retried, 5, 10 and 15 s apart, then only logged: outside a
+ * stack operation that waits for the signal (an instance a group launches later, to replace
+ * or scale) every call is refused, and none is expected.
  */
-export function signalFunctionCommands(signal: ReadinessSignal): string[] {
+export function signalFunctionCommands(signal: ReadinessSignal, instanceIdFunction: string): string[] {
   return [
     `${SIGNAL_FUNCTION}() {`,
-    `  aws cloudformation signal-resource --stack-name ${shellQuote(signal.stackName)} --logical-resource-id ${shellQuote(signal.logicalId)} --unique-id "$instance_id" --status "$1" --region ${signal.region} \\`,
-    '    || echo "$1 not signalled to CloudFormation (no stack operation waits for this instance)"',
+    '  local attempt',
+    `  for attempt in $(seq ${SIGNAL_ATTEMPTS}); do`,
+    `    aws cloudformation signal-resource --stack-name ${shellQuote(signal.stackName)} --logical-resource-id ${shellQuote(signal.logicalId)} --unique-id "$(${instanceIdFunction})" --status "$1" --region ${signal.region} && return 0`,
+    `    [ "$attempt" -eq ${SIGNAL_ATTEMPTS} ] || sleep $((attempt * 5))`,
+    '  done',
+    '  echo "$1 not signalled to CloudFormation (refused or unreachable; none is expected when no stack operation waits for this instance)"',
     '}',
   ];
 }
@@ -39,13 +47,13 @@ export function signalCommand(status: SignalStatus): string {
 
 /**
  * Waits until `probe` succeeds, checking every 5 s, and fails the boot (its ERR trap reports
- * the failure) when it has not within `timeoutSeconds`.
+ * the failure) once the script has run `deadlineSeconds` (bash's SECONDS counts from the
+ * script's start).
  */
-export function waitUntilReadyCommands(probe: string, timeoutSeconds: number): string[] {
+export function waitUntilReadyCommands(probe: string, deadlineSeconds: number): string[] {
   return [
-    `ready_deadline=$((SECONDS + ${timeoutSeconds}))`,
     `until ${probe}; do`,
-    `  if [ "$SECONDS" -ge "$ready_deadline" ]; then echo "[enclave-gpu] not ready after ${timeoutSeconds} s"; false; fi`,
+    `  if [ "$SECONDS" -ge ${deadlineSeconds} ]; then echo "[enclave-gpu] not ready ${deadlineSeconds} s into the boot"; false; fi`,
     '  sleep 5',
     'done',
   ];

@@ -46,7 +46,6 @@ import { BufferRecord, launchDigest } from './kernel-digests';
 import { DoneReport, Operation, OperationOrigin, OperationOutcome, OperationSpec } from './operation';
 import { HostError, LinkEvents, SealRefused, SessionLink } from './session-link';
 import { OperationTiming } from './timing';
-import type { ComputeDevice } from '../kernels/kernel';
 
 export interface EgpLimits {
   /** Operations sent and not yet answered. */
@@ -141,11 +140,6 @@ export interface LaunchResult {
   readonly codeSha384: Buffer;
   readonly computeUs: number;
   readonly queueUs: number;
-  /**
-   * Where the context ran it: 'gpu' (onnx.run with onnxruntime's CUDA provider) or 'cpu'
-   * (the built-ins, onnx.run on the CPU provider); undefined when no report came.
-   */
-  readonly device?: ComputeDevice;
   readonly timing: OperationTiming;
 }
 
@@ -285,7 +279,6 @@ export class EgpClient {
       codeSha384: done?.codeSha384 ?? digest,
       computeUs: done?.computeUs ?? 0,
       queueUs: done?.queueUs ?? 0,
-      device: done?.device,
       timing: outcome.timing,
     };
   }
@@ -541,7 +534,9 @@ export class EgpClient {
     for (const { buffer, size } of candidates) {
       if (size > room) break;
       room -= size;
-      reads.push(new Operation(0, 'checkpoint', { request: { op: 'dtoh', buffer }, digest: ZERO_DIGEST, maxOutputBytes: size }));
+      // Its bytes become a journal entry, which goes back to the pool when compaction drops it.
+      const allocateOutput = (bytes: number) => this.pool.acquire(bytes);
+      reads.push(new Operation(0, 'checkpoint', { request: { op: 'dtoh', buffer }, digest: ZERO_DIGEST, maxOutputBytes: size, allocateOutput }));
     }
     if (reads.length === 0) {
       this.checkpointAt = 2 * this.journal.length; // nothing to read back now: try again when it has doubled

@@ -13,7 +13,6 @@ import type { StateChange } from './journal';
 import { ResultAssembler } from './result-assembler';
 import type { UploadCopy } from './upload-copy';
 import { OperationTiming, TimingRecorder, nowUs } from './timing';
-import type { ComputeDevice } from '../kernels/kernel';
 
 /** What {t: done} reported for the operation (absent when the session ended before it came). */
 export interface DoneReport {
@@ -21,8 +20,6 @@ export interface DoneReport {
   readonly codeSha384: Buffer;
   readonly computeUs: number;
   readonly queueUs: number;
-  /** Where the context ran the kernel (launches that ran only). */
-  readonly device?: ComputeDevice;
 }
 
 export interface OperationOutcome {
@@ -49,6 +46,8 @@ export interface OperationSpec {
   readonly change?: StateChange;
   /** dtoh: the largest result accepted (the buffer's allocated size). */
   readonly maxOutputBytes?: number;
+  /** dtoh: memory for a result that must be assembled from several chunks (default: fresh memory). */
+  readonly allocateOutput?: (size: number) => Buffer;
 }
 
 export class Operation {
@@ -99,7 +98,7 @@ export class Operation {
   beginAttempt(n: number): void {
     this.opener?.abort();
     this.opener = undefined;
-    this.assembler = new ResultAssembler(this.spec.request, this.spec.maxOutputBytes ?? 0);
+    this.assembler = new ResultAssembler(this.spec.request, this.spec.maxOutputBytes ?? 0, this.spec.allocateOutput);
     this.frames = [];
     this.space = undefined;
     this.wireBytes = 0;

@@ -36,7 +36,11 @@ export class ResultAssembler {
    * @param request what was asked
    * @param maxOutputBytes for dtoh: the size the buffer was allocated with; a larger answer is refused
    */
-  constructor(private readonly request: OperationRequest, private readonly maxOutputBytes: number) {}
+  constructor(
+    private readonly request: OperationRequest,
+    private readonly maxOutputBytes: number,
+    private readonly allocate: (size: number) => Buffer = Buffer.allocUnsafe,
+  ) {}
 
   /** Takes the next opened chunk; returns true when the result is complete. */
   accept(chunk: OpenedChunk): boolean {
@@ -52,7 +56,7 @@ export class ResultAssembler {
     if (this.received === 0 && length === this.size && chunk.plaintext.byteOffset % ALIGNMENT === 0 && !retainsMore(chunk.plaintext)) {
       this.output = chunk.plaintext; // the whole buffer in one aligned chunk: no copy
     } else {
-      this.output ??= Buffer.allocUnsafe(this.size);
+      this.output ??= this.allocate(this.size);
       chunk.plaintext.copy(this.output, this.received);
     }
     this.received += length;

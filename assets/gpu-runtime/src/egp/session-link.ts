@@ -283,7 +283,7 @@ export class SessionLink {
     const finished = this.answeredOps.splice(0, index + 1);
     const op = finished.pop()!;
     for (const earlier of finished) this.events.finished(earlier, undefined);
-    this.events.finished(op, { kernel: message.kernel, codeSha384: message.codeSha384, computeUs: message.computeUs, queueUs: message.queueUs ?? 0, device: message.device });
+    this.events.finished(op, { kernel: message.kernel, codeSha384: message.codeSha384, computeUs: message.computeUs, queueUs: message.queueUs ?? 0 });
   }
 
   /**

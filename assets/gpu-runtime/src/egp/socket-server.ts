@@ -312,7 +312,7 @@ class SocketConnection {
       case 'synchronize': await client.synchronize(); return {};
       case 'launchKernel': {
         const launched = await client.launchKernel(call.kernel, call.args, { digest: call.digest });
-        return { kernel: launched.kernel, codeSha384: launched.codeSha384.toString('hex'), computeUs: launched.computeUs, queueUs: launched.queueUs, device: launched.device };
+        return { kernel: launched.kernel, codeSha384: launched.codeSha384.toString('hex'), computeUs: launched.computeUs, queueUs: launched.queueUs };
       }
     }
   }

@@ -189,7 +189,11 @@ export class OperationPipeline implements InboundGate {
     if (!head.complete) throw new WireError('INTERNAL', `the context answered operation ${n} before all its frames arrived`);
   }
 
-  /** The context's {t: done} for the oldest operation in flight: forwarded with queueUs. */
+  /**
+   * The context's {t: done} for the oldest operation in flight: forwarded with queueUs and
+   * without device (for SGS's metrics and log only: an enclave image built before the field
+   * existed refuses a message with a field it does not know).
+   */
   complete(done: Extract<ControlMessage, { t: 'done' }>): void {
     this.checkResult(done.n);
     const operation = this.inFlight.shift()!;
@@ -197,7 +201,8 @@ export class OperationPipeline implements InboundGate {
     const serviceMs = Number(now - operation.dispatchedAt) / 1e6;
     this.serviceMs = 0.8 * this.serviceMs + 0.2 * serviceMs;
     const queueUs = Number((operation.dispatchedAt - operation.receivedAt) / 1000n);
-    this.host.sendToEnclave({ ...done, queueUs });
+    const { device: _device, ...forwarded } = done;
+    this.host.sendToEnclave({ ...forwarded, queueUs });
     this.armDeadline();
     this.host.completed({ n: operation.n, digest: operation.digest, latencyMs: Number(now - operation.receivedAt) / 1e6, done });
   }

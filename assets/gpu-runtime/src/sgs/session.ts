@@ -275,7 +275,7 @@ export class SgsSession {
       launch: operation.n,
       kernel: operation.done.kernel,
       codeSha384: operation.done.codeSha384.toString('hex'),
-      device: operation.done.device ?? 'cpu',
+      device: operation.done.device, // undefined (left out of the JSON line): the launch was refused, nothing ran
     });
   }
 

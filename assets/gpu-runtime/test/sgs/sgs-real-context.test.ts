@@ -42,14 +42,21 @@ it('relays a session to the real context: relu runs, its result comes back, its 
   const relu = BUILTIN_KERNELS.relu;
   const launched = await egp.call(3, { op: 'launch', kernel: 'relu', args: new Map([['input', 1], ['out', 1], ['count', 6]]) }, undefined, relu.digest);
   expect(launched.result).toEqual({ ok: true });
-  expect(launched.done).toMatchObject({ n: 3, kernel: 'relu', codeSha384: relu.digest, device: 'cpu' });
+  expect(launched.done).toMatchObject({ n: 3, kernel: 'relu', codeSha384: relu.digest });
   expect(launched.done.queueUs).toBeGreaterThanOrEqual(0);
   const read = await egp.call(4, { op: 'dtoh', buffer: 1 });
   expect([...new Float32Array(read.data.buffer, read.data.byteOffset, 6)]).toEqual([0, 2, 0, 4.25, 0, -0]);
+  // The enclave sees no device: it is for SGS's metrics and log (older enclave images refuse unknown fields).
+  expect(launched.done.device).toBeUndefined();
+  const refused = await egp.call(5, { op: 'launch', kernel: 'relu', args: new Map([['input', 1], ['out', 1], ['count', 6]]) }, undefined, BUILTIN_KERNELS.add.digest);
+  expect(refused.result).toMatchObject({ ok: false, code: 'DIGEST_MISMATCH' });
   egp.close();
   await sgs.close();
-  const [record] = readFileSync(workspace.kernelLog, 'utf8').trim().split('\n').map((line) => JSON.parse(line));
+  const [record, refusedRecord] = readFileSync(workspace.kernelLog, 'utf8').trim().split('\n').map((line) => JSON.parse(line));
   expect(record).toMatchObject({ launch: 3, kernel: 'relu', codeSha384: relu.digest.toString('hex'), device: 'cpu', instanceId: 'i-0fedcba9876543210' });
+  // A refused launch ran nothing: no device, and 48 zero bytes as its code.
+  expect(refusedRecord).toMatchObject({ launch: 5, kernel: 'relu', codeSha384: '00'.repeat(48) });
+  expect(refusedRecord).not.toHaveProperty('device');
 });
 
 it('never lets an enclave it refuses reach the real context', async () => {
