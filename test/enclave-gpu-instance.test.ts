@@ -9,7 +9,8 @@ import { Duration, Size, Token, CfnParameter } from 'aws-cdk-lib';
 import { Match, Template } from 'aws-cdk-lib/assertions';
 import { Construct } from 'constructs';
 import { describe, expect, it } from 'vitest';
-import { EnclaveGpuInstance, EnclaveGpuInstanceProps, EnclaveImage, attestation_kms, observability as observability_module } from '../lib';
+import { EnclaveGpuFleet, EnclaveGpuInstance, EnclaveGpuInstanceProps, EnclaveImage, attestation_kms, observability as observability_module } from '../lib';
+import { cfnValueAsText } from '../scripts/template-text';
 import { expectedPcrs, placeholderSections, typicalSections, writeEif, writePlaceholderEif, writeTempFile } from './helpers/eif';
 import { hereDocument, testStack, userDataOf } from './helpers/stack';
 
@@ -302,6 +303,22 @@ describe('EnclaveGpuInstance defaults', () => {
     expect(late.calls).toContain(`${signal('FAILURE')}\n`);
     expect(late.calls).not.toContain('SUCCESS');
     expect(late.calls).not.toContain('systemctl'); // the health check never started
+  });
+
+  it('renders a boot script, a health check and a runtime installer that bash parses', () => {
+    const fleetStack = testStack();
+    new EnclaveGpuFleet(fleetStack.stack, 'Fleet', { vpc: fleetStack.vpc, enclaveImage: EnclaveImage.fromEifFile(eifPath) });
+    const [launchTemplate] = Object.values(Template.fromStack(fleetStack.stack).findResources('AWS::EC2::LaunchTemplate'));
+    const scripts = [userData, cfnValueAsText(launchTemplate.Properties.LaunchTemplateData.UserData)];
+    for (const script of [...scripts]) {
+      scripts.push(hereDocument(script, '/usr/local/libexec/enclave-gpu/health-check'), hereDocument(script, '/usr/local/libexec/enclave-gpu/install-runtime'));
+    }
+    for (const script of scripts) {
+      const parsed = spawnSync('bash', ['-n'], { input: script, encoding: 'utf8' });
+      expect(parsed.stderr).toBe('');
+      expect(parsed.status).toBe(0);
+    }
+    expect(spawnSync('bash', ['-n'], { input: 'if true; then\n', encoding: 'utf8' }).status).not.toBe(0); // the check can fail
   });
 
   it('stops the script on the first failing step', () => {
