@@ -169,7 +169,7 @@ describe('EnclaveGpuFleet', () => {
     const single = userDataOf(Template.fromStack(instanceStack));
     const fleet = launchTemplateUserData(Template.fromStack(fleetStack));
     expect(fleet).toContain('cpu_count: 4');
-    expect(fleet).toContain("cat > '/usr/local/libexec/enclave-gpu/install-runtime' <<'ENCLAVE_GPU_EOF'");
+    expect(fleet).toContain('\n/usr/local/libexec/enclave-gpu/install-runtime \'s3://');
     expect(fleet).toContain("cat > '/etc/enclave-gpu/sgs.json' <<'ENCLAVE_GPU_EOF'");
     const [instanceId] = Object.keys(Template.fromStack(instanceStack).findResources('AWS::EC2::Instance'));
     const [groupId] = Object.keys(Template.fromStack(fleetStack).findResources('AWS::AutoScaling::AutoScalingGroup'));

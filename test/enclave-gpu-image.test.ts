@@ -11,7 +11,7 @@ import { GpuRuntime } from '../lib';
 import { HOST_PACKAGE_INSTALLS } from '../lib/enclave-gpu-instance/boot/host-packages';
 import { runtimeCheckCommands } from '../lib/enclave-gpu-instance/boot/runtime-install';
 import { writePlaceholderEif } from './helpers/eif';
-import { testStack, userDataOf } from './helpers/stack';
+import { hereDocument, runtimeInstallerOf, testStack, userDataOf } from './helpers/stack';
 
 const eifPath = writePlaceholderEif();
 
@@ -35,7 +35,8 @@ describe('EnclaveGpuImage', () => {
     const { stack, vpc } = testStack();
     new EnclaveGpuInstance(stack, 'Inference', { vpc, enclaveImage: EnclaveImage.fromEifFile(eifPath) });
     const userData = userDataOf(Template.fromStack(stack));
-    for (const install of HOST_PACKAGE_INSTALLS) expect(userData).toContain(install.command);
+    const boot = `${userData}\n${runtimeInstallerOf(userData)}`; // Node.js is installed by the runtime's install script
+    for (const install of HOST_PACKAGE_INSTALLS) expect(boot).toContain(install.command);
   });
 
   it('installs the gpu-runtime with the boot script\'s own install commands, and checks it', () => {
@@ -51,9 +52,12 @@ describe('EnclaveGpuImage', () => {
     const install = commands('InstallGpuRuntime');
     expect(install[0]).toBe('set -euo pipefail');
     expect(install.slice(1)).toHaveLength(4);
-    // The very lines of the boot script (same stack environment, same runtime: same bucket, key and region).
-    for (const line of install.slice(1)) expect(userData).toContain(`${line}\n`);
-    expect(install[2]).toContain(`runtime_dir=/opt/enclave-gpu/runtime/${image.gpuRuntimeSha256}\n`);
+    // The very install script the boot script fetches, run on the same archive (same stack environment, same runtime).
+    const script = hereDocument(install.join('\n'), '/usr/local/libexec/enclave-gpu/install-runtime');
+    expect(script).toBe(runtimeInstallerOf(userData));
+    expect(script).toContain(`runtime_dir=/opt/enclave-gpu/runtime/${image.gpuRuntimeSha256}\n`);
+    expect(install[4]).toMatch(/^\/usr\/local\/libexec\/enclave-gpu\/install-runtime 's3:\/\/cdk-hnb659fds-assets-123456789012-us-east-1\/[0-9a-f]{64}\.tar' us-east-1$/);
+    expect(userData).toContain(`\n${install[4]}\n`);
     expect(commands('CheckGpuRuntime')).toEqual(['set -euo pipefail', ...runtimeCheckCommands(image.gpuRuntimeSha256)]);
   });
 

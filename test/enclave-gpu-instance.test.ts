@@ -12,7 +12,7 @@ import { describe, expect, it } from 'vitest';
 import { EnclaveGpuFleet, EnclaveGpuInstance, EnclaveGpuInstanceProps, EnclaveImage, attestation_kms, observability as observability_module } from '../lib';
 import { cfnValueAsText } from '../scripts/template-text';
 import { expectedPcrs, placeholderSections, typicalSections, writeEif, writePlaceholderEif, writeTempFile } from './helpers/eif';
-import { hereDocument, testStack, userDataOf } from './helpers/stack';
+import { hereDocument, runtimeInstallerOf, testStack, userDataOf } from './helpers/stack';
 
 const KMS_ENDPOINT = 'kms.${AWS::Region}.${AWS::URLSuffix}';
 
@@ -311,7 +311,7 @@ describe('EnclaveGpuInstance defaults', () => {
     const [launchTemplate] = Object.values(Template.fromStack(fleetStack.stack).findResources('AWS::EC2::LaunchTemplate'));
     const scripts = [userData, cfnValueAsText(launchTemplate.Properties.LaunchTemplateData.UserData)];
     for (const script of [...scripts]) {
-      scripts.push(hereDocument(script, '/usr/local/libexec/enclave-gpu/health-check'), hereDocument(script, '/usr/local/libexec/enclave-gpu/install-runtime'));
+      scripts.push(hereDocument(script, '/usr/local/libexec/enclave-gpu/health-check'), runtimeInstallerOf(script));
     }
     for (const script of scripts) {
       const parsed = spawnSync('bash', ['-n'], { input: script, encoding: 'utf8' });
@@ -487,7 +487,7 @@ describe('EnclaveGpuInstance validation', () => {
   it('refuses, at synth, a boot script above the 16 KB of user data EC2 accepts', () => {
     const { stack, vpc } = testStack();
     const construct = new EnclaveGpuInstance(stack, 'Inference', { vpc, enclaveImage: EnclaveImage.fromEifFile(eifPath) });
-    construct.instance.userData.addCommands(`# ${'x'.repeat(4 * 1024)}`);
+    construct.instance.userData.addCommands(`# ${'x'.repeat(8 * 1024)}`);
     expect(() => Template.fromStack(stack)).toThrow(/the boot script is about \d+ bytes, above the 16384 bytes of user data EC2 accepts/);
   });
 

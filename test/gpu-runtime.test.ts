@@ -15,7 +15,7 @@ import { RUNTIME_PACKAGE_JSON, RUNTIME_PACKAGE_LOCK } from '../lib/enclave-gpu-i
 import { KERNEL_ATTESTATION_LOG_PATH } from '../lib/observability/metric-catalogue';
 import { runtimeLock } from '../scripts/generate-runtime-lock';
 import { writePlaceholderEif } from './helpers/eif';
-import { FIXTURE_RUNTIME_DIR, hereDocument, testStack, userDataOf } from './helpers/stack';
+import { FIXTURE_RUNTIME_DIR, hereDocument, runtimeInstallerOf, testStack, userDataOf } from './helpers/stack';
 
 const ROOT = path.resolve(__dirname, '..');
 const eifPath = writePlaceholderEif();
@@ -94,7 +94,7 @@ describe('GpuRuntime archive', () => {
 
   it('defaults to the app-wide directory in the context, else the bundled one', () => {
     const fixture = GpuRuntime.fromDirectory(FIXTURE_RUNTIME_DIR).sha256;
-    expect(instanceUserData()).toContain(`runtime_dir=/opt/enclave-gpu/runtime/${fixture}\n`);
+    expect(runtimeInstallerOf(instanceUserData())).toContain(`runtime_dir=/opt/enclave-gpu/runtime/${fixture}\n`);
     const app = new App({ context: { [GPU_RUNTIME_DIRECTORY_CONTEXT]: 42 } });
     const stack = new Stack(app, 'Bad', { env: { account: '123456789012', region: 'us-east-1' } });
     expect(() => new EnclaveGpuImage(stack, 'Ami')).toThrow(/context cdk-enclave-gpu:gpuRuntimeDirectory must be the path of a runtime directory, got 42/);
@@ -104,12 +104,20 @@ describe('GpuRuntime archive', () => {
 describe('runtime on the instance', () => {
   const runtime = GpuRuntime.fromDirectory(runtimeDir('console.log("instance")'));
   const userData = instanceUserData(runtime);
-  const installer = hereDocument(userData, '/usr/local/libexec/enclave-gpu/install-runtime');
+  const installer = runtimeInstallerOf(userData);
 
-  it('ships the archive as an asset and installs it with the one install script', () => {
-    expect(userData).toContain("cat > '/usr/local/libexec/enclave-gpu/install-runtime' <<'ENCLAVE_GPU_EOF'\n");
-    expect(userData).toContain("\n/usr/local/libexec/enclave-gpu/install-runtime\n");
-    expect(installer).toMatch(/aws s3 cp 's3:\/\/cdk-hnb659fds-assets-123456789012-us-east-1\/[0-9a-f]{64}\.tar' "\$staging\/runtime.tar" --region us-east-1/);
+  it('ships the archive and the install script as assets, checks the script\'s SHA-256 and runs it on the archive', () => {
+    const lines = userData.split('\n');
+    const at = lines.findIndex((line) => line.startsWith("aws s3 cp 's3://cdk-hnb659fds-assets-123456789012-us-east-1/") && line.includes(' /usr/local/libexec/enclave-gpu/install-runtime '));
+    expect(at).toBeGreaterThan(0);
+    const sha256 = crypto.createHash('sha256').update(installer).digest('hex');
+    expect(lines.slice(at, at + 4)).toEqual([
+      expect.stringMatching(/^aws s3 cp 's3:\/\/cdk-hnb659fds-assets-123456789012-us-east-1\/[0-9a-f]{64}\.sh' \/usr\/local\/libexec\/enclave-gpu\/install-runtime --region us-east-1 --only-show-errors$/),
+      `echo '${sha256}  /usr/local/libexec/enclave-gpu/install-runtime' | sha256sum --check --strict -`,
+      'chmod 0755 /usr/local/libexec/enclave-gpu/install-runtime',
+      expect.stringMatching(/^\/usr\/local\/libexec\/enclave-gpu\/install-runtime 's3:\/\/cdk-hnb659fds-assets-123456789012-us-east-1\/[0-9a-f]{64}\.tar' us-east-1$/),
+    ]);
+    expect(installer).toContain('aws s3 cp "$archive_url" "$staging/runtime.tar" --region "$archive_region" --only-show-errors');
     expect(installer).toContain(`echo "${runtime.sha256}  $staging/runtime.tar" | sha256sum --check --strict -`);
     expect(installer).toContain('test -x /usr/bin/node-20 || dnf install -y nodejs20\ntest -x /usr/bin/npm-20 || dnf install -y nodejs20-npm\n');
     expect(installer).toContain('npm-20 ci --omit=dev --ignore-scripts');
@@ -213,7 +221,8 @@ describe('install script, run in a sandbox', () => {
     for (const name of ['dnf', 'groupadd', 'useradd', 'systemctl']) stub(name);
     stub('getent', 'exit 2');
     stub('id', 'exit 1');
-    const run = (script: string, archive: string, nupkg = '') => spawnSync('bash', ['-c', script], {
+    // The install script's arguments, as the boot script passes them: the archive's S3 URL and its region.
+    const run = (script: string, archive: string, nupkg = '') => spawnSync('bash', ['-c', script, 'install-runtime', 's3://bucket/runtime.tar', 'us-east-1'], {
       encoding: 'utf8',
       env: { ...process.env, PATH: `${bin}:${process.env.PATH}`, FAKE_ARCHIVE: archive, FAKE_NUPKG: nupkg },
     });
@@ -339,14 +348,14 @@ describe('onnxruntime CUDA provider (opt-in, pinned by SHA-512)', () => {
   const url = 'https://api.nuget.org/v3-flatcontainer/microsoft.ml.onnxruntime.gpu.linux/1.30.0/microsoft.ml.onnxruntime.gpu.linux.1.30.0.nupkg';
 
   it('is not installed by default: no download, nothing from NuGet', () => {
-    const installer = hereDocument(instanceUserData(GpuRuntime.fromDirectory(directory)), '/usr/local/libexec/enclave-gpu/install-runtime');
+    const installer = runtimeInstallerOf(instanceUserData(GpuRuntime.fromDirectory(directory)));
     expect(installer).not.toContain('nuget');
     expect(installer).not.toContain('curl');
   });
 
   it.each([['hex', sha512.toString('hex')], ['NuGet base64', sha512.toString('base64')]])('downloads the package of the pinned onnxruntime version and checks it against a SHA-512 given in %s', (_, given) => {
     const runtime = GpuRuntime.fromDirectory(directory, { onnxCudaProviderSha512: given });
-    const installer = hereDocument(instanceUserData(runtime), '/usr/local/libexec/enclave-gpu/install-runtime');
+    const installer = runtimeInstallerOf(instanceUserData(runtime));
     expect((RUNTIME_PACKAGE_LOCK.packages as Record<string, { version: string }>)['node_modules/onnxruntime-node'].version).toBe('1.30.0');
     expect(installer).toContain(`-o "$cuda_staging/provider.nupkg" '${url}'\n`);
     expect(installer).toContain(`echo "${sha512.toString('hex')}  $cuda_staging/provider.nupkg" | sha512sum --check --strict -\n`);

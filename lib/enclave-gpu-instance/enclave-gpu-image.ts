@@ -6,7 +6,7 @@ import { Aws, Stack, Tags, Validations } from 'aws-cdk-lib';
 import { Construct } from 'constructs';
 import { httpsOnlySecurityGroup } from './https-only-security-group';
 import { HOST_PACKAGE_INSTALLS } from './boot/host-packages';
-import { RuntimeInstallSettings, runtimeCheckCommands, runtimeInstallCommands } from './boot/runtime-install';
+import { RuntimeArchiveLocation, RuntimeInstallerSettings, runtimeCheckCommands, runtimeInstallCommands } from './boot/runtime-install';
 import { DEFAULT_MACHINE_IMAGE_PARAMETER } from './enclave-host';
 import { GpuRuntime, defaultGpuRuntime } from './gpu-runtime';
 
@@ -98,15 +98,11 @@ export class EnclaveGpuImage extends Construct implements ec2.IMachineImage {
     super(scope, id);
     const runtime = (props.gpuRuntime ?? defaultGpuRuntime(this)).bind(this);
     this.gpuRuntimeSha256 = runtime.sha256;
-    const componentDocument = renderHostComponent({
-      s3Url: runtime.bucket.s3UrlForObject(runtime.objectKey),
-      sha256: runtime.sha256,
-      region: Stack.of(this).region,
-      cudaProvider: runtime.onnxCudaProvider,
-    });
+    const installer = { sha256: runtime.sha256, cudaProvider: runtime.onnxCudaProvider };
+    const componentDocument = renderHostComponent(installer, { s3Url: runtime.bucket.s3UrlForObject(runtime.objectKey), region: Stack.of(this).region });
     // The version comes from the document with the bucket and region left out (they are
     // deploy-time tokens, whose synth-time text is not stable); the runtime's SHA-256 is in it.
-    this.componentVersion = versionOf(renderHostComponent({ s3Url: 's3://<runtime-bucket>/<runtime-key>', sha256: runtime.sha256, region: '<region>', cudaProvider: runtime.onnxCudaProvider }));
+    this.componentVersion = versionOf(renderHostComponent(installer, { s3Url: 's3://<runtime-bucket>/<runtime-key>', region: '<region>' }));
     const component = new imagebuilder.CfnComponent(this, 'HostComponent', {
       name: `${this.node.addr}-enclave-gpu-host`,
       platform: 'Linux',
@@ -205,7 +201,7 @@ export class EnclaveGpuImage extends Construct implements ec2.IMachineImage {
  * The Image Builder component document: install the host packages, then the runtime with the
  * boot script's own install commands; check both.
  */
-function renderHostComponent(runtime: RuntimeInstallSettings): string {
+function renderHostComponent(runtime: RuntimeInstallerSettings, archive: RuntimeArchiveLocation): string {
   const yamlList = (lines: string[]) => lines.map((line) => `              - ${JSON.stringify(line)}`).join('\n');
   return [
     'name: enclave-gpu-host',
@@ -223,7 +219,7 @@ function renderHostComponent(runtime: RuntimeInstallSettings): string {
     '        action: ExecuteBash',
     '        inputs:',
     '          commands:',
-    yamlList(['set -euo pipefail', ...runtimeInstallCommands(runtime)]),
+    yamlList(['set -euo pipefail', ...runtimeInstallCommands(runtime, archive)]),
     '  - name: validate',
     '    steps:',
     '      - name: CheckHostPackages',

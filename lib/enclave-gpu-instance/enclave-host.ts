@@ -1,5 +1,6 @@
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as iam from 'aws-cdk-lib/aws-iam';
+import * as s3_assets from 'aws-cdk-lib/aws-s3-assets';
 import { Aws, CfnResource, Duration, Size, Stack, Token } from 'aws-cdk-lib';
 import { Construct } from 'constructs';
 import { httpsOnlySecurityGroup } from './https-only-security-group';
@@ -14,7 +15,8 @@ import { HealthReporting } from './boot/health-monitor';
 import { ContextPcrs } from './boot/runtime-services';
 import { EnclaveHostProps } from './enclave-host-props';
 import { EnclaveImageConfig } from './enclave-image';
-import { GpuRuntimeConfig, defaultGpuRuntime } from './gpu-runtime';
+import { GpuRuntimeConfig, defaultGpuRuntime, stageFile } from './gpu-runtime';
+import { renderRuntimeInstaller } from './boot/runtime-install';
 import { resolveEnclaveResources } from './enclave-sizing';
 import { createParentRole, EnclaveParentPolicy } from './instance-role';
 import { checkInstanceType } from './instance-type-check';
@@ -54,6 +56,8 @@ export class EnclaveHost {
   readonly rootVolume: ec2.BlockDevice;
   readonly userData = ec2.UserData.forLinux();
   readonly runtime: GpuRuntimeConfig;
+  /** The runtime's install script, a file asset (user data is limited to 16 KB). */
+  private readonly runtimeInstaller: { readonly asset: s3_assets.Asset; readonly sha256: string };
   /** How long CloudFormation waits for an instance's ready signal. */
   readonly bootTimeout: Duration;
   /** The image's PCRs, known at synth time: the key, SGS, the context and the metrics all need them. */
@@ -95,7 +99,9 @@ export class EnclaveHost {
 
     this.role = props.role ?? createParentRole(scope, 'Role');
     this.runtime = (props.gpuRuntime ?? defaultGpuRuntime(scope)).bind(scope);
-    this.parentPolicy = new EnclaveParentPolicy(scope, 'Policy', this.role, this.image, this.runtime);
+    const installer = stageFile('cdk-enclave-gpu-installer', 'sh', Buffer.from(renderRuntimeInstaller({ sha256: this.runtime.sha256, cudaProvider: this.runtime.onnxCudaProvider })));
+    this.runtimeInstaller = { asset: new s3_assets.Asset(scope, 'GpuRuntimeInstaller', { path: installer.path }), sha256: installer.sha256 };
+    this.parentPolicy = new EnclaveParentPolicy(scope, 'Policy', this.role, this.image, this.runtime, this.runtimeInstaller.asset);
     this.key = props.key ?? this.createKey(props.role);
     this.key.grantEnclaveDecrypt(this.role);
     this.key.grantEnclaveGenerateDataKey(this.role);
@@ -146,10 +152,8 @@ export class EnclaveHost {
       readyDeadlineSeconds: Math.max(0, this.bootTimeout.toSeconds() - 60),
       cloudWatchAgentConfig: observability?.cloudWatchAgentConfig(),
       runtime: {
-        s3Url: this.runtime.bucket.s3UrlForObject(this.runtime.objectKey),
-        sha256: this.runtime.sha256,
-        region: Stack.of(this.scope).region,
-        cudaProvider: this.runtime.onnxCudaProvider,
+        archive: { s3Url: this.runtime.bucket.s3UrlForObject(this.runtime.objectKey), region: Stack.of(this.scope).region },
+        installer: { s3Url: this.runtimeInstaller.asset.s3ObjectUrl, sha256: this.runtimeInstaller.sha256, region: Stack.of(this.scope).region },
       },
       sgs: {
         pcrs: this.pcrs,

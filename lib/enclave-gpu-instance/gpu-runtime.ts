@@ -214,15 +214,22 @@ function runtimeFiles(directory: string, factory: string, fix: string): ArchiveE
 
 /** Writes the archive of `files` into a staging directory (once per content) and returns its SHA-256 and path. */
 function stageRuntimeArchive(files: readonly ArchiveEntry[]): { sha256: string; path: string } {
-  const archive = tarArchive(files);
-  const sha256 = crypto.createHash('sha256').update(archive).digest('hex');
-  const dir = path.join(os.tmpdir(), 'cdk-enclave-gpu-runtime');
+  return stageFile('cdk-enclave-gpu-runtime', 'tar', tarArchive(files));
+}
+
+/**
+ * Writes `bytes` to `<tmpdir>/<directory>/<sha256>.<extension>` (once per content: the name
+ * is the content's SHA-256) for a file asset, and returns the SHA-256 and the path.
+ */
+export function stageFile(directory: string, extension: string, bytes: Buffer): { sha256: string; path: string } {
+  const sha256 = crypto.createHash('sha256').update(bytes).digest('hex');
+  const dir = path.join(os.tmpdir(), directory);
   fs.mkdirSync(dir, { recursive: true });
-  const file = path.join(dir, `${sha256}.tar`);
-  if (!fs.existsSync(file) || fs.statSync(file).size !== archive.length) {
-    // Write then rename, so a concurrent synth never stages a half-written archive.
+  const file = path.join(dir, `${sha256}.${extension}`);
+  if (!fs.existsSync(file) || fs.statSync(file).size !== bytes.length) {
+    // Write then rename, so a concurrent synth never stages a half-written file.
     const partial = `${file}.${process.pid}.partial`;
-    fs.writeFileSync(partial, archive);
+    fs.writeFileSync(partial, bytes);
     fs.renameSync(partial, file);
   }
   return { sha256, path: file };

@@ -1,4 +1,5 @@
 import * as iam from 'aws-cdk-lib/aws-iam';
+import * as s3_assets from 'aws-cdk-lib/aws-s3-assets';
 import { Validations } from 'aws-cdk-lib';
 import { Construct } from 'constructs';
 import { EnclaveGpuMetrics } from '../observability/metric-namespace';
@@ -33,7 +34,10 @@ export function createParentRole(scope: Construct, id: string): iam.Role {
 export class EnclaveParentPolicy extends Construct {
   public readonly policy: iam.Policy;
 
-  constructor(scope: Construct, id: string, role: iam.IRole, image: EnclaveImageConfig, runtime: GpuRuntimeConfig) {
+  /**
+   * @param installer the runtime's install script (a file asset)
+   */
+  constructor(scope: Construct, id: string, role: iam.IRole, image: EnclaveImageConfig, runtime: GpuRuntimeConfig, installer: s3_assets.Asset) {
     super(scope, id);
     this.policy = new iam.Policy(this, 'Resource', {
       roles: [role],
@@ -51,7 +55,7 @@ export class EnclaveParentPolicy extends Construct {
         new iam.PolicyStatement({
           sid: 'ReadGpuRuntime',
           actions: ['s3:GetObject'],
-          resources: [runtime.bucket.arnForObjects(runtime.objectKey)],
+          resources: [runtime.bucket.arnForObjects(runtime.objectKey), installer.bucket.arnForObjects(installer.s3ObjectKey)],
         }),
         new iam.PolicyStatement({
           sid: 'PublishEnclaveGpuMetrics',

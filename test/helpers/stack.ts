@@ -1,5 +1,7 @@
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import { App, Stack } from 'aws-cdk-lib';
+import * as fs from 'fs';
+import * as os from 'os';
 import * as path from 'path';
 import { Template } from 'aws-cdk-lib/assertions';
 import { GPU_RUNTIME_DIRECTORY_CONTEXT } from '../../lib/enclave-gpu-instance/gpu-runtime';
@@ -33,4 +35,14 @@ export function hereDocument(script: string, file: string, delimiter = 'ENCLAVE_
   const match = new RegExp(`cat > '${file.replace(/[.]/g, '\\.')}' <<'${delimiter}'\\n([\\s\\S]*?)${delimiter}`).exec(script);
   if (match === null) throw new Error(`${file} is not written`);
   return match[1];
+}
+
+/**
+ * The runtime install script a boot script fetches: the file staged for the asset, found by
+ * the SHA-256 the boot script checks it against (so it is exactly what the instance runs).
+ */
+export function runtimeInstallerOf(userData: string): string {
+  const match = /echo '([0-9a-f]{64}) {2}\/usr\/local\/libexec\/enclave-gpu\/install-runtime' \| sha256sum --check --strict -/.exec(userData);
+  if (match === null) throw new Error('the boot script fetches no runtime install script');
+  return fs.readFileSync(path.join(os.tmpdir(), 'cdk-enclave-gpu-installer', `${match[1]}.sh`), 'utf8');
 }

@@ -18,7 +18,7 @@ import {
   renderHealthTimer,
 } from './health-monitor';
 import { ReadinessSignal, signalCommand, waitUntilReadyCommands } from './readiness-signal';
-import { RuntimeInstallSettings, runtimeInstallCommands } from './runtime-install';
+import { RuntimeArchiveLocation, RuntimeInstallerObject, runtimeInstallerDownloadCommands } from './runtime-install';
 import {
   CONTEXT_ENV_PATH,
   CONTEXT_SERVICE,
@@ -67,8 +67,8 @@ export interface EnclaveBootSettings {
   readonly readyDeadlineSeconds: number;
   /** The CloudWatch agent configuration (JSON), or undefined to leave the agent alone. */
   readonly cloudWatchAgentConfig?: string;
-  /** The gpu-runtime archive to install. */
-  readonly runtime: RuntimeInstallSettings;
+  /** The gpu-runtime archive to install, and the install script that installs it. */
+  readonly runtime: { readonly archive: RuntimeArchiveLocation; readonly installer: RuntimeInstallerObject };
   /** What SGS and the execution context are configured with. */
   readonly sgs: SgsBootSettings;
 }
@@ -138,7 +138,7 @@ export function renderEnclaveBootScript(settings: EnclaveBootSettings): string[]
       `echo ${shellQuote(`${settings.eif.sha256}  ${EIF_PATH}`)} | sha256sum --check --strict -`,
     )
     .step('installing the enclave GPU runtime')
-    .run(...runtimeInstallCommands(settings.runtime))
+    .run(...runtimeInstallerDownloadCommands(settings.runtime.installer, settings.runtime.archive))
     .step('rotating the kernel-attestation log')
     .run(installCommand('logrotate'))
     .writeFile({ path: LOG_ROTATION_PATH, content: renderLogRotation(), mode: '0644' })

@@ -29,15 +29,19 @@ const UNIT_DELIMITER = 'EGPU_UNIT_EOF';
 /** The Node.js packages of Amazon Linux 2023 the runtime runs on (node-20 and npm-20). */
 export const NODE_PACKAGES = ['nodejs20', 'nodejs20-npm'];
 
-export interface RuntimeInstallSettings {
-  /** The runtime archive in S3. */
-  readonly s3Url: string;
-  /** Its SHA-256, checked after download; the install directory's name. */
+/** What the install script is rendered from: nothing deploy-time, so it can ship as a file asset. */
+export interface RuntimeInstallerSettings {
+  /** The runtime archive's SHA-256, checked after download; the install directory's name. */
   readonly sha256: string;
-  /** The region of the bucket. */
-  readonly region: string;
   /** onnxruntime's CUDA provider package to install beside onnxruntime-node, pinned by SHA-512. */
   readonly cudaProvider?: OnnxCudaProviderPackage;
+}
+
+/** Where the runtime archive is (the install script's arguments; may hold deploy-time tokens). */
+export interface RuntimeArchiveLocation {
+  readonly s3Url: string;
+  /** The region of the bucket. */
+  readonly region: string;
 }
 
 /** The delimiter of the Python program that unpacks the CUDA provider package. */
@@ -92,14 +96,15 @@ function cudaProviderLines(runtimeDir: string, provider: OnnxCudaProviderPackage
  * the archive from S3 (checked against its SHA-256, unpacked to
  * `/opt/enclave-gpu/runtime/<sha256>`, its pinned dependencies installed with `npm ci`, no
  * install scripts run, so nothing is installed that the lockfile's hashes do not cover), the
- * `current` link, the systemd units and the `egpu` wrapper.
+ * `current` link, the systemd units and the `egpu` wrapper. Its arguments: the archive's S3
+ * URL and the bucket's region.
  *
  * One script for the AMI build (EnclaveGpuImage's component) and the boot script: on an
  * instance of an AMI that baked the same runtime, everything it would download is there and
  * it only rewrites the units and the link. The units are installed but not started: they
  * need the configuration the boot script writes.
  */
-export function renderRuntimeInstaller(settings: RuntimeInstallSettings): string {
+export function renderRuntimeInstaller(settings: RuntimeInstallerSettings): string {
   if (!/^[0-9a-f]{64}$/.test(settings.sha256)) throw new Error(`runtime sha256 must be 64 lower-case hex characters, got '${settings.sha256}'`);
   const runtimeDir = `${RUNTIME_ROOT}/${settings.sha256}`;
   return [
@@ -108,6 +113,8 @@ export function renderRuntimeInstaller(settings: RuntimeInstallSettings): string
     '# The same script runs in the AMI build (EnclaveGpuImage) and at boot; where this runtime is',
     '# installed already it only rewrites the units and the link.',
     'set -euo pipefail',
+    'archive_url=${1:?usage: install-runtime ARCHIVE_S3_URL REGION}',
+    'archive_region=${2:?usage: install-runtime ARCHIVE_S3_URL REGION}',
     `runtime_dir=${runtimeDir}`,
     ...NODE_PACKAGES.map(installCommand),
     `getent group ${RUNTIME_GROUP} >/dev/null || groupadd --system ${RUNTIME_GROUP}`,
@@ -120,7 +127,7 @@ export function renderRuntimeInstaller(settings: RuntimeInstallSettings): string
     'trap \'rm -rf ${staging:+"$staging"} ${cuda_staging:+"$cuda_staging"}\' EXIT',
     'if [ ! -e "$runtime_dir/.installed" ]; then',
     `  staging=$(mktemp -d ${RUNTIME_ROOT}/.staging.XXXXXX)`,
-    `  aws s3 cp ${shellQuote(settings.s3Url)} "$staging/runtime.tar" --region ${settings.region} --only-show-errors`,
+    '  aws s3 cp "$archive_url" "$staging/runtime.tar" --region "$archive_region" --only-show-errors',
     `  echo "${settings.sha256}  $staging/runtime.tar" | sha256sum --check --strict -`,
     '  install -d -m 0755 "$staging/runtime"',
     '  tar -xf "$staging/runtime.tar" -C "$staging/runtime" --no-same-owner',
@@ -145,13 +152,35 @@ export function renderRuntimeInstaller(settings: RuntimeInstallSettings): string
 }
 
 /**
- * The commands that write the install script and run it: the boot script and the AMI
- * component run exactly these lines.
+ * The commands that write the install script and run it, for the AMI build's component
+ * (Image Builder components are not limited to user data's 16 KB).
  */
-export function runtimeInstallCommands(settings: RuntimeInstallSettings): string[] {
+export function runtimeInstallCommands(installer: RuntimeInstallerSettings, archive: RuntimeArchiveLocation): string[] {
   return [
-    ...writeFileCommands({ path: RUNTIME_INSTALLER_PATH, content: renderRuntimeInstaller(settings), mode: '0755' }, INSTALLER_DELIMITER),
-    RUNTIME_INSTALLER_PATH,
+    ...writeFileCommands({ path: RUNTIME_INSTALLER_PATH, content: renderRuntimeInstaller(installer), mode: '0755' }, INSTALLER_DELIMITER),
+    `${RUNTIME_INSTALLER_PATH} ${shellQuote(archive.s3Url)} ${archive.region}`,
+  ];
+}
+
+/** The install script as a file asset: where it is and its SHA-256. */
+export interface RuntimeInstallerObject {
+  readonly s3Url: string;
+  readonly sha256: string;
+  /** The region of the bucket. */
+  readonly region: string;
+}
+
+/**
+ * The boot script's commands that fetch the install script (a file asset: about 4 to 6 KB
+ * of user data saved), check its SHA-256, and run it on the archive.
+ */
+export function runtimeInstallerDownloadCommands(installer: RuntimeInstallerObject, archive: RuntimeArchiveLocation): string[] {
+  return [
+    `install -d -m 0755 ${dirname(RUNTIME_INSTALLER_PATH)}`,
+    `aws s3 cp ${shellQuote(installer.s3Url)} ${RUNTIME_INSTALLER_PATH} --region ${installer.region} --only-show-errors`,
+    `echo '${installer.sha256}  ${RUNTIME_INSTALLER_PATH}' | sha256sum --check --strict -`,
+    `chmod 0755 ${RUNTIME_INSTALLER_PATH}`,
+    `${RUNTIME_INSTALLER_PATH} ${shellQuote(archive.s3Url)} ${archive.region}`,
   ];
 }
 
