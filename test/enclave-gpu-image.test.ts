@@ -39,7 +39,7 @@ describe('EnclaveGpuImage', () => {
     for (const install of HOST_PACKAGE_INSTALLS) expect(boot).toContain(install.command);
   });
 
-  it('installs the gpu-runtime with the boot script\'s own install commands, and checks it', () => {
+  it('installs the gpu-runtime with the install script the boot script fetches, on the same archive, and checks it', () => {
     const document: string = component.Properties.Data;
     const commands = (step: string) => {
       const block = new RegExp(`- name: ${step}\\n {8}action: ExecuteBash\\n {8}inputs:\\n {10}commands:\\n((?: {14}- ".*"\\n)+)`).exec(document);
@@ -51,7 +51,7 @@ describe('EnclaveGpuImage', () => {
     const userData = userDataOf(Template.fromStack(stack));
     const install = commands('InstallGpuRuntime');
     expect(install[0]).toBe('set -euo pipefail');
-    expect(install.slice(1)).toHaveLength(4);
+    expect(install.slice(1)).toHaveLength(4); // install -d, the here-document, chmod, the run
     // The very install script the boot script fetches, run on the same archive (same stack environment, same runtime).
     const script = hereDocument(install.join('\n'), '/usr/local/libexec/enclave-gpu/install-runtime');
     expect(script).toBe(runtimeInstallerOf(userData));

@@ -108,13 +108,14 @@ describe('runtime on the instance', () => {
 
   it('ships the archive and the install script as assets, checks the script\'s SHA-256 and runs it on the archive', () => {
     const lines = userData.split('\n');
-    const at = lines.findIndex((line) => line.startsWith("aws s3 cp 's3://cdk-hnb659fds-assets-123456789012-us-east-1/") && line.includes(' /usr/local/libexec/enclave-gpu/install-runtime '));
+    const at = lines.findIndex((line) => line.startsWith("aws s3 cp 's3://cdk-hnb659fds-assets-123456789012-us-east-1/") && line.includes(' /usr/local/libexec/enclave-gpu/install-runtime.new '));
     expect(at).toBeGreaterThan(0);
     const sha256 = crypto.createHash('sha256').update(installer).digest('hex');
-    expect(lines.slice(at, at + 4)).toEqual([
-      expect.stringMatching(/^aws s3 cp 's3:\/\/cdk-hnb659fds-assets-123456789012-us-east-1\/[0-9a-f]{64}\.sh' \/usr\/local\/libexec\/enclave-gpu\/install-runtime --region us-east-1 --only-show-errors$/),
-      `echo '${sha256}  /usr/local/libexec/enclave-gpu/install-runtime' | sha256sum --check --strict -`,
-      'chmod 0755 /usr/local/libexec/enclave-gpu/install-runtime',
+    expect(lines.slice(at, at + 5)).toEqual([
+      expect.stringMatching(/^aws s3 cp 's3:\/\/cdk-hnb659fds-assets-123456789012-us-east-1\/[0-9a-f]{64}\.sh' \/usr\/local\/libexec\/enclave-gpu\/install-runtime\.new --region us-east-1 --only-show-errors$/),
+      `echo '${sha256}  /usr/local/libexec/enclave-gpu/install-runtime.new' | sha256sum --check --strict -`,
+      'chmod 0755 /usr/local/libexec/enclave-gpu/install-runtime.new',
+      'mv -f /usr/local/libexec/enclave-gpu/install-runtime.new /usr/local/libexec/enclave-gpu/install-runtime',
       expect.stringMatching(/^\/usr\/local\/libexec\/enclave-gpu\/install-runtime 's3:\/\/cdk-hnb659fds-assets-123456789012-us-east-1\/[0-9a-f]{64}\.tar' us-east-1$/),
     ]);
     expect(installer).toContain('aws s3 cp "$archive_url" "$staging/runtime.tar" --region "$archive_region" --only-show-errors');
@@ -137,7 +138,7 @@ describe('runtime on the instance', () => {
     });
     expect(userData).toContain(`sed -i "s/${INSTANCE_ID_PLACEHOLDER}/$instance_id/" /etc/enclave-gpu/sgs.json\nchgrp egpu /etc/enclave-gpu/sgs.json`);
     expect(hereDocument(userData, CONTEXT_ENV_PATH)).toContain(`EGPU_CONTEXT_ARGS=--expect-pcr 0=${pcrs.pcr0} --expect-pcr 1=${pcrs.pcr1} --expect-pcr 2=${pcrs.pcr2}\n`);
-    const order = ['install-runtime\n', 'enable --now nitro-enclaves-allocator.service', 'systemctl restart --no-block egpu-context.service egpu-sgs.service', 'enable --now enclave-gpu-enclave.service'].map((s) => userData.indexOf(s));
+    const order = ["\n/usr/local/libexec/enclave-gpu/install-runtime 's3://", 'enable --now nitro-enclaves-allocator.service', 'systemctl restart --no-block egpu-context.service egpu-sgs.service', 'enable --now enclave-gpu-enclave.service'].map((s) => userData.indexOf(s));
     expect(order.every((at) => at > 0)).toBe(true);
     expect([...order].sort((a, b) => a - b)).toEqual(order);
     expect(hereDocument(userData, '/etc/systemd/system/enclave-gpu-enclave.service')).toContain('Wants=egpu-sgs.service\nAfter=nitro-enclaves-allocator.service egpu-sgs.service network-online.target\n');

@@ -198,8 +198,9 @@ export class EnclaveGpuImage extends Construct implements ec2.IMachineImage {
 }
 
 /**
- * The Image Builder component document: install the host packages, then the runtime with the
- * boot script's own install commands; check both.
+ * The Image Builder component document: install the host packages, then the runtime with
+ * the very install script the boot script fetches (carried inline here), on the same
+ * archive; check both.
  */
 function renderHostComponent(runtime: RuntimeInstallerSettings, archive: RuntimeArchiveLocation): string {
   const yamlList = (lines: string[]) => lines.map((line) => `              - ${JSON.stringify(line)}`).join('\n');

@@ -66,7 +66,8 @@ export interface EnclaveHostProps {
   /**
    * The instance role, trusted by `ec2.amazonaws.com`. The construct attaches a policy
    * with exactly what the instance needs: the Session Manager channel actions, read access
-   * to the enclave image object and the gpu-runtime object, `cloudwatch:PutMetricData` in
+   * to the enclave image object, the gpu-runtime archive object and its install script
+   * object, `cloudwatch:PutMetricData` in
    * the `EnclaveGPU` namespace only, writing to the kernel-attestation log group (with
    * observability on), and `cloudformation:SignalResource` on this stack.
    *

@@ -28,8 +28,9 @@ export function createParentRole(scope: Construct, id: string): iam.Role {
 
 /**
  * Everything the parent instance may do: open Session Manager sessions, read its one
- * enclave image object and its one runtime archive, and publish metrics into the
- * `EnclaveGPU` namespace only.
+ * enclave image object, its one runtime archive and that archive's install script, and
+ * publish metrics into the `EnclaveGPU` namespace only (observability and the readiness
+ * signal add their statements).
  */
 export class EnclaveParentPolicy extends Construct {
   public readonly policy: iam.Policy;

@@ -1,5 +1,6 @@
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import { App, Stack } from 'aws-cdk-lib';
+import * as crypto from 'crypto';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
@@ -42,7 +43,9 @@ export function hereDocument(script: string, file: string, delimiter = 'ENCLAVE_
  * the SHA-256 the boot script checks it against (so it is exactly what the instance runs).
  */
 export function runtimeInstallerOf(userData: string): string {
-  const match = /echo '([0-9a-f]{64}) {2}\/usr\/local\/libexec\/enclave-gpu\/install-runtime' \| sha256sum --check --strict -/.exec(userData);
+  const match = /echo '([0-9a-f]{64}) {2}\/usr\/local\/libexec\/enclave-gpu\/install-runtime\.new' \| sha256sum --check --strict -/.exec(userData);
   if (match === null) throw new Error('the boot script fetches no runtime install script');
-  return fs.readFileSync(path.join(os.tmpdir(), 'cdk-enclave-gpu-installer', `${match[1]}.sh`), 'utf8');
+  const script = fs.readFileSync(path.join(os.tmpdir(), 'cdk-enclave-gpu-installer', `${match[1]}.sh`));
+  if (crypto.createHash('sha256').update(script).digest('hex') !== match[1]) throw new Error(`the staged install script ${match[1]}.sh has other content`);
+  return script.toString('utf8');
 }

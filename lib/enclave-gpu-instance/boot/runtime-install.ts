@@ -21,7 +21,7 @@ export const RUNTIME_INSTALLER_PATH = '/usr/local/libexec/enclave-gpu/install-ru
 /** A command-line wrapper, so an operator can run `egpu sgs --config ... --check` on the instance. */
 export const EGPU_WRAPPER_PATH = '/usr/local/bin/egpu';
 
-/** The delimiter of the here-document that carries the install script (the boot script's own). */
+/** The delimiter of the here-document that carries the install script in the AMI build's component. */
 const INSTALLER_DELIMITER = 'ENCLAVE_GPU_EOF';
 /** The delimiter of the here-documents inside the install script. */
 const UNIT_DELIMITER = 'EGPU_UNIT_EOF';
@@ -177,9 +177,11 @@ export interface RuntimeInstallerObject {
 export function runtimeInstallerDownloadCommands(installer: RuntimeInstallerObject, archive: RuntimeArchiveLocation): string[] {
   return [
     `install -d -m 0755 ${dirname(RUNTIME_INSTALLER_PATH)}`,
-    `aws s3 cp ${shellQuote(installer.s3Url)} ${RUNTIME_INSTALLER_PATH} --region ${installer.region} --only-show-errors`,
-    `echo '${installer.sha256}  ${RUNTIME_INSTALLER_PATH}' | sha256sum --check --strict -`,
-    `chmod 0755 ${RUNTIME_INSTALLER_PATH}`,
+    // Checked before it replaces anything (an AMI may have baked this script).
+    `aws s3 cp ${shellQuote(installer.s3Url)} ${RUNTIME_INSTALLER_PATH}.new --region ${installer.region} --only-show-errors`,
+    `echo '${installer.sha256}  ${RUNTIME_INSTALLER_PATH}.new' | sha256sum --check --strict -`,
+    `chmod 0755 ${RUNTIME_INSTALLER_PATH}.new`,
+    `mv -f ${RUNTIME_INSTALLER_PATH}.new ${RUNTIME_INSTALLER_PATH}`,
     `${RUNTIME_INSTALLER_PATH} ${shellQuote(archive.s3Url)} ${archive.region}`,
   ];
 }
