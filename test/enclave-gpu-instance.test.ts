@@ -230,6 +230,29 @@ describe('EnclaveGpuInstance defaults', () => {
     expect(userData).toContain('[Service]\nType=oneshot\nExecStart=/usr/local/libexec/enclave-gpu/health-check\n');
   });
 
+  it('finds the instance healthy only with the enclave RUNNING, SGS answering and the context\'s unit active', () => {
+    // The rendered check, run with nitro-cli, curl and systemctl stubbed: --probe only checks; without it failures are counted.
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'egpu-health-'));
+    const script = hereDocument(userData, '/usr/local/libexec/enclave-gpu/health-check').replace(/\/run\/enclave-gpu-health/g, path.join(dir, 'state'));
+    fs.writeFileSync(path.join(dir, 'health-check'), script, { mode: 0o755 });
+    const check = (state: { enclave: string; sgs: boolean; context: boolean }, probe: boolean) => {
+      fs.writeFileSync(path.join(dir, 'nitro-cli'), `#!/bin/bash\necho '[{"EnclaveName": "enclave-gpu", "State": "${state.enclave}"}]'\n`, { mode: 0o755 });
+      fs.writeFileSync(path.join(dir, 'curl'), `#!/bin/bash\nexit ${state.sgs ? 0 : 7}\n`, { mode: 0o755 });
+      fs.writeFileSync(path.join(dir, 'systemctl'), `#!/bin/bash\n[ "$*" = "is-active --quiet egpu-context.service" ] && exit ${state.context ? 0 : 3}\nexit 1\n`, { mode: 0o755 });
+      return spawnSync(path.join(dir, 'health-check'), probe ? ['--probe'] : [], { encoding: 'utf8', env: { ...process.env, PATH: `${dir}:${process.env.PATH}` } });
+    };
+    const healthy = { enclave: 'RUNNING', sgs: true, context: true };
+    expect(check(healthy, true).status).toBe(0);
+    const noContext = check({ ...healthy, context: false }, true);
+    expect(noContext.status).toBe(1);
+    expect(noContext.stdout).toBe('the execution context (egpu-context.service) is not running\n');
+    expect(check({ ...healthy, enclave: 'TERMINATING', sgs: false }, true).stdout).toBe('enclave enclave-gpu is TERMINATING; SGS does not answer http://127.0.0.1:7411/health\n');
+    expect(fs.existsSync(path.join(dir, 'state', 'failures'))).toBe(false); // a probe counts nothing
+    expect(check({ ...healthy, context: false }, false).stdout).toBe('the execution context (egpu-context.service) is not running (failed check 1)\n');
+    expect(check(healthy, false).status).toBe(0);
+    expect(fs.existsSync(path.join(dir, 'state', 'failures'))).toBe(false); // a passing check resets the count
+  });
+
   it('is created only once its boot signals ready, within 20 minutes', () => {
     const [id, instance] = Object.entries(template.findResources('AWS::EC2::Instance'))[0];
     expect(instance.CreationPolicy).toEqual({ ResourceSignal: { Timeout: 'PT20M' } });
