@@ -3,7 +3,8 @@
  *
  * `npm run demo` synthesizes it. Set ENCLAVE_EIF to the path of your own enclave image
  * (`nitro-cli build-enclave --output-file ...`); by default it uses a placeholder EIF that
- * synthesizes and deploys but does not boot as an enclave.
+ * synthesizes but does not boot as an enclave, so a deployment of it waits for a ready
+ * signal that never comes and rolls back after `bootTimeout`.
  */
 import * as path from 'path';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';

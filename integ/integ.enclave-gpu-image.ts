@@ -14,7 +14,8 @@ import { sandboxStack } from './fixtures/sandbox-stack';
 const app = new App();
 const { stack, vpc, enclaveImage, key, gpuRuntime } = sandboxStack(app, 'EnclaveGpuImageInteg');
 const ami = new EnclaveGpuImage(stack, 'Ami', { vpc, gpuRuntime });
-new EnclaveGpuFleet(stack, 'Inference', { vpc, enclaveImage, key, gpuRuntime, machineImage: ami, maxCapacity: 1, scaling: FleetScaling.none() });
+// waitForReady off: the placeholder enclave image and runtime (fixtures/sandbox-stack.ts) cannot run, so no instance would signal ready.
+new EnclaveGpuFleet(stack, 'Inference', { vpc, enclaveImage, key, gpuRuntime, machineImage: ami, maxCapacity: 2, scaling: FleetScaling.none(), waitForReady: false });
 
 const integ = new IntegTest(app, 'EnclaveGpuImageTest', { testCases: [stack] });
 integ.assertions

@@ -10,7 +10,8 @@
  * not a bootable enclave: the enclave unit fails on the instance until you build a real
  * image with `nitro-cli build-enclave` and point the test at it. Likewise the placeholder
  * runtime installs but egpu-context and egpu-sgs fail to start; drop the `gpuRuntime` prop
- * (the default is the bundled runtime) to deploy the real one.
+ * (the default is the bundled runtime) to deploy the real one. With both real, drop
+ * `waitForReady: false` too, and the deployment waits until the instance is ready.
  */
 import { App } from 'aws-cdk-lib';
 import { ExpectedResult, IntegTest } from '@aws-cdk/integ-tests-alpha';
@@ -19,7 +20,8 @@ import { sandboxStack } from './fixtures/sandbox-stack';
 
 const app = new App();
 const { stack, vpc, enclaveImage, key, gpuRuntime } = sandboxStack(app, 'EnclaveGpuInstanceInteg');
-const inference = new EnclaveGpuInstance(stack, 'Inference', { vpc, enclaveImage, key, gpuRuntime });
+// waitForReady off: the placeholder enclave image and runtime cannot run, so the instance would never signal ready.
+const inference = new EnclaveGpuInstance(stack, 'Inference', { vpc, enclaveImage, key, gpuRuntime, waitForReady: false });
 
 const integ = new IntegTest(app, 'EnclaveGpuInstanceTest', { testCases: [stack] });
 integ.assertions

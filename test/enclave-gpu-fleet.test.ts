@@ -66,6 +66,16 @@ describe('EnclaveGpuFleet', () => {
     expect(policy.Properties.PolicyDocument.Statement).toContainEqual({ Sid: 'SignalReadiness', Effect: 'Allow', Action: 'cloudformation:SignalResource', Resource: { Ref: 'AWS::StackId' } });
   });
 
+  it('with waitForReady: false, neither creation nor rolling updates wait for signals', () => {
+    const { template: unGated } = synth({ waitForReady: false });
+    const [group] = Object.values(unGated.findResources('AWS::AutoScaling::AutoScalingGroup'));
+    expect(group.CreationPolicy).toBeUndefined();
+    expect(group.UpdatePolicy.AutoScalingRollingUpdate).toMatchObject({ MaxBatchSize: 1, MinInstancesInService: 1 });
+    expect(group.UpdatePolicy.AutoScalingRollingUpdate.WaitOnResourceSignals).toBeFalsy();
+    expect(group.UpdatePolicy.AutoScalingRollingUpdate.PauseTime).toBeUndefined();
+    expect(launchTemplateUserData(unGated)).not.toContain('signal');
+  });
+
   it('has no creation policy with minCapacity 0 (no instance to signal), but still gates rolling updates', () => {
     const [group] = Object.values(synth({ minCapacity: 0, bootTimeout: Duration.minutes(30) }).template.findResources('AWS::AutoScaling::AutoScalingGroup'));
     expect(group.CreationPolicy).toBeUndefined();

@@ -258,7 +258,7 @@ describe('EnclaveGpuInstance defaults', () => {
     expect(instance.CreationPolicy).toEqual({ ResourceSignal: { Timeout: 'PT20M' } });
     const lines = userData.split('\n');
     expect(lines.slice(-9)).toEqual([
-      "echo '[enclave-gpu] waiting for the enclave to run and SGS to answer'",
+      "echo '[enclave-gpu] waiting for the enclave to run, SGS to answer and the context to start'",
       'until /usr/local/libexec/enclave-gpu/health-check --probe; do',
       '  if [ "$SECONDS" -ge 1140 ]; then echo "[enclave-gpu] not ready 1140 s into the boot"; false; fi',
       '  sleep 5',
@@ -279,6 +279,18 @@ describe('EnclaveGpuInstance defaults', () => {
       '  echo "$1 not signalled to CloudFormation (refused or unreachable; none is expected when no stack operation waits for this instance)"',
       '}',
     ]);
+  });
+
+  it('with waitForReady: false, has no creation policy, no signal and no permission to signal, and starts the health check at once', () => {
+    const { template } = synth({ waitForReady: false });
+    const [instance] = Object.values(template.findResources('AWS::EC2::Instance'));
+    expect(instance.CreationPolicy).toBeUndefined();
+    const text = userDataOf(template);
+    expect(text).not.toContain('signal');
+    expect(text).not.toContain('health-check --probe');
+    expect(text.split('\n').slice(-3)).toEqual(['systemctl daemon-reload', 'systemctl enable --now enclave-gpu-health.timer', "echo '[enclave-gpu] boot done'"]);
+    expect(text).toContain('report_boot_failure() {\n  echo "[enclave-gpu] boot failed (line $1, exit $2)"\n}\n');
+    expect(JSON.stringify(template.findResources('AWS::IAM::Policy'))).not.toContain('cloudformation:SignalResource');
   });
 
   it('gives up waiting for readiness a minute before bootTimeout', () => {

@@ -131,14 +131,14 @@ export class EnclaveGpuFleet extends Construct implements ec2.IConnectable, iam.
       maxCapacity,
       healthChecks: autoscaling.HealthChecks.ec2({ gracePeriod: props.healthCheckGracePeriod ?? Duration.minutes(10) }),
       // Creation waits for minCapacity ready signals (none when it is 0: no creation policy then).
-      signals: minCapacity > 0 ? autoscaling.Signals.waitForMinCapacity({ timeout: host.bootTimeout }) : undefined,
+      signals: host.waitForReady && minCapacity > 0 ? autoscaling.Signals.waitForMinCapacity({ timeout: host.bootTimeout }) : undefined,
       // A new launch template version (new image, new configuration) replaces instances one by one, each
       // new one ready (its signal) before an old one goes, as long as maxCapacity leaves room for it.
       updatePolicy: autoscaling.UpdatePolicy.rollingUpdate({
         maxBatchSize: 1,
         minInstancesInService: Math.min(minCapacity, maxCapacity - 1),
-        waitOnResourceSignals: true,
-        pauseTime: host.bootTimeout,
+        waitOnResourceSignals: host.waitForReady,
+        pauseTime: host.waitForReady ? host.bootTimeout : undefined,
       }),
       notifications: props.notificationsTopic ? [{ topic: props.notificationsTopic }] : undefined,
     });

@@ -114,7 +114,7 @@ export class EnclaveGpuInstance extends Construct implements ec2.IConnectable, i
       propagateTagsToVolumeOnCreation: true,
       blockDevices: [host.rootVolume],
       // CloudFormation waits for the boot script's ready signal; a replacement (new user data) is ready before the old instance goes.
-      resourceSignalTimeout: host.bootTimeout,
+      resourceSignalTimeout: host.waitForReady ? host.bootTimeout : undefined,
     });
     this.instanceId = this.instance.instanceId;
     this.connections = this.instance.connections;

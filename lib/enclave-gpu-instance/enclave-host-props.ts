@@ -172,4 +172,15 @@ export interface EnclaveHostProps {
    * @default Duration.minutes(20)
    */
   readonly bootTimeout?: Duration;
+
+  /**
+   * Whether CloudFormation waits for each new instance to report that its enclave runs, SGS
+   * answers and the execution context is up (see `bootTimeout`). Turn it off only for an
+   * enclave image that cannot run, such as a placeholder in a test deployment: a deployment
+   * then succeeds whatever the boot does, and a fleet's rolling update replaces instances
+   * without waiting for them to be ready.
+   *
+   * @default true
+   */
+  readonly waitForReady?: boolean;
 }

@@ -60,6 +60,8 @@ export class EnclaveHost {
   private readonly runtimeInstaller: { readonly asset: s3_assets.Asset; readonly sha256: string };
   /** How long CloudFormation waits for an instance's ready signal. */
   readonly bootTimeout: Duration;
+  /** Whether CloudFormation waits for each new instance's ready signal. */
+  readonly waitForReady: boolean;
   /** The image's PCRs, known at synth time: the key, SGS, the context and the metrics all need them. */
   private readonly pcrs: ContextPcrs;
   private readonly enclaveCid: number;
@@ -86,6 +88,7 @@ export class EnclaveHost {
     }
     this.sgsHealthPort = requireWholeNumber(scope, 'sgsHealthPort', props.sgsHealthPort ?? 7411, 1, 65535);
     this.bootTimeout = props.bootTimeout ?? DEFAULT_BOOT_TIMEOUT;
+    this.waitForReady = props.waitForReady ?? true;
     if (this.bootTimeout.isUnresolved()) {
       throw propError(scope, 'bootTimeout', 'is a token', 'It is rendered into the boot script at synth time: pass a concrete Duration');
     }
@@ -123,20 +126,22 @@ export class EnclaveHost {
    * dashboard needs its id, and both need the resource that waits for the ready signal.
    *
    * @param instanceId the instance, for per-instance metrics; undefined for a fleet
-   * @param waiting the instance or group whose creation or update waits for each instance's signal
+   * @param waiting the instance or group whose creation or update waits for each instance's signal (with waitForReady)
    * @param healthReporting who hears that an instance is unhealthy
    */
   finish(instanceId: string | undefined, waiting: CfnResource, healthReporting: HealthReporting): EnclaveGpuObservability | undefined {
     const observability = this.resolveObservability(this.props.observability ?? true, instanceId);
     this.parentPolicy.policy.addStatements(...observability?.agentPolicyStatements() ?? []);
     const stack = Stack.of(this.scope);
-    // In the policy the instance or group waits for. (A group with signals also gets this statement
-    // from aws-cdk-lib, in the role's default policy, which nothing orders before the launch.)
-    this.parentPolicy.policy.addStatements(new iam.PolicyStatement({
-      sid: 'SignalReadiness',
-      actions: ['cloudformation:SignalResource'],
-      resources: [stack.stackId],
-    }));
+    if (this.waitForReady) {
+      // In the policy the instance or group waits for. (A group with signals also gets this statement
+      // from aws-cdk-lib, in the role's default policy, which nothing orders before the launch.)
+      this.parentPolicy.policy.addStatements(new iam.PolicyStatement({
+        sid: 'SignalReadiness',
+        actions: ['cloudformation:SignalResource'],
+        resources: [stack.stackId],
+      }));
+    }
     this.userData.addCommands(...renderEnclaveBootScript({
       enclave: this.resources,
       enclaveName: 'enclave-gpu',
@@ -147,9 +152,11 @@ export class EnclaveHost {
       kmsProxyVsockPort: this.kmsProxyVsockPort,
       region: Aws.REGION,
       healthReporting,
-      readinessSignal: { stackName: stack.stackName, logicalId: waiting.logicalId, region: Aws.REGION },
-      // A minute before CloudFormation gives up (the script starts some seconds after launch).
-      readyDeadlineSeconds: Math.max(0, this.bootTimeout.toSeconds() - 60),
+      readiness: this.waitForReady ? {
+        signal: { stackName: stack.stackName, logicalId: waiting.logicalId, region: Aws.REGION },
+        // A minute before CloudFormation gives up (the script starts some seconds after launch).
+        deadlineSeconds: Math.max(0, this.bootTimeout.toSeconds() - 60),
+      } : undefined,
       cloudWatchAgentConfig: observability?.cloudWatchAgentConfig(),
       runtime: {
         archive: { s3Url: this.runtime.bucket.s3UrlForObject(this.runtime.objectKey), region: Stack.of(this.scope).region },

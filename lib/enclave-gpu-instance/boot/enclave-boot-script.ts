@@ -58,19 +58,24 @@ export interface EnclaveBootSettings {
   readonly region: string;
   /** Who hears that the instance is unhealthy: its Auto Scaling group, or only its log. */
   readonly healthReporting: HealthReporting;
-  /** Where the instance signals that it is ready, or that its boot failed. */
-  readonly readinessSignal: ReadinessSignal;
-  /**
-   * How long into the boot script the instance may still wait to be ready before it signals
-   * FAILURE (somewhat less than CloudFormation's timeout, so the failure is reported as one).
-   */
-  readonly readyDeadlineSeconds: number;
+  /** Where the instance signals that it is ready (or that its boot failed), if anything waits for it. */
+  readonly readiness?: BootReadiness;
   /** The CloudWatch agent configuration (JSON), or undefined to leave the agent alone. */
   readonly cloudWatchAgentConfig?: string;
   /** The gpu-runtime archive to install, and the install script that installs it. */
   readonly runtime: { readonly archive: RuntimeArchiveLocation; readonly installer: RuntimeInstallerObject };
   /** What SGS and the execution context are configured with. */
   readonly sgs: SgsBootSettings;
+}
+
+/** CloudFormation waits for the instance: the boot waits until it is ready, then signals. */
+export interface BootReadiness {
+  readonly signal: ReadinessSignal;
+  /**
+   * How long into the boot script the instance may still wait to be ready before it signals
+   * FAILURE (somewhat less than CloudFormation's timeout, so the failure is reported as one).
+   */
+  readonly deadlineSeconds: number;
 }
 
 /** The runtime's configuration: which enclave image it admits and where SGS listens. */
@@ -96,7 +101,8 @@ export interface SgsBootSettings {
  * settings always render the same bytes.
  */
 export function renderEnclaveBootScript(settings: EnclaveBootSettings): string[] {
-  const script = new BootScript().run(...bootFailureTrapCommands(settings.region, settings.healthReporting, settings.readinessSignal));
+  const { readiness } = settings;
+  const script = new BootScript().run(...bootFailureTrapCommands(settings.region, settings.healthReporting, readiness?.signal));
   if (settings.cloudWatchAgentConfig !== undefined) {
     // First, so that the logs of a boot that fails later still reach CloudWatch.
     script
@@ -106,7 +112,7 @@ export function renderEnclaveBootScript(settings: EnclaveBootSettings): string[]
       .writeFile({ path: AGENT_CONFIG_PATH, content: settings.cloudWatchAgentConfig, mode: '0644' })
       .run(`${AGENT_CTL} -a fetch-config -m ec2 -s -c file:${AGENT_CONFIG_PATH}`);
   }
-  return script
+  script
     .step('installing the Nitro Enclaves CLI')
     .run(installCommand(NITRO_CLI_PACKAGE))
     .step('writing the enclave configuration')
@@ -177,9 +183,13 @@ export function renderEnclaveBootScript(settings: EnclaveBootSettings): string[]
       mode: '0755',
     })
     .writeFile({ path: `/etc/systemd/system/${HEALTH_SERVICE}`, content: renderHealthService(), mode: '0644' })
-    .writeFile({ path: `/etc/systemd/system/${HEALTH_TIMER}`, content: renderHealthTimer(), mode: '0644' })
-    .step('waiting for the enclave to run and SGS to answer')
-    .run(...waitUntilReadyCommands(`${HEALTH_SCRIPT_PATH} --probe`, settings.readyDeadlineSeconds))
+    .writeFile({ path: `/etc/systemd/system/${HEALTH_TIMER}`, content: renderHealthTimer(), mode: '0644' });
+  if (readiness === undefined) {
+    return script.run('systemctl daemon-reload', `systemctl enable --now ${HEALTH_TIMER}`).step('boot done').render();
+  }
+  return script
+    .step('waiting for the enclave to run, SGS to answer and the context to start')
+    .run(...waitUntilReadyCommands(`${HEALTH_SCRIPT_PATH} --probe`, readiness.deadlineSeconds))
     // Only now: a check that counted failures during the wait could report a booting instance unhealthy.
     .run('systemctl daemon-reload', `systemctl enable --now ${HEALTH_TIMER}`)
     .step('ready: signalling CloudFormation')

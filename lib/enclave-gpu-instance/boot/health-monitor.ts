@@ -91,20 +91,20 @@ export const INSTANCE_ID_FUNCTION = 'imds_instance_id';
  * a group, to Auto Scaling (unhealthy, not respecting the grace period: no later check can
  * make it healthy).
  */
-export function bootFailureTrapCommands(region: string, reporting: HealthReporting, signal: ReadinessSignal): string[] {
+export function bootFailureTrapCommands(region: string, reporting: HealthReporting, signal: ReadinessSignal | undefined): string[] {
   const [tokenLine, idLine] = instanceIdCommands();
   return [
     `${INSTANCE_ID_FUNCTION}() {`,
     '  local imds_token instance_id',
     `  ${tokenLine} && ${idLine} && echo "$instance_id"`,
     '}',
-    ...signalFunctionCommands(signal, INSTANCE_ID_FUNCTION),
+    ...(signal ? signalFunctionCommands(signal, INSTANCE_ID_FUNCTION) : []),
     'report_boot_failure() {',
     '  echo "[enclave-gpu] boot failed (line $1, exit $2)"',
     ...(reporting === 'auto-scaling'
       ? [`  aws autoscaling set-instance-health --instance-id "$(${INSTANCE_ID_FUNCTION})" --health-status Unhealthy --no-should-respect-grace-period --region ${region} || echo "not reported to Auto Scaling (refused)"`]
       : []),
-    `  ${signalCommand('FAILURE')}`,
+    ...(signal ? [`  ${signalCommand('FAILURE')}`] : []),
     '}',
     'trap \'report_boot_failure $LINENO $?\' ERR',
   ];
