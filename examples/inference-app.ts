@@ -3,8 +3,8 @@
  *
  * `npm run demo` synthesizes it. Set ENCLAVE_EIF to the path of your own enclave image
  * (`nitro-cli build-enclave --output-file ...`); by default it uses a placeholder EIF that
- * synthesizes but does not boot as an enclave, so a deployment of it waits for a ready
- * signal that never comes and rolls back after `bootTimeout`.
+ * synthesizes but does not boot as an enclave: a deployment of it fails at
+ * `nitro-cli run-enclave`, the boot signals FAILURE and the deployment rolls back.
  */
 import * as path from 'path';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';

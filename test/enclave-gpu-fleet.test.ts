@@ -74,6 +74,7 @@ describe('EnclaveGpuFleet', () => {
     expect(group.UpdatePolicy.AutoScalingRollingUpdate.WaitOnResourceSignals).toBeFalsy();
     expect(group.UpdatePolicy.AutoScalingRollingUpdate.PauseTime).toBeUndefined();
     expect(launchTemplateUserData(unGated)).not.toContain('signal');
+    expect(() => synth({ waitForReady: false, bootTimeout: Duration.hours(2) })).not.toThrow(); // no PauseTime to limit
   });
 
   it('has no creation policy with minCapacity 0 (no instance to signal), but still gates rolling updates', () => {

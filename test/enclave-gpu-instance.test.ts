@@ -1,6 +1,7 @@
 import * as crypto from 'crypto';
 import { spawnSync } from 'child_process';
 import * as fs from 'fs';
+import * as net from 'net';
 import * as os from 'os';
 import * as path from 'path';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
@@ -230,27 +231,52 @@ describe('EnclaveGpuInstance defaults', () => {
     expect(userData).toContain('[Service]\nType=oneshot\nExecStart=/usr/local/libexec/enclave-gpu/health-check\n');
   });
 
-  it('finds the instance healthy only with the enclave RUNNING, SGS answering and the context\'s unit active', () => {
-    // The rendered check, run with nitro-cli, curl and systemctl stubbed: --probe only checks; without it failures are counted.
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'egpu-health-'));
-    const script = hereDocument(userData, '/usr/local/libexec/enclave-gpu/health-check').replace(/\/run\/enclave-gpu-health/g, path.join(dir, 'state'));
+  /** The rendered health check in a temporary directory, its state and the context's socket moved there too. */
+  function healthCheckIn(dir: string): string {
+    const script = hereDocument(userData, '/usr/local/libexec/enclave-gpu/health-check')
+      .replace(/\/run\/enclave-gpu-health/g, path.join(dir, 'state'))
+      .replace(/\/run\/enclave-gpu\/context\.sock/g, path.join(dir, 'context.sock'));
     fs.writeFileSync(path.join(dir, 'health-check'), script, { mode: 0o755 });
+    return path.join(dir, 'health-check');
+  }
+
+  it('finds the instance healthy only with the enclave RUNNING, SGS answering and the context listening', () => {
+    // The rendered check, run with nitro-cli, curl and ss stubbed: --probe only checks; without it failures are counted.
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'egpu-health-'));
+    const healthCheck = healthCheckIn(dir);
+    const socket = path.join(dir, 'context.sock');
     const check = (state: { enclave: string; sgs: boolean; context: boolean }, probe: boolean) => {
       fs.writeFileSync(path.join(dir, 'nitro-cli'), `#!/bin/bash\necho '[{"EnclaveName": "enclave-gpu", "State": "${state.enclave}"}]'\n`, { mode: 0o755 });
       fs.writeFileSync(path.join(dir, 'curl'), `#!/bin/bash\nexit ${state.sgs ? 0 : 7}\n`, { mode: 0o755 });
-      fs.writeFileSync(path.join(dir, 'systemctl'), `#!/bin/bash\n[ "$*" = "is-active --quiet egpu-context.service" ] && exit ${state.context ? 0 : 3}\nexit 1\n`, { mode: 0o755 });
-      return spawnSync(path.join(dir, 'health-check'), probe ? ['--probe'] : [], { encoding: 'utf8', env: { ...process.env, PATH: `${dir}:${process.env.PATH}` } });
+      fs.writeFileSync(path.join(dir, 'ss'), `#!/bin/bash\n[ "$*" = "-xlH src ${socket}" ] && ${state.context ? `echo "u_str LISTEN 0 511 ${socket} 1 * 0"` : 'true'}\n`, { mode: 0o755 });
+      return spawnSync(healthCheck, probe ? ['--probe'] : [], { encoding: 'utf8', env: { ...process.env, PATH: `${dir}:${process.env.PATH}` } });
     };
     const healthy = { enclave: 'RUNNING', sgs: true, context: true };
+    const noContext = `the execution context (egpu-context.service) does not listen on ${socket}`;
     expect(check(healthy, true).status).toBe(0);
-    const noContext = check({ ...healthy, context: false }, true);
-    expect(noContext.status).toBe(1);
-    expect(noContext.stdout).toBe('the execution context (egpu-context.service) is not running\n');
+    const down = check({ ...healthy, context: false }, true);
+    expect(down.status).toBe(1);
+    expect(down.stdout).toBe(`${noContext}\n`);
     expect(check({ ...healthy, enclave: 'TERMINATING', sgs: false }, true).stdout).toBe('enclave enclave-gpu is TERMINATING; SGS does not answer http://127.0.0.1:7411/health\n');
     expect(fs.existsSync(path.join(dir, 'state', 'failures'))).toBe(false); // a probe counts nothing
-    expect(check({ ...healthy, context: false }, false).stdout).toBe('the execution context (egpu-context.service) is not running (failed check 1)\n');
+    expect(check({ ...healthy, context: false }, false).stdout).toBe(`${noContext} (failed check 1)\n`);
     expect(check(healthy, false).status).toBe(0);
     expect(fs.existsSync(path.join(dir, 'state', 'failures'))).toBe(false); // a passing check resets the count
+  });
+
+  it.skipIf(spawnSync('ss', ['-V']).status !== 0)('tells a listening context from a stale socket file with the real ss', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'egpu-health-ss-'));
+    const healthCheck = healthCheckIn(dir);
+    for (const [name, body] of [['nitro-cli', `echo '[{"EnclaveName": "enclave-gpu", "State": "RUNNING"}]'`], ['curl', 'exit 0']]) {
+      fs.writeFileSync(path.join(dir, name), `#!/bin/bash\n${body}\n`, { mode: 0o755 });
+    }
+    const probe = () => spawnSync(healthCheck, ['--probe'], { encoding: 'utf8', env: { ...process.env, PATH: `${dir}:${process.env.PATH}` } });
+    const server = net.createServer();
+    await new Promise<void>((resolve) => server.listen(path.join(dir, 'context.sock'), resolve));
+    expect(probe().status).toBe(0);
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+    fs.writeFileSync(path.join(dir, 'context.sock'), ''); // what a crashed context leaves behind
+    expect(probe().stdout).toContain('does not listen on');
   });
 
   it('is created only once its boot signals ready, within 20 minutes', () => {

@@ -57,7 +57,7 @@ export interface EnclaveGpuFleetProps extends EnclaveHostProps {
  * outgrow one machine. Its launch template carries the same boot configuration as
  * `EnclaveGpuInstance` (one builder renders both), instances are replaced one at a time
  * when the image or configuration changes (each new one signals CloudFormation that its
- * enclave runs before the update goes on), an instance whose enclave stops reports itself
+ * enclave runs before the update goes on, unless `waitForReady` is false), an instance whose enclave stops reports itself
  * unhealthy, and the group scales on the `EnclaveGPU` metrics of its enclave image.
  *
  * @example
@@ -100,7 +100,7 @@ export class EnclaveGpuFleet extends Construct implements ec2.IConnectable, iam.
       throw propError(this, 'maxCapacity', `${maxCapacity} is below minCapacity ${minCapacity}`, 'Raise maxCapacity or lower minCapacity');
     }
     const host = new EnclaveHost(this, props);
-    if (host.bootTimeout.toSeconds() > MAX_PAUSE_SECONDS) {
+    if (host.waitForReady && host.bootTimeout.toSeconds() > MAX_PAUSE_SECONDS) {
       throw propError(this, 'bootTimeout', `${host.bootTimeout.toHumanString()} is above 1 hour, the longest a rolling update waits for an instance (its PauseTime)`, 'Pass at most Duration.hours(1)');
     }
     if (minCapacity === maxCapacity) {

@@ -113,7 +113,7 @@ export class EnclaveGpuInstance extends Construct implements ec2.IConnectable, i
       instanceName: props.instanceName,
       propagateTagsToVolumeOnCreation: true,
       blockDevices: [host.rootVolume],
-      // CloudFormation waits for the boot script's ready signal; a replacement (new user data) is ready before the old instance goes.
+      // CloudFormation waits for the boot script's ready signal (unless waitForReady is false); a replacement (new user data) is ready before the old instance goes.
       resourceSignalTimeout: host.waitForReady ? host.bootTimeout : undefined,
     });
     this.instanceId = this.instance.instanceId;

@@ -167,7 +167,7 @@ export interface EnclaveHostProps {
    * until a minute before this and then signals FAILURE. 1 minute to 12 hours for an
    * instance, at most 1 hour for a fleet (a rolling update's longest PauseTime). The
    * instance reaches CloudFormation's endpoint over HTTPS: without a NAT gateway, give its
-   * subnets a `cloudformation` interface endpoint.
+   * subnets a `cloudformation` interface endpoint. Unused with `waitForReady: false`.
    *
    * @default Duration.minutes(20)
    */

@@ -1,5 +1,5 @@
 import { ReadinessSignal, signalCommand, signalFunctionCommands } from './readiness-signal';
-import { CONTEXT_SERVICE } from './runtime-services';
+import { CONTEXT_SERVICE, CONTEXT_SOCKET } from './runtime-services';
 import { renderSystemdUnit } from './systemd-unit';
 
 export const HEALTH_SCRIPT_PATH = '/usr/local/libexec/enclave-gpu/health-check';
@@ -20,8 +20,9 @@ export type HealthReporting = 'auto-scaling' | 'log';
 
 /**
  * A check, run every 30 s by a systemd timer, that the enclave is RUNNING, that SGS answers
- * its health endpoint and that the execution context's unit is active (SGS answers without
- * a context, but serves nothing). After three failures in a row it reports the instance
+ * its health endpoint and that the execution context listens on its socket (SGS answers
+ * without a context, but serves nothing; a unit can be `active` before its process listens,
+ * or between the crashes of a start that keeps failing). After three failures in a row it reports the instance
  * unhealthy (see {@link HealthReporting}). With `--probe` it only checks: exit status 0 when
  * healthy, 1 when not, nothing counted or reported (the boot waits on it before it signals
  * readiness).
@@ -39,7 +40,7 @@ export function renderHealthCheckScript(enclaveName: string, region: string, sgs
     `problem=""`,
     `[ "$state" = "RUNNING" ] || problem="enclave ${enclaveName} is $state"`,
     `curl -sf --max-time 5 -o /dev/null ${sgsHealthUrl} || problem="\${problem:+$problem; }SGS does not answer ${sgsHealthUrl}"`,
-    `systemctl is-active --quiet ${CONTEXT_SERVICE} || problem="\${problem:+$problem; }the execution context (${CONTEXT_SERVICE}) is not running"`,
+    `[ -n "$(ss -xlH src ${CONTEXT_SOCKET} 2>/dev/null)" ] || problem="\${problem:+$problem; }the execution context (${CONTEXT_SERVICE}) does not listen on ${CONTEXT_SOCKET}"`,
     'if [ "${1:-}" = --probe ]; then [ -z "$problem" ] || { echo "$problem"; exit 1; }; exit 0; fi',
     'if [ -z "$problem" ]; then rm -f "$state_file"; exit 0; fi',
     'failures=$(( $(cat "$state_file" 2>/dev/null || echo 0) + 1 ))',
