@@ -3,10 +3,9 @@
  * operations each, all correct, no error anywhere, and SGS's and the context's resident
  * memory sampled throughout and held under a generous bound (no per-operation growth).
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { EgpClient } from '../../src/egp/client';
-import { LocalStack, startLocalStack } from '../../src/egp/local-stack';
-import { connect, f32Bytes, f32Values } from './helpers';
+import { connect, f32Bytes, f32Values, useLocalStack } from './helpers';
 
 const SESSIONS = 64;
 const ROUNDS = 65; // 3 mallocs + 1 upload + 65 x (upload, launch, read back) + 1 free = 200 operations
@@ -15,19 +14,11 @@ const WIDTH = 256;
 const RSS_BOUND_BYTES = 400 * 1024 * 1024;
 
 describe('EGP under load', () => {
-  let stack: LocalStack;
-
-  beforeAll(async () => {
-    stack = await startLocalStack();
-  });
-
-  afterAll(async () => {
-    await stack?.stop();
-  });
+  const stack = useLocalStack();
 
   it(`serves ${SESSIONS} concurrent sessions x 200 operations with no error and bounded memory`, async () => {
     const samples: { sgs: number; context: number }[] = [];
-    const sampler = setInterval(() => samples.push({ sgs: stack.rssBytes(stack.sgs) ?? 0, context: stack.rssBytes(stack.context) ?? 0 }), 100);
+    const sampler = setInterval(() => samples.push({ sgs: stack().rssBytes(stack().sgs) ?? 0, context: stack().rssBytes(stack().context) ?? 0 }), 100);
     const errors: unknown[] = [];
     const lost: string[] = [];
     let operations = 0;
@@ -35,7 +26,7 @@ describe('EGP under load', () => {
     const session = async (s: number): Promise<void> => {
       let gpu: EgpClient | undefined;
       try {
-        gpu = await connect(stack, { observer: { operation: () => { operations++; }, lost: (error) => lost.push(error.code) } });
+        gpu = await connect(stack(), { observer: { operation: () => { operations++; }, lost: (error) => lost.push(error.code) } });
         const [a, b, out] = await Promise.all([gpu.malloc(4 * WIDTH), gpu.malloc(4 * WIDTH), gpu.malloc(4 * WIDTH)]);
         const ones = f32Bytes(new Array(WIDTH).fill(s));
         await gpu.memcpyHtoD(b, ones);

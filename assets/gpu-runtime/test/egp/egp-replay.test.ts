@@ -5,18 +5,19 @@
  * with a typed error and ends the session; the device state of the first run is untouched.
  */
 import type { Socket } from 'node:net';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { answerHello } from '../../src/abe/handshake';
 import { decodeContextHello, encodeEnclaveReply } from '../../src/abe/handshake-messages';
 import { AbeSession } from '../../src/abe/session';
 import { ZERO_DIGEST } from '../../src/abe/frame-header';
-import { LocalStack, startLocalStack } from '../../src/egp/local-stack';
+import type { LocalStack } from '../../src/egp/local-stack';
 import { sealOperation } from '../../src/egp/operation-sealer';
 import { ControlMessage } from '../../src/protocol/control';
 import { OperationRequest, encodeRequest } from '../../src/protocol/op-descriptor';
 import { RecordConnection } from '../../src/protocol/record-connection';
 import { connect, parseAddress } from '../../src/protocol/transport';
 import { WireError } from '../../src/protocol/wire-error';
+import { useLocalStack } from './helpers';
 
 /** A hand-driven enclave end: records as they arrive, and the ABE session after the handshake. */
 class RawPeer {
@@ -74,18 +75,10 @@ class RawPeer {
 }
 
 describe('replayed frames', () => {
-  let stack: LocalStack;
-
-  beforeAll(async () => {
-    stack = await startLocalStack();
-  });
-
-  afterAll(async () => {
-    await stack?.stop();
-  });
+  const stack = useLocalStack();
 
   it('refuses an operation sent again in its session (REPLAY) and ends the session', async () => {
-    const peer = await RawPeer.open(stack);
+    const peer = await RawPeer.open(stack());
     const frames = peer.send(1, { op: 'malloc', buffer: 1, size: 16 });
     expect(await peer.next('done')).toMatchObject({ t: 'done', n: 1, kernel: 'malloc' });
     for (const frame of frames) await peer.connection.send(frame);
@@ -94,7 +87,7 @@ describe('replayed frames', () => {
   });
 
   it('refuses an older operation after a newer one (REPLAY)', async () => {
-    const peer = await RawPeer.open(stack);
+    const peer = await RawPeer.open(stack());
     const first = peer.send(1, { op: 'malloc', buffer: 1, size: 16 });
     await peer.next('done');
     peer.send(2, { op: 'malloc', buffer: 2, size: 16 });
@@ -105,10 +98,10 @@ describe('replayed frames', () => {
   });
 
   it('refuses a frame recorded in another session and ends that session', async () => {
-    const victim = await RawPeer.open(stack);
+    const victim = await RawPeer.open(stack());
     const recorded = victim.send(1, { op: 'malloc', buffer: 7, size: 16 });
     await victim.next('done');
-    const attacker = await RawPeer.open(stack);
+    const attacker = await RawPeer.open(stack());
     for (const frame of recorded) await attacker.connection.send(frame);
     expect(await attacker.next('error')).toMatchObject({ t: 'error', code: 'MALFORMED' });
     await attacker.closed();

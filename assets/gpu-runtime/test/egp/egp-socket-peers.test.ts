@@ -8,12 +8,13 @@ import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import * as net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import type { EnclaveIdentity } from '../../src/abe/handshake';
-import { LocalStack, startLocalStack } from '../../src/egp/local-stack';
+import type { LocalStack } from '../../src/egp/local-stack';
 import { EgpSocketServer, EgpSocketServerOptions } from '../../src/egp/socket-server';
 import { parseAddress } from '../../src/protocol/transport';
 import { until } from '../sgs/fixtures';
+import { useLocalStack } from './helpers';
 
 const peers: net.Socket[] = [];
 const servers: EgpSocketServer[] = [];
@@ -124,20 +125,12 @@ describe('EGP socket daemon at maxConnections', () => {
 });
 
 describe('EGP socket daemon toward a client that does not read', () => {
-  let stack: LocalStack;
-
-  beforeAll(async () => {
-    stack = await startLocalStack();
-  });
-
-  afterAll(async () => {
-    await stack?.stop();
-  });
+  const stack = useLocalStack();
 
   it('stops reading requests while answers are waiting to be sent, and serves them all once the client reads', async () => {
     const maxBufferedBytes = 256 * 1024;
     const maxPendingRequests = 4;
-    const { server, path, accepted } = await daemon({ maxBufferedBytes, maxPendingRequests }, stack);
+    const { server, path, accepted } = await daemon({ maxBufferedBytes, maxPendingRequests }, stack());
     const client = await open(path);
     const seen = collect(client);
     const size = 64 * 1024;
@@ -212,18 +205,10 @@ describe('EGP socket daemon: unfinished request lines', () => {
 });
 
 describe('EGP socket daemon toward a client that shuts down its write side', () => {
-  let stack: LocalStack;
-
-  beforeAll(async () => {
-    stack = await startLocalStack();
-  });
-
-  afterAll(async () => {
-    await stack?.stop();
-  });
+  const stack = useLocalStack();
 
   it('answers every request sent before the shutdown, then closes its side', async () => {
-    const { path, accepted } = await daemon({}, stack);
+    const { path, accepted } = await daemon({}, stack());
     // What `nc -N` and `socat` do: send the requests, then shut down the write side and read.
     const client = await open(path, { allowHalfOpen: true });
     const seen = collect(client);

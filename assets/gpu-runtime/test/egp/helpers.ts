@@ -2,9 +2,9 @@
  * Shared by the EGP integration tests: f32 buffers as bytes and back, and a client on a
  * local stack (real `egpu sgs` and `egpu context` processes).
  */
-import { expect } from 'vitest';
+import { afterAll, beforeAll, expect } from 'vitest';
 import { EgpClient, EgpConnectOptions } from '../../src/egp/client';
-import type { LocalStack } from '../../src/egp/local-stack';
+import { LocalStack, LocalStackOptions, startLocalStack } from '../../src/egp/local-stack';
 import { asyncRefusal } from '../refusal';
 
 export function f32Bytes(values: readonly number[]): Buffer {
@@ -13,6 +13,24 @@ export function f32Bytes(values: readonly number[]): Buffer {
 
 export function f32Values(bytes: Buffer): number[] {
   return [...new Float32Array(bytes.buffer, bytes.byteOffset, bytes.length / 4)];
+}
+
+/**
+ * A local stack for the enclosing describe block (or file): started before its tests,
+ * stopped after them. Returns the stack's getter (it exists once the block's tests run).
+ */
+export function useLocalStack(options?: LocalStackOptions): () => LocalStack {
+  let stack: LocalStack | undefined;
+  beforeAll(async () => {
+    stack = await startLocalStack(options);
+  });
+  afterAll(async () => {
+    await stack?.stop();
+  });
+  return () => {
+    if (stack === undefined) throw new Error('the local stack is not started: use it inside a test');
+    return stack;
+  };
 }
 
 export function connect(stack: LocalStack, options: Partial<EgpConnectOptions> = {}): Promise<EgpClient> {
