@@ -121,6 +121,21 @@ const stepArbitrary: fc.Arbitrary<Step> = fc.oneof(
   fc.record({ kind: fc.constant('free' as const), target: fc.nat() }),
 );
 
+/** Checks that the compacted changes rebuild the same buffers, with the same bytes, as all of them. */
+function expectSameMemory(all: readonly StateChange[], compacted: readonly StateChange[]): void {
+  const full = replay(all);
+  const rebuilt = replay(compacted);
+  expect([...rebuilt.keys()].sort()).toEqual([...full.keys()].sort());
+  for (const [id, bytes] of full) expect(rebuilt.get(id)!.equals(bytes), `buffer ${id}`).toBe(true);
+}
+
+/** A journal, and every change appended to it (for expectSameMemory). */
+function recordedJournal(): { journal: Journal; all: StateChange[]; append: (change: StateChange) => void } {
+  const journal = new Journal();
+  const all: StateChange[] = [];
+  return { journal, all, append: (change) => { all.push(change); journal.append(change); } };
+}
+
 describe('EGP replay journal', () => {
   it('compaction never changes what a replay rebuilds', () => {
     fc.assert(fc.property(fc.array(stepArbitrary, { maxLength: 200 }), (steps) => {
@@ -129,10 +144,7 @@ describe('EGP replay journal', () => {
       changes.forEach((change) => journal.append(change)); // compacts along the way
       journal.compact();
       expect(journal.length).toBeLessThanOrEqual(changes.length);
-      const full = replay(changes);
-      const compacted = replay(journal.changes);
-      expect([...compacted.keys()].sort()).toEqual([...full.keys()].sort());
-      for (const [id, bytes] of full) expect(compacted.get(id)!.equals(bytes), `buffer ${id}`).toBe(true);
+      expectSameMemory(changes, journal.changes);
     }), { numRuns: 400 });
   });
 
@@ -154,12 +166,7 @@ describe('EGP replay journal', () => {
 
   it('keeps a loop of partial uploads to its last upload', () => {
     // htod(64 bytes into a 1 KiB buffer) -> relu (replaces out) -> dtoh, over and over
-    const journal = new Journal();
-    const changes: StateChange[] = [];
-    const append = (change: StateChange) => {
-      changes.push(change);
-      journal.append(change);
-    };
+    const { journal, all: changes, append } = recordedJournal();
     [1, 2].forEach((buffer) => append({ request: { op: 'malloc', buffer, size: 1024 }, digest: ZERO_DIGEST }));
     const args: KernelArgs = new Map<string, number>([['input', 1], ['out', 2], ['count', 256]]);
     for (let i = 0; i < 10_000; i++) {
@@ -173,20 +180,13 @@ describe('EGP replay journal', () => {
     expect(journal.changes.map((c) => c.request.op)).toEqual(['malloc', 'malloc', 'htod', 'launch']);
     expect(journal.changes[2].data![0]).toBe(9_999 & 0xff);
     expect(journal.bytes).toBe(64);
-    const full = replay(changes);
-    const compacted = replay(journal.changes);
-    for (const [id, bytes] of full) expect(compacted.get(id)!.equals(bytes), `buffer ${id}`).toBe(true);
+    expectSameMemory(changes, journal.changes);
   });
 
   it('keeps an upload only while no later one at least as long rewrites it before a read', () => {
     // A full upload, then uploads of 4, 12, 8 and 16 bytes into 32, each read by relu; then
     // uploads with no read between them: a shorter one does not cover a longer one.
-    const journal = new Journal();
-    const all: StateChange[] = [];
-    const append = (change: StateChange) => {
-      all.push(change);
-      journal.append(change);
-    };
+    const { journal, all, append } = recordedJournal();
     [1, 2].forEach((buffer) => append({ request: { op: 'malloc', buffer, size: 32 }, digest: ZERO_DIGEST }));
     const htod = (size: number, seed: number): StateChange =>
       ({ request: { op: 'htod', buffer: 1, size }, data: Buffer.alloc(size, seed), digest: ZERO_DIGEST, writes: [1], overwrites: size === 32 ? [1] : [] });
@@ -203,9 +203,7 @@ describe('EGP replay journal', () => {
     journal.compact();
     // The full upload, then the last 16-byte one (i = 999); the 8 and 4 bytes are covered by the 12.
     expect(journal.changes.filter((c) => c.request.op === 'htod').map((c) => c.request.op === 'htod' && c.request.size)).toEqual([32, 16, 12]);
-    const full = replay(all);
-    const compacted = replay(journal.changes);
-    for (const [id, bytes] of full) expect(compacted.get(id)!.equals(bytes), `buffer ${id}`).toBe(true);
+    expectSameMemory(all, journal.changes);
   });
 
   it('names the live buffers launches wrote as checkpoint candidates', () => {
