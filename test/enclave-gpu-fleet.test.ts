@@ -107,7 +107,7 @@ describe('EnclaveGpuFleet', () => {
     const userData = launchTemplateUserData(template);
     const script = hereDocument(userData, '/usr/local/libexec/enclave-gpu/health-check');
     expect(script).toContain('if [ "$failures" -ge 3 ]; then\n');
-    expect(script).toContain('  aws autoscaling set-instance-health --instance-id "$instance_id" --health-status Unhealthy --region ${AWS::Region} \\\n');
+    expect(script).toContain('  aws autoscaling set-instance-health --instance-id "$instance_id" --health-status Unhealthy --region ${AWS::Region} || echo "not reported to Auto Scaling (refused)"\n');
     const trap = userData.slice(0, userData.indexOf('\ntrap '));
     expect(trap).toContain('  aws autoscaling set-instance-health --instance-id "$(imds_instance_id)" --health-status Unhealthy --no-should-respect-grace-period --region ${AWS::Region} || echo "not reported to Auto Scaling (refused)"\n');
   });

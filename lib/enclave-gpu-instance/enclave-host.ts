@@ -92,7 +92,7 @@ export class EnclaveHost {
     if (this.bootTimeout.isUnresolved()) {
       throw propError(scope, 'bootTimeout', 'is a token', 'It is rendered into the boot script at synth time: pass a concrete Duration');
     }
-    if ((this.bootTimeout.toSeconds() < 60 || this.bootTimeout.toSeconds() > 12 * 3600)) {
+    if (this.bootTimeout.toSeconds() < 60 || this.bootTimeout.toSeconds() > 12 * 3600) {
       throw propError(scope, 'bootTimeout', `${this.bootTimeout.toHumanString()} is outside 1 minute to 12 hours (the limit of a creation policy)`, 'Pass a Duration in that range, for example Duration.minutes(20)');
     }
 
@@ -147,7 +147,7 @@ export class EnclaveHost {
       enclaveName: 'enclave-gpu',
       enclaveCid: this.enclaveCid,
       debugMode: this.props.debugMode ?? false,
-      eif: { s3Url: this.image.bucket.s3UrlForObject(this.image.objectKey), sha256: this.image.sha256, region: Stack.of(this.scope).region },
+      eif: { s3Url: this.image.bucket.s3UrlForObject(this.image.objectKey), sha256: this.image.sha256, region: stack.region },
       kmsEndpoint: { address: `kms.${Aws.REGION}.${Aws.URL_SUFFIX}`, port: 443 },
       kmsProxyVsockPort: this.kmsProxyVsockPort,
       region: Aws.REGION,
@@ -159,8 +159,8 @@ export class EnclaveHost {
       } : undefined,
       cloudWatchAgentConfig: observability?.cloudWatchAgentConfig(),
       runtime: {
-        archive: { s3Url: this.runtime.bucket.s3UrlForObject(this.runtime.objectKey), region: Stack.of(this.scope).region },
-        installer: { s3Url: this.runtimeInstaller.asset.s3ObjectUrl, sha256: this.runtimeInstaller.sha256, region: Stack.of(this.scope).region },
+        archive: { s3Url: this.runtime.bucket.s3UrlForObject(this.runtime.objectKey), region: stack.region },
+        installer: { s3Url: this.runtimeInstaller.asset.s3ObjectUrl, sha256: this.runtimeInstaller.sha256, region: stack.region },
       },
       sgs: {
         pcrs: this.pcrs,

@@ -60,11 +60,18 @@ export function renderHealthCheckScript(enclaveName: string, region: string, sgs
  * group replaces it (a call refused, for want of permission, is only logged).
  */
 export function reportUnhealthyCommands(region: string): string[] {
-  return [
-    ...instanceIdCommands('|| true'),
-    `aws autoscaling set-instance-health --instance-id "$instance_id" --health-status Unhealthy --region ${region} \\`,
-    '  || echo "not reported to Auto Scaling (refused)"',
-  ];
+  return [...instanceIdCommands('|| true'), setUnhealthyCommand(region, '"$instance_id"', true)];
+}
+
+/**
+ * `aws autoscaling set-instance-health ... Unhealthy` for the instance `instanceId` (a shell
+ * word), a refusal only logged.
+ *
+ * @param respectGracePeriod false for a boot that failed: no later check can make it healthy
+ */
+function setUnhealthyCommand(region: string, instanceId: string, respectGracePeriod: boolean): string {
+  const grace = respectGracePeriod ? '' : ' --no-should-respect-grace-period';
+  return `aws autoscaling set-instance-health --instance-id ${instanceId} --health-status Unhealthy${grace} --region ${region} || echo "not reported to Auto Scaling (refused)"`;
 }
 
 /**
@@ -103,7 +110,7 @@ export function bootFailureTrapCommands(region: string, reporting: HealthReporti
     'report_boot_failure() {',
     '  echo "[enclave-gpu] boot failed (line $1, exit $2)"',
     ...(reporting === 'auto-scaling'
-      ? [`  aws autoscaling set-instance-health --instance-id "$(${INSTANCE_ID_FUNCTION})" --health-status Unhealthy --no-should-respect-grace-period --region ${region} || echo "not reported to Auto Scaling (refused)"`]
+      ? [`  ${setUnhealthyCommand(region, `"$(${INSTANCE_ID_FUNCTION})"`, false)}`]
       : []),
     ...(signal ? [`  ${signalCommand('FAILURE')}`] : []),
     '}',
