@@ -201,8 +201,7 @@ export class OperationPipeline implements InboundGate {
     const serviceMs = Number(now - operation.dispatchedAt) / 1e6;
     this.serviceMs = 0.8 * this.serviceMs + 0.2 * serviceMs;
     const queueUs = Number((operation.dispatchedAt - operation.receivedAt) / 1000n);
-    const { device: _device, ...forwarded } = done;
-    this.host.sendToEnclave({ ...forwarded, queueUs });
+    this.host.sendToEnclave({ t: 'done', n: done.n, kernel: done.kernel, codeSha384: done.codeSha384, computeUs: done.computeUs, queueUs });
     this.armDeadline();
     this.host.completed({ n: operation.n, digest: operation.digest, latencyMs: Number(now - operation.receivedAt) / 1e6, done });
   }
