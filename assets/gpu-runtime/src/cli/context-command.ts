@@ -26,6 +26,9 @@ const context: Command = {
     `  --memory-cap BYTES     device memory per session (default ${DEFAULT_MEMORY_CAP})`,
     `  --max-sessions N       concurrent sessions; more are refused BUSY (default ${DEFAULT_MAX_SESSIONS})`,
     `  --threads N            onnxruntime intra-op threads (default ${DEFAULT_ONNX_THREADS})`,
+    '  --onnx-worker          load and run onnx.run\'s models in a worker thread, so that a long inference or a',
+    '                         model being built does not hold up handshakes and other sessions (default: in the',
+    '                         main thread, which answers a lone session\'s inference sooner)',
   ].join('\n'),
   options: {
     'listen': { type: 'string' },
@@ -36,6 +39,7 @@ const context: Command = {
     'memory-cap': { type: 'string' },
     'max-sessions': { type: 'string' },
     'threads': { type: 'string' },
+    'onnx-worker': { type: 'boolean' },
   },
   async run(values, io) {
     const listen = parseAddress(requireOption(values, 'listen'));
@@ -64,11 +68,12 @@ const context: Command = {
       memoryCap,
       maxSessions,
       threads,
+      onnxWorker: values['onnx-worker'] === true,
       log: (line) => io.stderr(`egpu context: ${line}\n`),
     });
     // The pid is this process's own: launchers such as tsx run the command in a child, and
     // whoever wants to signal the context needs its pid.
-    io.stderr(`egpu context: listening on ${formatAddress(server.address)} (onnxruntime ${server.onnx.provider}, ${server.onnx.threads} thread${server.onnx.threads > 1 ? 's' : ''}), pid ${process.pid}\n`);
+    io.stderr(`egpu context: listening on ${formatAddress(server.address)} (onnxruntime ${server.onnx.provider}, ${server.onnx.threads} thread${server.onnx.threads > 1 ? 's' : ''}${values['onnx-worker'] === true ? ', in a worker thread' : ''}), pid ${process.pid}\n`);
     const signal = await untilSignal();
     io.stderr(`egpu context: ${signal}: ending ${server.sessionCount} session${server.sessionCount === 1 ? '' : 's'}\n`);
     await server.close();

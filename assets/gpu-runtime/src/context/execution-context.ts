@@ -4,6 +4,10 @@
  * holds the session keys and device buffers, runs the kernels, and answers with sealed
  * results; SGS relays ciphertext and never holds a key (PROTOCOL.md, DESIGN.md section 4).
  *
+ * onnx.run's models load and run in the main thread, or with `onnxWorker` in one worker
+ * thread (kernels/onnx-worker.ts), so that a long inference or a model being built does not
+ * hold up handshakes or other sessions' operations.
+ *
  * Bounded throughout: sessions (maxSessions, refused BUSY beyond), device memory per
  * session (memoryCap), records waiting per session, cached models (maxModels), and the time
  * a handshake may take.
@@ -11,6 +15,7 @@
 import { Server, Socket } from 'node:net';
 import { DEFAULT_ONNX_THREADS, OnnxProvider, OnnxSettings, resolveOnnxProvider } from '../kernels/onnx-runtime';
 import { DEFAULT_MAX_MODELS, OnnxSessionCache } from '../kernels/onnx-session-cache';
+import { OnnxWorker } from '../kernels/onnx-worker';
 import { KernelRegistry, createKernelRegistry } from '../kernels/registry';
 import { encodeControl } from '../protocol/control';
 import { Address, listen, parseAddress } from '../protocol/transport';
@@ -48,6 +53,15 @@ export interface ExecutionContextOptions {
   readonly threads?: number;
   /** onnxruntime execution provider (default 'auto': CUDA where it loads, else CPU). */
   readonly onnxProvider?: OnnxProvider | 'auto';
+  /**
+   * Load and run onnx.run's models in a worker thread (default false: in the main thread).
+   * With it, a long inference or a model being built (about a second for ResNet-50) does not
+   * hold up the other sessions' handshakes, uploads and operations, and an upload is opened
+   * while another session's model runs. Without it, a lone session's inference is answered
+   * sooner: the hand-over to the thread and back cost about 0.5 ms per run on the 2-vCPU
+   * build machine (README, "Benchmarks").
+   */
+  readonly onnxWorker?: boolean;
   /** Models whose onnxruntime sessions stay cached (default 4). */
   readonly maxModels?: number;
   readonly handshakeTimeoutMs?: number;
@@ -69,7 +83,8 @@ export class ExecutionContext {
     }
     const threads = options.threads ?? DEFAULT_ONNX_THREADS;
     const onnx: OnnxSettings = { threads, provider: await resolveOnnxProvider(options.onnxProvider ?? 'auto', threads) };
-    const models = new OnnxSessionCache(onnx, options.maxModels ?? DEFAULT_MAX_MODELS);
+    const onnxWorker = options.onnxWorker === true ? new OnnxWorker(onnx) : undefined;
+    const models = new OnnxSessionCache(onnx, options.maxModels ?? DEFAULT_MAX_MODELS, onnxWorker && ((model) => onnxWorker.load(model)));
     const environment: SessionEnvironment = {
       check: attestationCheck({
         root: options.root ?? 'aws',
@@ -85,7 +100,7 @@ export class ExecutionContext {
       log: options.log ?? (() => undefined),
     };
     if (address.kind === 'unix') await removeStaleSocket(address.path);
-    const context = new ExecutionContext(environment, models, onnx, maxSessions);
+    const context = new ExecutionContext(environment, models, onnxWorker, onnx, maxSessions);
     context.server = await listen(address, (socket) => context.accept(socket));
     context.address = boundAddress(address, context.server);
     return context;
@@ -100,6 +115,7 @@ export class ExecutionContext {
   private constructor(
     private readonly environment: SessionEnvironment,
     private readonly models: OnnxSessionCache,
+    private readonly onnxWorker: OnnxWorker | undefined,
     /** The onnxruntime settings in use: a direct run with onnxSessionOptions(onnx) computes the same bits. */
     readonly onnx: OnnxSettings,
     private readonly maxSessions: number,
@@ -120,6 +136,7 @@ export class ExecutionContext {
       const ended = [...this.sessions].map((session) => { session.close(); return session.closed; });
       await Promise.all([stopped, ...ended]);
       this.models.close();
+      await this.onnxWorker?.close();
     })();
     return this.closing;
   }

@@ -11,12 +11,12 @@ import { ChildProcess, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import * as net from 'node:net';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
-import { pathToFileURL } from 'node:url';
+import { join } from 'node:path';
 import type { EnclaveIdentity } from '../abe/handshake';
 import type { SimulatedNsm } from '../attestation/simulated-nsm';
 import { ROOT_CERTIFICATE_FILE } from '../attestation/simulated-nsm-state';
 import { RuntimeError } from '../errors';
+import { runtimeEntry } from '../runtime-entry';
 import { SIMULATED_ENCLAVE_PCRS, loadOrCreateNsm, pcrHex, simulatedEnclave } from './local-enclave';
 
 export interface LocalStackOptions {
@@ -64,11 +64,8 @@ const MAX_OUTPUT_CHARS = 64 * 1024;
 
 /** The command line that runs `egpu` in a child process, from the sources or the bundle. */
 export function egpuCommand(): string[] {
-  if (__filename.endsWith('.ts')) {
-    const loader = pathToFileURL(require.resolve('tsx')).href;
-    return [process.execPath, '--import', loader, resolve(__dirname, '..', 'cli.ts')];
-  }
-  return [process.execPath, resolve(__dirname, 'egpu.js')];
+  const { script, nodeArgs } = runtimeEntry();
+  return [process.execPath, ...nodeArgs, script];
 }
 
 export async function startLocalStack(options: LocalStackOptions = {}): Promise<LocalStack> {

@@ -18,21 +18,14 @@
  */
 import type { KernelArgs } from '../protocol/op-descriptor';
 import { ArgsReader, MAX_F32_ELEMENTS, checkedProduct, f32View } from './kernel-args';
-import { Kernel, KernelMemory, PreparedLaunch, elapsedUs } from './kernel';
-import { loadOnnxRuntime } from './onnx-runtime';
+import { Kernel, KernelMemory, PreparedLaunch } from './kernel';
+import { ModelFeed } from './onnx-model';
 import { OnnxSessionCache } from './onnx-session-cache';
-import { OperationError } from './operation-error';
 
 export const ONNX_RUN_KERNEL = 'onnx.run';
 export const MAX_ONNX_VALUES = 16;
 const MAX_NAME_CHARS = 256;
 const MAX_RANK = 8;
-
-interface Feed {
-  readonly name: string;
-  readonly shape: number[];
-  readonly data: Float32Array;
-}
 
 export function createOnnxRunKernel(cache: OnnxSessionCache): Kernel {
   return {
@@ -59,7 +52,7 @@ export function createOnnxRunKernel(cache: OnnxSessionCache): Kernel {
       }
       const modelBytes = memory.read(model);
       if (modelBytes.length === 0) throw refuse(`the model buffer ${model} is empty`);
-      const feeds: Feed[] = inputNames.map((name, i) => {
+      const feeds: ModelFeed[] = inputNames.map((name, i) => {
         const count = checkedProduct(inputShapes[i], MAX_F32_ELEMENTS, refuse, `the shape of '${name}'`);
         return { name, shape: inputShapes[i], data: f32View(memory, inputBuffers[i], count, false, refuse, `input '${name}'`) };
       });
@@ -75,28 +68,13 @@ export function createOnnxRunKernel(cache: OnnxSessionCache): Kernel {
 }
 
 async function runModel(
-  cache: OnnxSessionCache, digest: Buffer, model: Buffer, feeds: readonly Feed[],
+  cache: OnnxSessionCache, digest: Buffer, model: Buffer, feeds: readonly ModelFeed[],
   outputNames: readonly string[], outputBuffers: readonly number[], memory: KernelMemory,
 ): Promise<number> {
   const lease = await cache.acquire(digest, model);
   try {
-    const ort = await loadOnnxRuntime();
-    const inputs = Object.fromEntries(feeds.map((feed) => [feed.name, new ort.Tensor('float32', feed.data, feed.shape)]));
-    const start = process.hrtime.bigint();
-    let results: Awaited<ReturnType<typeof lease.session.run>>;
-    try {
-      results = await lease.session.run(inputs, outputNames);
-    } catch (error) {
-      throw new OperationError('KERNEL_FAILED', `onnxruntime: ${(error as Error).message}`);
-    }
-    const computeUs = elapsedUs(start);
-    outputNames.forEach((name, i) => {
-      const data = results[name]?.data;
-      if (data === undefined || Array.isArray(data) || !ArrayBuffer.isView(data)) {
-        throw new OperationError('KERNEL_FAILED', `output '${name}' is not a numeric tensor`);
-      }
-      memory.resize(outputBuffers[i], data.byteLength).set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
-    });
+    const { outputs, computeUs } = await lease.model.run(feeds, outputNames);
+    outputs.forEach((output, i) => memory.resize(outputBuffers[i], output.bytes.byteLength).set(output.bytes));
     return computeUs;
   } finally {
     lease.release();

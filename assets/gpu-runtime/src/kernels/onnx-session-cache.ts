@@ -1,36 +1,49 @@
 /**
- * onnxruntime InferenceSessions by model digest, shared by all sessions of a context:
+ * Loaded models (onnxruntime sessions) by model digest, shared by all sessions of a context:
  * building one parses and optimises the whole model (about a second for ResNet-50), so an
  * enclave that re-handshakes after a restart and uploads the same model again does not pay
  * it twice. A session can only use an entry by holding the model's bytes itself (the key is
  * the SHA-384 of the bytes in its own buffer), so sharing reveals nothing across enclaves.
  *
  * Bounded: at most `maxModels` entries, least recently used evicted first; an evicted
- * session is released once no launch still uses it. The cached InferenceSession holds the
- * model's weights in plaintext until then, outside the per-session memory cap.
+ * model is released once no launch still uses it. A loaded model holds its weights in
+ * plaintext until then, outside the per-session memory cap.
+ *
+ * Where models load is the `load` given: in this thread by default, in the context's onnx
+ * worker thread for `egpu context` (onnx-worker.ts). A model that is no longer alive (its
+ * worker thread stopped) is loaded again by the next launch that needs it.
  */
-import { OnnxSession, OnnxSettings, loadOnnxRuntime, onnxSessionOptions } from './onnx-runtime';
 import type { ComputeDevice } from './kernel';
-import { OperationError } from './operation-error';
+import { LoadedModel, loadModelHere } from './onnx-model';
+import type { OnnxSettings } from './onnx-runtime';
 
 export const DEFAULT_MAX_MODELS = 4;
 
+/** Loads a model's bytes; rejects with OperationError KERNEL_FAILED when onnxruntime refuses them. */
+export type ModelLoader = (model: Uint8Array) => Promise<LoadedModel>;
+
 interface Entry {
-  readonly session: Promise<OnnxSession>;
+  readonly model: Promise<LoadedModel>;
+  /** The model once loaded, to see whether it is still alive. */
+  loaded?: LoadedModel;
   users: number;
   evicted: boolean;
 }
 
-/** A session in use; release() when the launch is over. */
-export interface OnnxSessionLease {
-  readonly session: OnnxSession;
+/** A model in use; release() when the launch is over. */
+export interface LoadedModelLease {
+  readonly model: LoadedModel;
   release(): void;
 }
 
 export class OnnxSessionCache {
   private readonly entries = new Map<string, Entry>(); // in use order: least recent first
 
-  constructor(private readonly settings: OnnxSettings, private readonly maxModels = DEFAULT_MAX_MODELS) {
+  constructor(
+    private readonly settings: OnnxSettings,
+    private readonly maxModels = DEFAULT_MAX_MODELS,
+    private readonly load: ModelLoader = (model) => loadModelHere(model, settings),
+  ) {
     if (!Number.isSafeInteger(maxModels) || maxModels < 1) throw new RangeError(`maxModels must be at least 1, got ${maxModels}`);
   }
 
@@ -38,56 +51,55 @@ export class OnnxSessionCache {
     return this.entries.size;
   }
 
-  /** Where this cache's sessions run their models. */
+  /** Where this cache's models run. */
   get device(): ComputeDevice {
     return this.settings.provider === 'cuda' ? 'gpu' : 'cpu';
   }
 
-  /** The session of the model whose SHA-384 is `digest`, built from `model` when not cached. */
-  async acquire(digest: Buffer, model: Uint8Array): Promise<OnnxSessionLease> {
+  /** The loaded model whose SHA-384 is `digest`, loaded from `model` when not cached (or no longer alive). */
+  async acquire(digest: Buffer, model: Uint8Array): Promise<LoadedModelLease> {
     const key = digest.toString('hex');
     let entry = this.entries.get(key);
+    if (entry?.loaded !== undefined && !entry.loaded.alive) {
+      this.entries.delete(key);
+      this.evict(entry);
+      entry = undefined;
+    }
     if (entry) {
       this.entries.delete(key); // re-inserted below: now the most recent
     } else {
-      entry = { session: this.create(model), users: 0, evicted: false };
+      const created: Entry = { model: this.load(model), users: 0, evicted: false };
+      created.model.then((loaded) => { created.loaded = loaded; }, () => undefined);
+      entry = created;
     }
     this.entries.set(key, entry);
     entry.users++;
     this.evictBeyondLimit();
-    let session: OnnxSession;
+    let loaded: LoadedModel;
     try {
-      session = await entry.session;
+      loaded = await entry.model;
     } catch (error) {
       if (this.entries.get(key) === entry) this.entries.delete(key); // let a later launch try again
       entry.users--;
       throw error;
     }
     let released = false;
+    const owner = entry;
     return {
-      session,
+      model: loaded,
       release: () => {
         if (released) return;
         released = true;
-        entry.users--;
-        if (entry.evicted && entry.users === 0) void session.release().catch(() => undefined);
+        owner.users--;
+        if (owner.evicted && owner.users === 0) void loaded.release().catch(() => undefined);
       },
     };
   }
 
-  /** Releases every session no launch is using (the rest go when their launches end). */
+  /** Releases every model no launch is using (the rest go when their launches end). */
   close(): void {
     for (const entry of this.entries.values()) this.evict(entry);
     this.entries.clear();
-  }
-
-  private async create(model: Uint8Array): Promise<OnnxSession> {
-    try {
-      const ort = await loadOnnxRuntime();
-      return await ort.InferenceSession.create(model, onnxSessionOptions(this.settings));
-    } catch (error) {
-      throw new OperationError('KERNEL_FAILED', `onnxruntime refused the model: ${(error as Error).message}`);
-    }
   }
 
   private evictBeyondLimit(): void {
@@ -100,6 +112,6 @@ export class OnnxSessionCache {
 
   private evict(entry: Entry): void {
     entry.evicted = true;
-    if (entry.users === 0) void entry.session.then((s) => s.release()).catch(() => undefined);
+    if (entry.users === 0) void entry.model.then((model) => model.release()).catch(() => undefined);
   }
 }

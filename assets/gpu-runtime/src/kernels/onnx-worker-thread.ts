@@ -1,0 +1,96 @@
+/**
+ * The onnx worker thread of an execution context: it holds the context's onnxruntime
+ * sessions and runs them, so that building a session (about a second for ResNet-50) and
+ * running one (as long as the model takes) block this thread only, while the context's main
+ * thread goes on with handshakes, uploads and the other sessions' operations.
+ *
+ * Messages (structured clones; the byte arrays are transferred, not copied):
+ *
+ *   main -> worker   {t: load, id, model}            build session `id` from the model's bytes
+ *                    {t: run, id, call, feeds, outputNames}
+ *                    {t: release, id}
+ *   worker -> main   {t: loaded, id}
+ *                    {t: ran, call, run}              outputs in the order asked, computeUs
+ *                    {t: failed, id | call, message}  onnxruntime refused the model, the feeds, ...
+ *
+ * Runs take turns: onnxruntime's run holds this thread until it returns.
+ */
+import type { MessagePort } from 'node:worker_threads';
+import { RuntimeError } from '../errors';
+import { LoadedModel, ModelFeed, ModelRun, loadModelHere } from './onnx-model';
+import type { OnnxSettings } from './onnx-runtime';
+
+/** workerData.role of the onnx worker thread (cli.ts serves it instead of a command). */
+export const ONNX_WORKER_ROLE = 'egpu-onnx-worker';
+
+export interface OnnxWorkerData {
+  readonly role: typeof ONNX_WORKER_ROLE;
+  readonly settings: OnnxSettings;
+}
+
+export type ToOnnxWorker =
+  | { readonly t: 'load'; readonly id: number; readonly model: Uint8Array }
+  | { readonly t: 'run'; readonly id: number; readonly call: number; readonly feeds: readonly ModelFeed[]; readonly outputNames: readonly string[] }
+  | { readonly t: 'release'; readonly id: number };
+
+export type FromOnnxWorker =
+  | { readonly t: 'loaded'; readonly id: number }
+  | { readonly t: 'ran'; readonly call: number; readonly run: ModelRun }
+  | { readonly t: 'failed'; readonly id?: number; readonly call?: number; readonly message: string };
+
+export function isOnnxWorkerData(data: unknown): data is OnnxWorkerData {
+  return typeof data === 'object' && data !== null && (data as { role?: unknown }).role === ONNX_WORKER_ROLE;
+}
+
+export function serveOnnxWorker(port: MessagePort, settings: OnnxSettings): void {
+  const models = new Map<number, Promise<LoadedModel>>();
+  const reply = (message: FromOnnxWorker, transfer: ArrayBuffer[] = []) => port.postMessage(message, transfer);
+  port.on('message', (message: ToOnnxWorker) => {
+    switch (message.t) {
+      case 'load': {
+        const loading = loadModelHere(message.model, settings);
+        models.set(message.id, loading);
+        loading.then(
+          () => reply({ t: 'loaded', id: message.id }),
+          (error: Error) => {
+            models.delete(message.id);
+            reply({ t: 'failed', id: message.id, message: reasonOf(error) });
+          },
+        );
+        return;
+      }
+      case 'run': {
+        const loading = models.get(message.id);
+        if (loading === undefined) {
+          reply({ t: 'failed', call: message.call, message: `model ${message.id} is not loaded in the onnx worker` });
+          return;
+        }
+        loading.then((model) => model.run(message.feeds, message.outputNames)).then(
+          (run) => reply({ t: 'ran', call: message.call, run }, ownBuffers(run)),
+          (error: Error) => reply({ t: 'failed', call: message.call, message: reasonOf(error) }),
+        );
+        return;
+      }
+      case 'release': {
+        const loading = models.get(message.id);
+        models.delete(message.id);
+        void loading?.then((model) => model.release()).catch(() => undefined);
+        return;
+      }
+    }
+  });
+}
+
+/** What failed, without the code (the main thread's OperationError adds its own). */
+function reasonOf(error: Error): string {
+  return error instanceof RuntimeError ? error.reason : error.message;
+}
+
+/** The outputs' memory, each once: transferred with the answer (onnxruntime made it for this run alone). */
+function ownBuffers(run: ModelRun): ArrayBuffer[] {
+  const buffers = new Set<ArrayBuffer>();
+  for (const output of run.outputs) {
+    if (output.bytes.buffer instanceof ArrayBuffer) buffers.add(output.bytes.buffer);
+  }
+  return [...buffers];
+}

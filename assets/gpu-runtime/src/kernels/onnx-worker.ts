@@ -1,0 +1,134 @@
+/**
+ * The execution context's side of its onnx worker thread (onnx-worker-thread.ts): models
+ * loaded there, run from here, so onnxruntime never blocks the context's event loop.
+ *
+ * The thread starts with the first model and runs until close(). If it stops (an uncaught
+ * error in it), every load and run waiting on it fails with KERNEL_FAILED, its models are no
+ * longer `alive` (the session cache loads them again), and the next load starts a new thread.
+ *
+ * Copies: a model's bytes and each run's feeds are copied once into memory that is then
+ * transferred to the thread (onnxruntime takes no shared memory); outputs come back
+ * transferred.
+ */
+import type { Worker } from 'node:worker_threads';
+import { startRuntimeThread } from '../runtime-entry';
+import { LoadedModel, ModelFeed, ModelRun } from './onnx-model';
+import type { OnnxSettings } from './onnx-runtime';
+import { FromOnnxWorker, ONNX_WORKER_ROLE, OnnxWorkerData, ToOnnxWorker } from './onnx-worker-thread';
+import { OperationError } from './operation-error';
+
+interface Waiting<T> {
+  resolve(value: T): void;
+  reject(error: Error): void;
+}
+
+interface Thread {
+  readonly worker: Worker;
+  readonly loads: Map<number, Waiting<void>>;
+  readonly runs: Map<number, Waiting<ModelRun>>;
+  readonly models: Set<{ alive: boolean }>;
+}
+
+export class OnnxWorker {
+  private thread?: Thread;
+  private nextId = 1;
+  private closed = false;
+
+  constructor(private readonly settings: OnnxSettings) {}
+
+  /** Builds a session of `model` in the thread; rejects with OperationError KERNEL_FAILED when onnxruntime refuses it. */
+  async load(model: Uint8Array): Promise<LoadedModel> {
+    const thread = this.running();
+    const id = this.nextId++;
+    const copy = new Uint8Array(model); // a copy in memory of its own (Buffer's slice would share the session's)
+    await new Promise<void>((resolve, reject) => {
+      thread.loads.set(id, { resolve, reject });
+      this.post(thread, { t: 'load', id, model: copy }, [copy.buffer]);
+    });
+    const state = { alive: true };
+    thread.models.add(state);
+    return {
+      get alive() {
+        return state.alive;
+      },
+      run: (feeds, outputNames) => this.run(thread, state, id, feeds, outputNames),
+      release: async () => {
+        if (!state.alive) return;
+        state.alive = false;
+        thread.models.delete(state);
+        this.post(thread, { t: 'release', id });
+      },
+    };
+  }
+
+  /** Stops the thread; what waits on it fails. */
+  async close(): Promise<void> {
+    this.closed = true;
+    const thread = this.thread;
+    if (thread === undefined) return;
+    this.stopped(thread, 'the execution context is closing');
+    await thread.worker.terminate();
+  }
+
+  private run(thread: Thread, state: { alive: boolean }, id: number, feeds: readonly ModelFeed[], outputNames: readonly string[]): Promise<ModelRun> {
+    if (!state.alive) return Promise.reject(new OperationError('KERNEL_FAILED', 'the model is no longer loaded'));
+    const call = this.nextId++;
+    const copies = feeds.map((feed) => ({ name: feed.name, shape: [...feed.shape], data: new Float32Array(feed.data) }));
+    return new Promise((resolve, reject) => {
+      thread.runs.set(call, { resolve, reject });
+      this.post(thread, { t: 'run', id, call, feeds: copies, outputNames: [...outputNames] }, copies.map((feed) => feed.data.buffer as ArrayBuffer));
+    });
+  }
+
+  private running(): Thread {
+    if (this.closed) throw new OperationError('KERNEL_FAILED', 'the execution context is closing');
+    if (this.thread !== undefined) return this.thread;
+    const workerData: OnnxWorkerData = { role: ONNX_WORKER_ROLE, settings: this.settings };
+    const worker = startRuntimeThread(workerData);
+    const thread: Thread = { worker, loads: new Map(), runs: new Map(), models: new Set() };
+    worker.on('message', (message: FromOnnxWorker) => this.receive(thread, message));
+    worker.on('error', (error) => this.stopped(thread, error.message));
+    worker.on('exit', (code) => this.stopped(thread, `it exited with code ${code}`));
+    worker.unref(); // the context's server keeps the process alive, not this thread
+    this.thread = thread;
+    return thread;
+  }
+
+  private receive(thread: Thread, message: FromOnnxWorker): void {
+    switch (message.t) {
+      case 'loaded':
+        take(thread.loads, message.id)?.resolve();
+        return;
+      case 'ran':
+        take(thread.runs, message.call)?.resolve(message.run);
+        return;
+      case 'failed': {
+        const error = new OperationError('KERNEL_FAILED', message.message);
+        if (message.id !== undefined) take(thread.loads, message.id)?.reject(error);
+        if (message.call !== undefined) take(thread.runs, message.call)?.reject(error);
+        return;
+      }
+    }
+  }
+
+  private post(thread: Thread, message: ToOnnxWorker, transfer: ArrayBuffer[] = []): void {
+    thread.worker.postMessage(message, transfer);
+  }
+
+  /** The thread is gone (or going): fail what waits on it and forget its models. */
+  private stopped(thread: Thread, why: string): void {
+    if (this.thread === thread) this.thread = undefined;
+    const error = new OperationError('KERNEL_FAILED', `the onnx worker thread stopped: ${why}`);
+    for (const waiting of [...thread.loads.values(), ...thread.runs.values()]) waiting.reject(error);
+    thread.loads.clear();
+    thread.runs.clear();
+    for (const model of thread.models) model.alive = false;
+    thread.models.clear();
+  }
+}
+
+function take<T>(map: Map<number, T>, key: number): T | undefined {
+  const value = map.get(key);
+  map.delete(key);
+  return value;
+}
