@@ -34,9 +34,9 @@ function stagedArchive(runtime: GpuRuntime): string {
   return path.join(os.tmpdir(), 'cdk-enclave-gpu-runtime', `${runtime.sha256}.tar`);
 }
 
-function instanceUserData(runtime?: GpuRuntime): string {
+function instanceUserData(runtime?: GpuRuntime, props: { onnxWorkerThread?: boolean } = {}): string {
   const { stack, vpc } = testStack();
-  new EnclaveGpuInstance(stack, 'Inference', { vpc, enclaveImage: EnclaveImage.fromEifFile(eifPath), gpuRuntime: runtime });
+  new EnclaveGpuInstance(stack, 'Inference', { vpc, enclaveImage: EnclaveImage.fromEifFile(eifPath), gpuRuntime: runtime, ...props });
   return userDataOf(Template.fromStack(stack));
 }
 
@@ -138,6 +138,8 @@ describe('runtime on the instance', () => {
     });
     expect(userData).toContain(`sed -i "s/${INSTANCE_ID_PLACEHOLDER}/$instance_id/" /etc/enclave-gpu/sgs.json\nchgrp egpu /etc/enclave-gpu/sgs.json`);
     expect(hereDocument(userData, CONTEXT_ENV_PATH)).toContain(`EGPU_CONTEXT_ARGS=--expect-pcr 0=${pcrs.pcr0} --expect-pcr 1=${pcrs.pcr1} --expect-pcr 2=${pcrs.pcr2}\n`);
+    expect(hereDocument(instanceUserData(undefined, { onnxWorkerThread: true }), CONTEXT_ENV_PATH))
+      .toContain(`EGPU_CONTEXT_ARGS=--expect-pcr 0=${pcrs.pcr0} --expect-pcr 1=${pcrs.pcr1} --expect-pcr 2=${pcrs.pcr2} --onnx-worker\n`);
     const order = ["\n/usr/local/libexec/enclave-gpu/install-runtime 's3://", 'enable --now nitro-enclaves-allocator.service', 'systemctl restart --no-block egpu-context.service egpu-sgs.service', 'enable --now enclave-gpu-enclave.service'].map((s) => userData.indexOf(s));
     expect(order.every((at) => at > 0)).toBe(true);
     expect([...order].sort((a, b) => a - b)).toEqual(order);
@@ -407,8 +409,11 @@ describe('the real runtime accepts what the constructs render', () => {
     expect(result.stdout).toContain(`kernel log        ${KERNEL_ATTESTATION_LOG_PATH}`);
   });
 
-  it.skipIf(DIST_MISSING)('egpu context starts with the rendered arguments and stops on SIGTERM', async () => {
-    const env = hereDocument(userData, CONTEXT_ENV_PATH);
+  it.skipIf(DIST_MISSING).each([
+    ['the default arguments', userData, ''],
+    ['onnxWorkerThread', instanceUserData(undefined, { onnxWorkerThread: true }), ', in a worker thread'],
+  ])('egpu context starts with the rendered arguments (%s) and stops on SIGTERM', async (_, rendered, onnxPlace) => {
+    const env = hereDocument(rendered, CONTEXT_ENV_PATH);
     const args = /^EGPU_CONTEXT_ARGS=(.*)$/m.exec(env)![1].split(/\s+/);
     const socket = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'egpu-ctx-')), 'context.sock');
     const child = spawn(process.execPath, [DIST_EGPU, 'context', '--listen', `unix:${socket}`, '--root', 'aws', ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
@@ -423,7 +428,8 @@ describe('the real runtime accepts what the constructs render', () => {
       });
       child.once('exit', () => { clearTimeout(timer); reject(new Error(`context exited: ${stderr}`)); });
     });
-    expect(stderr).toContain(`egpu context: listening on unix:${socket}`);
+    expect(stderr).toContain(`egpu context: listening on unix:${socket} (onnxruntime `);
+    expect(stderr).toMatch(new RegExp(`\\(onnxruntime \\w+, 1 thread${onnxPlace}\\), pid`));
     child.kill('SIGTERM');
     expect(await exited).toBe(0);
   });

@@ -159,6 +159,19 @@ export interface EnclaveHostProps {
   readonly sgsHealthPort?: number;
 
   /**
+   * Whether the execution context loads and runs `onnx.run`'s models in a worker thread
+   * (`egpu context --onnx-worker`). Turn it on when several enclaves share an instance, or
+   * when a model runs long: in the context's main thread an inference (and the building of a
+   * model) holds up every other session's uploads, kernels and handshakes until it ends. On
+   * the 2-vCPU build machine, another session's 4-byte kernel waited 38 ms (p50) behind
+   * back-to-back ResNet-50 inferences in the main thread and 1 ms with the worker thread,
+   * while each inference took about 0.5 ms longer (the hand-over to the thread and back).
+   *
+   * @default false - in the main thread: a lone enclave's inference is answered soonest
+   */
+  readonly onnxWorkerThread?: boolean;
+
+  /**
    * How long CloudFormation waits for a new instance to report that its enclave runs and
    * SGS answers, from launch (driver, packages, runtime install and enclave start included).
    * A boot that fails, or does not finish in time, fails the deployment, which rolls back:

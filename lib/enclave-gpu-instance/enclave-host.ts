@@ -167,6 +167,7 @@ export class EnclaveHost {
         enclaveVsockPort: this.sgsVsockPort,
         healthPort: this.sgsHealthPort,
         publishMetrics: observability !== undefined,
+        onnxWorkerThread: this.props.onnxWorkerThread ?? false,
       },
     }));
     this.scope.node.addValidation({ validate: () => this.validateUserDataSize() });

@@ -88,6 +88,8 @@ export interface SgsBootSettings {
   readonly healthPort: number;
   /** Publish EnclaveGPU metrics (in the stack's region). */
   readonly publishMetrics: boolean;
+  /** The execution context runs onnx.run's models in a worker thread (`--onnx-worker`). */
+  readonly onnxWorkerThread?: boolean;
 }
 
 /**
@@ -149,7 +151,7 @@ export function renderEnclaveBootScript(settings: EnclaveBootSettings): string[]
     .run(installCommand('logrotate'))
     .writeFile({ path: LOG_ROTATION_PATH, content: renderLogRotation(), mode: '0644' })
     .step('configuring and starting the execution context and SGS')
-    .writeFile({ path: CONTEXT_ENV_PATH, content: renderContextEnvironment(settings.sgs.pcrs), mode: '0644' })
+    .writeFile({ path: CONTEXT_ENV_PATH, content: renderContextEnvironment(settings.sgs.pcrs, { onnxWorkerThread: settings.sgs.onnxWorkerThread }), mode: '0644' })
     .writeFile({
       path: SGS_CONFIG_PATH,
       content: renderSgsConfig({

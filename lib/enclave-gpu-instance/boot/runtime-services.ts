@@ -146,9 +146,13 @@ export interface ContextPcrs {
   readonly pcr8?: string;
 }
 
-/** `/etc/enclave-gpu/context.env`: the context's `--expect-pcr` arguments, from the enclave image's PCRs. */
-export function renderContextEnvironment(pcrs: ContextPcrs): string {
+/**
+ * `/etc/enclave-gpu/context.env`: the context's `--expect-pcr` arguments, from the enclave
+ * image's PCRs, and `--onnx-worker` when asked.
+ */
+export function renderContextEnvironment(pcrs: ContextPcrs, options: { readonly onnxWorkerThread?: boolean } = {}): string {
   const args = givenPcrs(pcrs).map(([field, value]) => `--expect-pcr ${pcrIndex(field)}=${value}`);
+  if (options.onnxWorkerThread) args.push('--onnx-worker');
   return [
     '# Rendered by cdk-enclave-gpu: the measurements every enclave must attest to the execution context.',
     `${CONTEXT_ARGS_VARIABLE}=${args.join(' ')}`,

@@ -2,20 +2,26 @@
  * `egpu context` as a real process (tsx on the CLI source) serving a real client over a Unix
  * socket: it logs one line per session start and end, applies its options, exits 0 on
  * SIGTERM and SIGINT (ending its sessions), replaces a stale socket left by a killed
- * context, and refuses bad usage.
+ * context, and refuses bad usage. The bundle (dist/egpu.js) serves onnx.run from its worker
+ * thread with --onnx-worker.
  */
 import { ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import * as path from 'node:path';
 import { afterAll, describe, expect, it, vi } from 'vitest';
+import * as ort from 'onnxruntime-node';
 import { ROOT_CERTIFICATE_FILE } from '../../src/attestation/simulated-nsm-state';
 import { BUILTIN_KERNELS } from '../../src/kernels/builtins';
+import { onnxSessionOptions } from '../../src/kernels/onnx-runtime';
+import { onnxModelDigest } from '../../src/kernels/registry';
+import { DataType, encodeModel, floatTensor } from '../../src/onnx/onnx-writer';
 import { parseAddress } from '../../src/protocol/transport';
-import { TestClient, TestEnclave, f32Bytes, f32Values, socketDir } from './helpers';
+import { TestClient, TestEnclave, f32Bytes, f32Values, randomF32, socketDir } from './helpers';
 
 const REPO_ROOT = path.resolve(__dirname, '..', '..', '..', '..');
 const TSX = path.join(REPO_ROOT, 'node_modules', '.bin', 'tsx');
 const CLI = path.join(REPO_ROOT, 'assets', 'gpu-runtime', 'src', 'cli.ts');
+const BUNDLE = path.join(REPO_ROOT, 'assets', 'gpu-runtime', 'dist', 'egpu.js');
 
 const enclave = new TestEnclave();
 const workspace = socketDir();
@@ -25,8 +31,10 @@ const pcrOptions = Object.entries(enclave.expectedPcrs).flatMap(([index, hex]) =
 afterAll(() => workspace.remove());
 
 class ContextProcess {
-  static async start(socket: string, extra: string[] = []): Promise<ContextProcess> {
-    const child = spawn(TSX, [CLI, 'context', '--listen', `unix:${socket}`, '--root', ROOT_PEM, ...pcrOptions, ...extra], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+  /** Runs `egpu context` from the sources (tsx), or with `bundle` from dist/egpu.js. */
+  static async start(socket: string, extra: string[] = [], bundle = false): Promise<ContextProcess> {
+    const [command, ...entry] = bundle ? [process.execPath, BUNDLE] : [TSX, CLI];
+    const child = spawn(command, [...entry, 'context', '--listen', `unix:${socket}`, '--root', ROOT_PEM, ...pcrOptions, ...extra], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
     const context = new ContextProcess(child);
     await vi.waitFor(() => {
       if (context.exitCode !== undefined) throw new Error(`egpu context exited with ${context.exitCode}: ${context.stderr}`);
@@ -47,7 +55,7 @@ class ContextProcess {
 
   /** The context's own pid, from its listening line (tsx runs it in a child process). */
   get pid(): number | undefined {
-    const match = /egpu context: listening on \S+ \(onnxruntime cpu, \d+ threads?\), pid (\d+)/.exec(this.stderr);
+    const match = /egpu context: listening on \S+ \(onnxruntime cpu, \d+ threads?(?:, in a worker thread)?\), pid (\d+)/.exec(this.stderr);
     return match ? Number(match[1]) : undefined;
   }
 
@@ -103,6 +111,43 @@ describe('egpu context', () => {
     const client = await session(socket);
     expect((await client.call({ op: 'malloc', buffer: 1, size: 4 })).result).toEqual({ ok: true });
     process.kill(context.pid!, 'SIGINT');
+    expect(await context.exited).toBe(0);
+  });
+
+  it.skipIf(!existsSync(BUNDLE))('from the bundle with --onnx-worker, runs onnx.run in its worker thread: outputs identical to a direct run', async () => {
+    const socket = path.join(workspace.dir, 'w.sock');
+    const context = await ContextProcess.start(socket, ['--onnx-worker'], true);
+    expect(context.stderr).toContain('(onnxruntime cpu, 1 thread, in a worker thread)');
+    const model = encodeModel({
+      irVersion: 8,
+      opsetImports: [{ version: 17 }],
+      producerName: 'egpu-test',
+      graph: {
+        name: 'dense',
+        nodes: [{ opType: 'MatMul', inputs: ['x', 'w'], outputs: ['h'] }, { opType: 'Relu', inputs: ['h'], outputs: ['y'] }],
+        inputs: [{ name: 'x', elemType: DataType.FLOAT, shape: [2, 16] }],
+        outputs: [{ name: 'y', elemType: DataType.FLOAT, shape: [2, 8] }],
+        initializers: [floatTensor('w', [16, 8], randomF32(128))],
+      },
+    });
+    const input = randomF32(32);
+    const client = await session(socket);
+    await client.call({ op: 'malloc', buffer: 1, size: model.length });
+    await client.call({ op: 'htod', buffer: 1, size: model.length }, { data: model });
+    await client.call({ op: 'malloc', buffer: 2, size: input.byteLength });
+    await client.call({ op: 'htod', buffer: 2, size: input.byteLength }, { data: f32Bytes(input) });
+    await client.call({ op: 'malloc', buffer: 3, size: 0 });
+    const args = new Map<string, import('../../../../lib/shared/cbor').CborValue>(Object.entries({
+      model: 1, inputNames: ['x'], inputBuffers: [2], inputShapes: [[2, 16]], outputNames: ['y'], outputBuffers: [3],
+    }));
+    expect((await client.call({ op: 'launch', kernel: 'onnx.run', args }, { digest: onnxModelDigest(model) })).result).toEqual({ ok: true });
+    const output = await client.call({ op: 'dtoh', buffer: 3 });
+    const direct = await ort.InferenceSession.create(model, onnxSessionOptions({ threads: 1, provider: 'cpu' }));
+    const expected = (await direct.run({ x: new ort.Tensor('float32', input, [2, 16]) })).y.data as Float32Array;
+    await direct.release();
+    expect(output.data!.equals(f32Bytes(expected))).toBe(true);
+    client.close();
+    process.kill(context.pid!, 'SIGTERM');
     expect(await context.exited).toBe(0);
   });
 

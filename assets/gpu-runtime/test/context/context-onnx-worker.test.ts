@@ -1,0 +1,111 @@
+/**
+ * A context with `onnxWorker`: onnx.run's models load and run in a worker thread, so one
+ * session's long inference holds up neither another session's operations nor a new
+ * session's handshake, and the outputs are those of a direct onnxruntime run.
+ *
+ * The ordering test needs no clock: the slow model runs for hundreds of milliseconds, and
+ * everything the other sessions do meanwhile must be answered before it is. In the main
+ * thread (the default) the same steps would all wait for the inference.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import * as ort from 'onnxruntime-node';
+import type { CborValue } from '../../../../lib/shared/cbor';
+import { BUILTIN_KERNELS } from '../../src/kernels/builtins';
+import { onnxSessionOptions } from '../../src/kernels/onnx-runtime';
+import { onnxModelDigest } from '../../src/kernels/registry';
+import { DataType, encodeModel, floatTensor } from '../../src/onnx/onnx-writer';
+import { ExecutionContext } from '../../src/context/execution-context';
+import { TestClient, TestEnclave, f32Bytes, f32Values, randomF32, startContext } from './helpers';
+
+const enclave = new TestEnclave();
+let context: ExecutionContext;
+let stop: () => Promise<void>;
+
+beforeAll(async () => {
+  ({ context, stop } = await startContext(enclave, { onnxWorker: true }));
+});
+afterAll(() => stop());
+
+async function openSession(): Promise<TestClient> {
+  const client = await TestClient.connect(context.address);
+  await client.handshake(enclave.identity());
+  return client;
+}
+
+const SIDE = 1024;
+/** y = x·w·w·...·w (`layers` products of 1024x1024 matrices): about 2 GFLOP a layer. */
+function matMulChain(layers: number): Buffer {
+  const nodes = Array.from({ length: layers }, (_, i) => ({ opType: 'MatMul', inputs: [i === 0 ? 'x' : `h${i}`, 'w'], outputs: [i === layers - 1 ? 'y' : `h${i + 1}`] }));
+  return encodeModel({
+    irVersion: 8,
+    opsetImports: [{ version: 17 }],
+    producerName: 'egpu-test',
+    graph: {
+      name: 'chain',
+      nodes,
+      inputs: [{ name: 'x', elemType: DataType.FLOAT, shape: [SIDE, SIDE] }],
+      outputs: [{ name: 'y', elemType: DataType.FLOAT, shape: [SIDE, SIDE] }],
+      initializers: [floatTensor('w', [SIDE, SIDE], randomF32(SIDE * SIDE, 0.05))], // keeps the values near 1
+    },
+  });
+}
+
+/** Uploads the model (buffer 1) and the input (buffer 2) and allocates the output (buffer 3). */
+async function prepare(client: TestClient, model: Buffer, input: Float32Array): Promise<Map<string, CborValue>> {
+  await client.call({ op: 'malloc', buffer: 1, size: model.length });
+  await client.call({ op: 'htod', buffer: 1, size: model.length }, { data: model });
+  await client.call({ op: 'malloc', buffer: 2, size: input.byteLength });
+  await client.call({ op: 'htod', buffer: 2, size: input.byteLength }, { data: f32Bytes(input) });
+  await client.call({ op: 'malloc', buffer: 3, size: 0 });
+  return new Map<string, CborValue>(Object.entries({
+    model: 1, inputNames: ['x'], inputBuffers: [2], inputShapes: [[SIDE, SIDE]], outputNames: ['y'], outputBuffers: [3],
+  }));
+}
+
+describe('a context that runs onnx.run in a worker thread', () => {
+  it('answers outputs identical to a direct onnxruntime run', async () => {
+    const client = await openSession();
+    const model = matMulChain(2);
+    const input = randomF32(SIDE * SIDE);
+    const args = await prepare(client, model, input);
+    const digest = onnxModelDigest(model);
+    for (let run = 0; run < 2; run++) {
+      const launch = await client.call({ op: 'launch', kernel: 'onnx.run', args }, { digest });
+      expect(launch.result).toEqual({ ok: true });
+      expect(launch.done.device).toBe('cpu');
+    }
+    const output = await client.call({ op: 'dtoh', buffer: 3 });
+    const direct = await ort.InferenceSession.create(model, onnxSessionOptions(context.onnx));
+    const expected = (await direct.run({ x: new ort.Tensor('float32', input, [SIDE, SIDE]) })).y.data as Float32Array;
+    await direct.release();
+    expect(output.data!.equals(f32Bytes(expected))).toBe(true);
+    client.close();
+  });
+
+  it('answers other sessions, and lets a new one complete its handshake, while a long inference runs', async () => {
+    const slow = await openSession();
+    const model = matMulChain(48); // about 100 GFLOP: 0.4 s on one thread of the build machine
+    const args = await prepare(slow, model, randomF32(SIDE * SIDE));
+    const digest = onnxModelDigest(model);
+    expect((await slow.call({ op: 'launch', kernel: 'onnx.run', args }, { digest })).result).toEqual({ ok: true }); // built and cached
+
+    let slowAnswered = false;
+    const sent = await slow.send({ op: 'launch', kernel: 'onnx.run', args }, { digest });
+    const slowAnswer = slow.receive(sent.n, sent.digest).then((answer) => { slowAnswered = true; return answer; });
+
+    const other = await openSession(); // a handshake, while the model runs
+    await other.call({ op: 'malloc', buffer: 1, size: 8 });
+    await other.call({ op: 'htod', buffer: 1, size: 8 }, { data: f32Bytes([1.5, -2]) });
+    await other.call({ op: 'malloc', buffer: 2, size: 8 });
+    const add = await other.call({ op: 'launch', kernel: 'add', args: new Map(Object.entries({ a: 1, b: 1, out: 2, count: 2 })) }, { digest: BUILTIN_KERNELS.add.digest });
+    expect(add.result).toEqual({ ok: true });
+    expect([...f32Values((await other.call({ op: 'dtoh', buffer: 2 })).data!)]).toEqual([3, -4]);
+    expect(slowAnswered).toBe(false);
+
+    const answer = await slowAnswer;
+    expect(answer.result).toEqual({ ok: true });
+    expect(answer.done.computeUs).toBeGreaterThan(0);
+    other.close();
+    slow.close();
+  });
+});
