@@ -45,8 +45,8 @@ export class OnnxWorker {
       thread.loads.set(id, { resolve, reject });
       this.post(thread, { t: 'load', id, model: copy }, [copy.buffer]);
     });
-    const state = { alive: true };
-    thread.models.add(state);
+    const state = { alive: this.thread === thread }; // not if the thread stopped right after answering
+    if (state.alive) thread.models.add(state);
     return {
       get alive() {
         return state.alive;

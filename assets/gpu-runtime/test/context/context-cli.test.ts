@@ -16,7 +16,7 @@ import { onnxSessionOptions } from '../../src/kernels/onnx-runtime';
 import { onnxModelDigest } from '../../src/kernels/registry';
 import { DataType, encodeModel, floatTensor } from '../../src/onnx/onnx-writer';
 import { parseAddress } from '../../src/protocol/transport';
-import { TestClient, TestEnclave, f32Bytes, f32Values, randomF32, socketDir } from './helpers';
+import { TestClient, TestEnclave, f32Bytes, f32Values, randomF32, socketDir, uploadOnnxRun } from './helpers';
 
 const REPO_ROOT = path.resolve(__dirname, '..', '..', '..', '..');
 const TSX = path.join(REPO_ROOT, 'node_modules', '.bin', 'tsx');
@@ -132,14 +132,7 @@ describe('egpu context', () => {
     });
     const input = randomF32(32);
     const client = await session(socket);
-    await client.call({ op: 'malloc', buffer: 1, size: model.length });
-    await client.call({ op: 'htod', buffer: 1, size: model.length }, { data: model });
-    await client.call({ op: 'malloc', buffer: 2, size: input.byteLength });
-    await client.call({ op: 'htod', buffer: 2, size: input.byteLength }, { data: f32Bytes(input) });
-    await client.call({ op: 'malloc', buffer: 3, size: 0 });
-    const args = new Map<string, import('../../../../lib/shared/cbor').CborValue>(Object.entries({
-      model: 1, inputNames: ['x'], inputBuffers: [2], inputShapes: [[2, 16]], outputNames: ['y'], outputBuffers: [3],
-    }));
+    const args = await uploadOnnxRun(client, model, input, [2, 16]);
     expect((await client.call({ op: 'launch', kernel: 'onnx.run', args }, { digest: onnxModelDigest(model) })).result).toEqual({ ok: true });
     const output = await client.call({ op: 'dtoh', buffer: 3 });
     const direct = await ort.InferenceSession.create(model, onnxSessionOptions({ threads: 1, provider: 'cpu' }));

@@ -9,13 +9,12 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as ort from 'onnxruntime-node';
-import type { CborValue } from '../../../../lib/shared/cbor';
 import { BUILTIN_KERNELS } from '../../src/kernels/builtins';
 import { onnxSessionOptions } from '../../src/kernels/onnx-runtime';
 import { onnxModelDigest } from '../../src/kernels/registry';
 import { DataType, encodeModel, floatTensor } from '../../src/onnx/onnx-writer';
 import { ExecutionContext } from '../../src/context/execution-context';
-import { TestClient, TestEnclave, f32Bytes, f32Values, randomF32, startContext } from './helpers';
+import { TestClient, TestEnclave, f32Bytes, f32Values, randomF32, startContext, uploadOnnxRun } from './helpers';
 
 const enclave = new TestEnclave();
 let context: ExecutionContext;
@@ -50,24 +49,12 @@ function matMulChain(layers: number): Buffer {
   });
 }
 
-/** Uploads the model (buffer 1) and the input (buffer 2) and allocates the output (buffer 3). */
-async function prepare(client: TestClient, model: Buffer, input: Float32Array): Promise<Map<string, CborValue>> {
-  await client.call({ op: 'malloc', buffer: 1, size: model.length });
-  await client.call({ op: 'htod', buffer: 1, size: model.length }, { data: model });
-  await client.call({ op: 'malloc', buffer: 2, size: input.byteLength });
-  await client.call({ op: 'htod', buffer: 2, size: input.byteLength }, { data: f32Bytes(input) });
-  await client.call({ op: 'malloc', buffer: 3, size: 0 });
-  return new Map<string, CborValue>(Object.entries({
-    model: 1, inputNames: ['x'], inputBuffers: [2], inputShapes: [[SIDE, SIDE]], outputNames: ['y'], outputBuffers: [3],
-  }));
-}
-
 describe('a context that runs onnx.run in a worker thread', () => {
   it('answers outputs identical to a direct onnxruntime run', async () => {
     const client = await openSession();
     const model = matMulChain(2);
     const input = randomF32(SIDE * SIDE);
-    const args = await prepare(client, model, input);
+    const args = await uploadOnnxRun(client, model, input, [SIDE, SIDE]);
     const digest = onnxModelDigest(model);
     for (let run = 0; run < 2; run++) {
       const launch = await client.call({ op: 'launch', kernel: 'onnx.run', args }, { digest });
@@ -85,7 +72,7 @@ describe('a context that runs onnx.run in a worker thread', () => {
   it('answers other sessions, and lets a new one complete its handshake, while a long inference runs', async () => {
     const slow = await openSession();
     const model = matMulChain(48); // about 100 GFLOP: 0.4 s on one thread of the build machine
-    const args = await prepare(slow, model, randomF32(SIDE * SIDE));
+    const args = await uploadOnnxRun(slow, model, randomF32(SIDE * SIDE), [SIDE, SIDE]);
     const digest = onnxModelDigest(model);
     expect((await slow.call({ op: 'launch', kernel: 'onnx.run', args }, { digest })).result).toEqual({ ok: true }); // built and cached
 

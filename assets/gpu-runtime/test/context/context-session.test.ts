@@ -11,7 +11,7 @@ import { onnxSessionOptions } from '../../src/kernels/onnx-runtime';
 import { onnxModelDigest } from '../../src/kernels/registry';
 import { DataType, encodeModel, floatTensor } from '../../src/onnx/onnx-writer';
 import { ExecutionContext } from '../../src/context/execution-context';
-import { TestClient, TestEnclave, f32Bytes, f32Values, randomF32, startContext } from './helpers';
+import { TestClient, TestEnclave, f32Bytes, f32Values, randomF32, startContext, uploadOnnxRun } from './helpers';
 
 const enclave = new TestEnclave();
 let context: ExecutionContext;
@@ -128,14 +128,7 @@ describe('a session', () => {
       },
     });
     const input = randomF32(128);
-    await client.call({ op: 'malloc', buffer: 1, size: model.length });
-    await client.call({ op: 'htod', buffer: 1, size: model.length }, { data: model });
-    await client.call({ op: 'malloc', buffer: 2, size: input.byteLength });
-    await client.call({ op: 'htod', buffer: 2, size: input.byteLength }, { data: f32Bytes(input) });
-    await client.call({ op: 'malloc', buffer: 3, size: 0 });
-    const args = new Map<string, import('../../../../lib/shared/cbor').CborValue>(Object.entries({
-      model: 1, inputNames: ['x'], inputBuffers: [2], inputShapes: [[2, 64]], outputNames: ['y'], outputBuffers: [3],
-    }));
+    const args = await uploadOnnxRun(client, model, input, [2, 64]);
     const digest = onnxModelDigest(model);
     for (let run = 0; run < 2; run++) {
       const launch = await client.call({ op: 'launch', kernel: 'onnx.run', args }, { digest });

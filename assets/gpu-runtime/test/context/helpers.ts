@@ -15,6 +15,7 @@ import { decodeContextHello, encodeEnclaveReply } from '../../src/abe/handshake-
 import { ImagePcrs } from '../../src/abe/key-schedule';
 import { AbeSession } from '../../src/abe/session';
 import { SimulatedNsm } from '../../src/attestation/simulated-nsm';
+import type { CborValue } from '../../../../lib/shared/cbor';
 import { ExecutionContext, ExecutionContextOptions } from '../../src/context/execution-context';
 import { noCodeDigest } from '../../src/kernels/registry';
 import { ControlMessage } from '../../src/protocol/control';
@@ -214,6 +215,21 @@ export function f32Bytes(values: ArrayLike<number>): Buffer {
 export function f32Values(bytes: Buffer): Float32Array {
   const copy = Buffer.from(bytes);
   return new Float32Array(copy.buffer, copy.byteOffset, copy.length / 4);
+}
+
+/**
+ * Uploads an ONNX model (buffer 1) and one f32 input `x` (buffer 2), allocates the output
+ * (buffer 3, sized by the run), and returns the args of an onnx.run of them with output `y`.
+ */
+export async function uploadOnnxRun(client: TestClient, model: Buffer, input: Float32Array, shape: number[]): Promise<Map<string, CborValue>> {
+  await client.call({ op: 'malloc', buffer: 1, size: model.length });
+  await client.call({ op: 'htod', buffer: 1, size: model.length }, { data: model });
+  await client.call({ op: 'malloc', buffer: 2, size: input.byteLength });
+  await client.call({ op: 'htod', buffer: 2, size: input.byteLength }, { data: f32Bytes(input) });
+  await client.call({ op: 'malloc', buffer: 3, size: 0 });
+  return new Map<string, CborValue>(Object.entries({
+    model: 1, inputNames: ['x'], inputBuffers: [2], inputShapes: [shape], outputNames: ['y'], outputBuffers: [3],
+  }));
 }
 
 export function randomF32(count: number, scale = 1): Float32Array {
