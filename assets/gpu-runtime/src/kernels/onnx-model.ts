@@ -53,10 +53,11 @@ export async function loadModelHere(model: Uint8Array, settings: OnnxSettings): 
       return alive;
     },
     async run(feeds, outputNames) {
-      const inputs = Object.fromEntries(feeds.map((feed) => [feed.name, new ort.Tensor('float32', feed.data, [...feed.shape])]));
-      const start = process.hrtime.bigint();
+      let start = 0n;
       let results: Awaited<ReturnType<typeof session.run>>;
       try {
+        const inputs = Object.fromEntries(feeds.map((feed) => [feed.name, new ort.Tensor('float32', feed.data, [...feed.shape])]));
+        start = process.hrtime.bigint();
         results = await session.run(inputs, [...outputNames]);
       } catch (error) {
         throw new OperationError('KERNEL_FAILED', `onnxruntime: ${(error as Error).message}`);

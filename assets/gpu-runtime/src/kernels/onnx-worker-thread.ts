@@ -9,11 +9,14 @@
  *   main -> worker   {t: load, id, model}            build session `id` from the model's bytes
  *                    {t: run, id, call, feeds, outputNames}
  *                    {t: release, id}
+ *                    {t: close}                       release every model and end the thread
  *   worker -> main   {t: loaded, id}
  *                    {t: ran, call, run}              outputs in the order asked, computeUs
  *                    {t: failed, id | call, message}  onnxruntime refused the model, the feeds, ...
  *
- * Runs take turns: onnxruntime's run holds this thread until it returns.
+ * Runs take turns: onnxruntime's run holds this thread until it returns. The main thread never
+ * terminates this one: a thread terminated while onnxruntime runs in it aborts the process
+ * when the run returns (onnxruntime-node 1.30), so it asks it to close instead.
  */
 import type { MessagePort } from 'node:worker_threads';
 import { RuntimeError } from '../errors';
@@ -31,7 +34,8 @@ export interface OnnxWorkerData {
 export type ToOnnxWorker =
   | { readonly t: 'load'; readonly id: number; readonly model: Uint8Array }
   | { readonly t: 'run'; readonly id: number; readonly call: number; readonly feeds: readonly ModelFeed[]; readonly outputNames: readonly string[] }
-  | { readonly t: 'release'; readonly id: number };
+  | { readonly t: 'release'; readonly id: number }
+  | { readonly t: 'close' };
 
 export type FromOnnxWorker =
   | { readonly t: 'loaded'; readonly id: number }
@@ -75,6 +79,14 @@ export function serveOnnxWorker(port: MessagePort, settings: OnnxSettings): void
         const loading = models.get(message.id);
         models.delete(message.id);
         void loading?.then((model) => model.release()).catch(() => undefined);
+        return;
+      }
+      case 'close': {
+        // This thread reads a message only between runs (a run holds it until it returns), so no
+        // native call is in progress: release every model, then end the thread.
+        const loaded = [...models.values()].map((loading) => loading.then((model) => model.release()));
+        models.clear();
+        void Promise.allSettled(loaded).then(() => process.exit(0));
         return;
       }
     }

@@ -2,7 +2,8 @@
  * The execution context's side of its onnx worker thread (onnx-worker-thread.ts): models
  * loaded there, run from here, so onnxruntime never blocks the context's event loop.
  *
- * The thread starts with the first model and runs until close(). If it stops (an uncaught
+ * The thread starts with the first model and runs until close(), which lets a run in progress
+ * finish first. If it stops (an uncaught
  * error in it), every load and run waiting on it fails with KERNEL_FAILED, its models are no
  * longer `alive` (the session cache loads them again), and the next load starts a new thread.
  *
@@ -61,13 +62,18 @@ export class OnnxWorker {
     };
   }
 
-  /** Stops the thread; what waits on it fails. */
+  /**
+   * Ends the thread: what waits on it fails at once, and the thread ends once a run in
+   * progress returns (never terminate()d: that aborts the process when the run returns).
+   */
   async close(): Promise<void> {
     this.closed = true;
     const thread = this.thread;
     if (thread === undefined) return;
+    const exited = new Promise<void>((resolve) => thread.worker.once('exit', () => resolve()));
     this.stopped(thread, 'the execution context is closing');
-    await thread.worker.terminate();
+    this.post(thread, { t: 'close' });
+    await exited;
   }
 
   private run(thread: Thread, state: { alive: boolean }, id: number, feeds: readonly ModelFeed[], outputNames: readonly string[]): Promise<ModelRun> {
