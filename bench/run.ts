@@ -1,8 +1,8 @@
 /**
  * `npm run bench`: ABE frame throughput against OpenSSL's single-core AES-256-GCM measured
- * in the same run, handshake latency, and the offload path end to end (bench/offload.ts:
+ * in the same run, handshake latency, the offload path end to end (bench/offload.ts:
  * ResNet-50 through real SGS and context processes, and a 4-byte kernel's round trip next to
- * a plain socket round trip). Figures only, never assertions (DESIGN.md 6), except that the
+ * a plain socket round trip), and where the context runs onnx.run (bench/onnx-placement.ts). Figures only, never assertions (DESIGN.md 6), except that the
  * issue's bars are printed as met or not.
  *
  *   npm run --silent bench              the tables
@@ -13,6 +13,8 @@ import { activeBackend, nodeCryptoBackend } from '../assets/gpu-runtime/src/abe/
 import { CHUNKS_PER_OPERATION, openThroughput, sealThroughput } from './abe-throughput';
 import { handshakeLatency } from './handshake';
 import { IDLE_GAP_MS, measureOffload } from './offload';
+import { measureOnnxPlacement } from './onnx-placement';
+import { ensureResnet50 } from '../scripts/build-resnet50';
 import { opensslSpeed } from './openssl-speed';
 
 const SIZES = [{ label: '1 KiB', bytes: 1024 }, { label: '64 KiB', bytes: 64 * 1024 }, { label: '1 MiB', bytes: 1024 * 1024 }];
@@ -91,10 +93,19 @@ async function main(): Promise<void> {
   const cpu = smallOp.cpuUsPerOp;
   print(`  CPU per 4-byte kernel: EGP ${cpu.egp} us, SGS ${cpu.sgs ?? 'n/a'} us, context ${cpu.context ?? 'n/a'} us; raw round trip after ${IDLE_GAP_MS} ms idle: p50 ${smallOp.rawRttAfterIdleUs} us`);
 
+  const placement = await measureOnnxPlacement(ensureResnet50().bytes);
+  print();
+  print('Where the context runs onnx.run (bench/onnx-placement.ts; main thread = baseline, worker = --onnx-worker / onnxWorkerThread):');
+  for (const [name, figures] of [['main thread', placement.main], ['worker thread', placement.worker]] as const) {
+    print(`  ${name.padEnd(13)}: ResNet-50 overhead p50 ${figures.overheadMs.toFixed(3)} ms; another session's 4-byte kernel during back-to-back inferences p50 ${(figures.otherSessionOpUs / 1000).toFixed(2)} ms (p99 ${(figures.otherSessionOpP99Us / 1000).toFixed(2)} ms), ${figures.inferencesPerSecond} inferences/s meanwhile`);
+  }
+  print(`  worker/main: overhead ${placement.overheadRatio}x, the other session's kernel ${placement.otherSessionOpRatio}x`);
+
   if (json) {
     const report = {
       resnet50,
       smallOp,
+      onnxPlacement: placement,
       seal: {
         ratioVsOpenssl: sealRatioAt1MiB === undefined ? null : Math.round(sealRatioAt1MiB * 1000) / 1000,
         sealGbps: sealGbpsAt1MiB === undefined ? null : Math.round(sealGbpsAt1MiB * 100) / 100,

@@ -15,7 +15,7 @@
  *   overhead   end-to-end minus compute: everything the offload adds
  */
 import type { InferenceSession, Tensor } from 'onnxruntime-node';
-import { EgpClient } from '../assets/gpu-runtime/src/egp/client';
+import { EgpClient, LaunchResult } from '../assets/gpu-runtime/src/egp/client';
 import type { LocalStack } from '../assets/gpu-runtime/src/egp/local-stack';
 import { OperationTiming, nowUs, quantile } from '../assets/gpu-runtime/src/egp/timing';
 import { RESNET50_INPUT, RESNET50_INPUT_ELEMENTS, RESNET50_OUTPUT, SeededRandom, referenceSession } from './build-resnet50';
@@ -72,23 +72,8 @@ export class ResnetOffload {
   /** A fresh random input (seeded, so runs are reproducible), offloaded, then run directly and compared. */
   async request(): Promise<RequestSample> {
     const input = this.random.uniform(RESNET50_INPUT_ELEMENTS, 1);
-    const inputBytes = Buffer.from(input.buffer, input.byteOffset, input.byteLength);
-    const { client, buffers } = this;
     const mark = this.timings.length;
-    const start = nowUs();
-    // Pipelined: all three calls are sent before the first answer, as a CUDA stream would.
-    const upload = client.memcpyHtoD(buffers.input, inputBytes);
-    const launch = client.launchKernel('onnx.run', {
-      model: buffers.model,
-      inputNames: [RESNET50_INPUT.name],
-      inputBuffers: [buffers.input],
-      inputShapes: [[...RESNET50_INPUT.dims]],
-      outputNames: [RESNET50_OUTPUT.name],
-      outputBuffers: [buffers.output],
-    });
-    const download = client.memcpyDtoH(buffers.output);
-    const [, launched, logits] = await Promise.all([upload, launch, download]);
-    const e2eUs = nowUs() - start;
+    const { launched, logits, e2eUs } = await this.offload(input);
     const ops = this.timings.slice(mark);
     const sum = (key: keyof OperationTiming) => ops.reduce((total, t) => total + t[key], 0);
     const computeUs = launched.computeUs;
@@ -112,6 +97,30 @@ export class ResnetOffload {
       directUs,
       identical: logits.equals(expectedBytes),
     };
+  }
+
+  /** A fresh random input offloaded, with no direct run to compare (load for other measurements); returns its end-to-end microseconds. */
+  async offloadOnly(): Promise<number> {
+    return (await this.offload(this.random.uniform(RESNET50_INPUT_ELEMENTS, 1))).e2eUs;
+  }
+
+  private async offload(input: Float32Array): Promise<{ launched: LaunchResult; logits: Buffer; e2eUs: number }> {
+    const inputBytes = Buffer.from(input.buffer, input.byteOffset, input.byteLength);
+    const { client, buffers } = this;
+    const start = nowUs();
+    // Pipelined: all three calls are sent before the first answer, as a CUDA stream would.
+    const upload = client.memcpyHtoD(buffers.input, inputBytes);
+    const launch = client.launchKernel('onnx.run', {
+      model: buffers.model,
+      inputNames: [RESNET50_INPUT.name],
+      inputBuffers: [buffers.input],
+      inputShapes: [[...RESNET50_INPUT.dims]],
+      outputNames: [RESNET50_OUTPUT.name],
+      outputBuffers: [buffers.output],
+    });
+    const download = client.memcpyDtoH(buffers.output);
+    const [, launched, logits] = await Promise.all([upload, launch, download]);
+    return { launched, logits, e2eUs: nowUs() - start };
   }
 
   async close(): Promise<void> {

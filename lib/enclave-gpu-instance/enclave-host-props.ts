@@ -163,9 +163,10 @@ export interface EnclaveHostProps {
    * (`egpu context --onnx-worker`). Turn it on when several enclaves share an instance, or
    * when a model runs long: in the context's main thread an inference (and the building of a
    * model) holds up every other session's uploads, kernels and handshakes until it ends. On
-   * the 2-vCPU build machine, another session's 4-byte kernel waited 38 ms (p50) behind
-   * back-to-back ResNet-50 inferences in the main thread and 1 ms with the worker thread,
-   * while each inference took about 0.5 ms longer (the hand-over to the thread and back).
+   * the 2-vCPU build machine, another session's 4-byte kernel waited 39 to 40 ms (p50) behind
+   * back-to-back ResNet-50 inferences in the main thread and 1.1 to 1.4 ms with the worker
+   * thread, while each inference took 0.9 to 1.5 ms longer (the hand-over to the thread and
+   * back) and 5 to 8% fewer ran per second.
    *
    * @default false - in the main thread: a lone enclave's inference is answered soonest
    */
