@@ -95,10 +95,9 @@ export async function measureOffload(options: OffloadOptions = DEFAULT_OFFLOAD_O
 
 async function measureResnet(stack: LocalStack, model: Buffer, options: OffloadOptions): Promise<Omit<OffloadReport['resnet50'], 'bare'>> {
   const offload = await ResnetOffload.prepare(stack, model);
-  const samples: RequestSample[] = [];
+  let samples: RequestSample[];
   try {
-    for (let i = 0; i < options.warmupRequests; i++) await offload.request();
-    for (let i = 0; i < options.resnetRequests; i++) samples.push(await offload.request());
+    samples = await offload.samples(options.resnetRequests, options.warmupRequests);
   } finally {
     await offload.close();
   }

@@ -56,9 +56,7 @@ async function measurePlacement(model: Buffer, contextArgs: string[], options: P
   try {
     const offload = await ResnetOffload.prepare(stack, model);
     try {
-      for (let i = 0; i < options.warmupRequests; i++) await offload.request();
-      const samples = [];
-      for (let i = 0; i < options.requests; i++) samples.push(await offload.request());
+      const samples = await offload.samples(options.requests, options.warmupRequests);
       const overheadMs = Math.round(percentiles(samples, 'overheadUs').p50) / 1000;
       return { overheadMs, ...(await underLoad(stack, offload, options.loadedMs)) };
     } finally {

@@ -99,6 +99,14 @@ export class ResnetOffload {
     };
   }
 
+  /** `requests` requests after `warmup` unrecorded ones. */
+  async samples(requests: number, warmup: number): Promise<RequestSample[]> {
+    for (let i = 0; i < warmup; i++) await this.request();
+    const samples: RequestSample[] = [];
+    for (let i = 0; i < requests; i++) samples.push(await this.request());
+    return samples;
+  }
+
   /** A fresh random input offloaded, with no direct run to compare (load for other measurements); returns its end-to-end microseconds. */
   async offloadOnly(): Promise<number> {
     return (await this.offload(this.random.uniform(RESNET50_INPUT_ELEMENTS, 1))).e2eUs;

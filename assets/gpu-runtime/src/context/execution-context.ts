@@ -83,7 +83,8 @@ export class ExecutionContext {
     }
     const threads = options.threads ?? DEFAULT_ONNX_THREADS;
     const onnx: OnnxSettings = { threads, provider: await resolveOnnxProvider(options.onnxProvider ?? 'auto', threads) };
-    const onnxWorker = options.onnxWorker === true ? new OnnxWorker(onnx) : undefined;
+    const log = options.log ?? (() => undefined);
+    const onnxWorker = options.onnxWorker === true ? new OnnxWorker(onnx, log) : undefined;
     const models = new OnnxSessionCache(onnx, options.maxModels ?? DEFAULT_MAX_MODELS, onnxWorker && ((model) => onnxWorker.load(model)));
     const environment: SessionEnvironment = {
       check: attestationCheck({
@@ -97,7 +98,7 @@ export class ExecutionContext {
       memoryCap,
       handshakeTimeoutMs,
       maxQueuedBytes: MAX_QUEUED_BYTES,
-      log: options.log ?? (() => undefined),
+      log,
     };
     if (address.kind === 'unix') await removeStaleSocket(address.path);
     const context = new ExecutionContext(environment, models, onnxWorker, onnx, maxSessions);

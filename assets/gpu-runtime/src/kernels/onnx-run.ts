@@ -74,7 +74,11 @@ async function runModel(
   const lease = await cache.acquire(digest, model);
   try {
     const { outputs, computeUs } = await lease.model.run(feeds, outputNames);
-    outputs.forEach((output, i) => memory.resize(outputBuffers[i], output.bytes.byteLength).set(output.bytes));
+    try {
+      outputs.forEach((output, i) => memory.resize(outputBuffers[i], output.bytes.byteLength).set(output.bytes));
+    } finally {
+      outputs.forEach((output) => output.bytes.fill(0)); // plaintext: only the session's memory keeps it
+    }
     return computeUs;
   } finally {
     lease.release();

@@ -10,7 +10,7 @@
  * plaintext until then, outside the per-session memory cap.
  *
  * Where models load is the `load` given: in this thread by default, in the context's onnx
- * worker thread for `egpu context` (onnx-worker.ts). A model that is no longer alive (its
+ * worker thread with `egpu context --onnx-worker` (onnx-worker.ts). A model that is no longer alive (its
  * worker thread stopped) is loaded again by the next launch that needs it.
  */
 import type { ComputeDevice } from './kernel';

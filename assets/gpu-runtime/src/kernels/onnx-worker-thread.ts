@@ -15,8 +15,10 @@
  *                    {t: failed, id | call, message}  onnxruntime refused the model, the feeds, ...
  *
  * Runs take turns: onnxruntime's run holds this thread until it returns. The main thread never
- * terminates this one: a thread terminated while onnxruntime runs in it aborts the process
- * when the run returns (onnxruntime-node 1.30), so it asks it to close instead.
+ * terminates this one, and keeps the process alive until it has ended: a thread stopped
+ * while onnxruntime runs in it aborts the process when the run returns (onnxruntime-node
+ * 1.30), so the main thread asks it to close instead. The model bytes and feeds this thread
+ * receives are zeroed once used; the outputs leave with the answer.
  */
 import type { MessagePort } from 'node:worker_threads';
 import { RuntimeError } from '../errors';
@@ -54,7 +56,7 @@ export function serveOnnxWorker(port: MessagePort, settings: OnnxSettings): void
       case 'load': {
         const loading = loadModelHere(message.model, settings);
         models.set(message.id, loading);
-        loading.then(
+        loading.finally(() => message.model.fill(0)).then( // onnxruntime holds its own copy now
           () => reply({ t: 'loaded', id: message.id }),
           (error: Error) => {
             models.delete(message.id);
@@ -69,7 +71,7 @@ export function serveOnnxWorker(port: MessagePort, settings: OnnxSettings): void
           reply({ t: 'failed', call: message.call, message: `model ${message.id} is not loaded in the onnx worker` });
           return;
         }
-        loading.then((model) => model.run(message.feeds, message.outputNames)).then(
+        loading.then((model) => model.run(message.feeds, message.outputNames)).finally(() => message.feeds.forEach((feed) => feed.data.fill(0))).then(
           (run) => reply({ t: 'ran', call: message.call, run }, ownBuffers(run)),
           (error: Error) => reply({ t: 'failed', call: message.call, message: reasonOf(error) }),
         );
@@ -82,8 +84,9 @@ export function serveOnnxWorker(port: MessagePort, settings: OnnxSettings): void
         return;
       }
       case 'close': {
-        // This thread reads a message only between runs (a run holds it until it returns), so no
-        // native call is in progress: release every model, then end the thread.
+        // A run holds this thread until it returns, so none is in progress now: release every
+        // model, then end the thread. A run whose message came just before this one finds its
+        // model released and fails; its caller was already answered by the main thread.
         const loaded = [...models.values()].map((loading) => loading.then((model) => model.release()));
         models.clear();
         void Promise.allSettled(loaded).then(() => process.exit(0));

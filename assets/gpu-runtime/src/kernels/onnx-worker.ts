@@ -3,13 +3,13 @@
  * loaded there, run from here, so onnxruntime never blocks the context's event loop.
  *
  * The thread starts with the first model and runs until close(), which lets a run in progress
- * finish first. If it stops (an uncaught
- * error in it), every load and run waiting on it fails with KERNEL_FAILED, its models are no
- * longer `alive` (the session cache loads them again), and the next load starts a new thread.
+ * finish first. If it stops (an uncaught error in it), every load and run waiting on it fails
+ * with KERNEL_FAILED, its models are no longer `alive` (the session cache loads them again),
+ * and the next load starts a new thread.
  *
  * Copies: a model's bytes and each run's feeds are copied once into memory that is then
- * transferred to the thread (onnxruntime takes no shared memory); outputs come back
- * transferred.
+ * transferred to the thread (onnxruntime takes no shared memory), which zeroes them once the
+ * model is built or the run is over; outputs come back transferred.
  */
 import type { Worker } from 'node:worker_threads';
 import { startRuntimeThread } from '../runtime-entry';
@@ -32,16 +32,30 @@ interface Thread {
 
 export class OnnxWorker {
   private thread?: Thread;
+  /** The load in progress: the next one starts after it. */
+  private loading: Promise<void> = Promise.resolve();
   private nextId = 1;
   private closed = false;
 
-  constructor(private readonly settings: OnnxSettings) {}
+  /** @param log told when the thread stops on its own (an error in it), not on close() */
+  constructor(private readonly settings: OnnxSettings, private readonly log: (line: string) => void = () => undefined) {}
 
-  /** Builds a session of `model` in the thread; rejects with OperationError KERNEL_FAILED when onnxruntime refuses it. */
+  /**
+   * Builds a session of `model` in the thread; rejects with OperationError KERNEL_FAILED when
+   * onnxruntime refuses it. Loads take turns, and each copies its model only when its turn
+   * comes, so the copies of models waiting to load never add up (the caller keeps `model`
+   * unchanged until this settles, as a launch does).
+   */
   async load(model: Uint8Array): Promise<LoadedModel> {
+    const turn = this.loading.then(() => this.loadNow(model));
+    this.loading = turn.then(() => undefined, () => undefined);
+    return turn;
+  }
+
+  private async loadNow(model: Uint8Array): Promise<LoadedModel> {
     const thread = this.running();
     const id = this.nextId++;
-    const copy = new Uint8Array(model); // a copy in memory of its own (Buffer's slice would share the session's)
+    const copy = new Uint8Array(model); // memory of its own, handed to the thread (Buffer's slice would share the caller's)
     await new Promise<void>((resolve, reject) => {
       thread.loads.set(id, { resolve, reject });
       this.post(thread, { t: 'load', id, model: copy }, [copy.buffer]);
@@ -71,6 +85,9 @@ export class OnnxWorker {
     const thread = this.thread;
     if (thread === undefined) return;
     const exited = new Promise<void>((resolve) => thread.worker.once('exit', () => resolve()));
+    // Held from now on: once the context's server and sockets are closed, nothing else keeps
+    // the process alive, and a process that exits with onnxruntime mid-run in the thread aborts.
+    thread.worker.ref();
     this.stopped(thread, 'the execution context is closing');
     this.post(thread, { t: 'close' });
     await exited;
@@ -93,8 +110,12 @@ export class OnnxWorker {
     const worker = startRuntimeThread(workerData);
     const thread: Thread = { worker, loads: new Map(), runs: new Map(), models: new Set() };
     worker.on('message', (message: FromOnnxWorker) => this.receive(thread, message));
-    worker.on('error', (error) => this.stopped(thread, error.message));
-    worker.on('exit', (code) => this.stopped(thread, `it exited with code ${code}`));
+    const failed = (why: string) => {
+      if (this.thread === thread) this.log(`the onnx worker thread stopped: ${why}; ${thread.loads.size + thread.runs.size} waiting loads and launches failed, the next launch starts a new thread`);
+      this.stopped(thread, why);
+    };
+    worker.on('error', (error) => failed(error.message));
+    worker.on('exit', (code) => failed(`it exited with code ${code}`));
     worker.unref(); // the context's server keeps the process alive, not this thread
     this.thread = thread;
     return thread;

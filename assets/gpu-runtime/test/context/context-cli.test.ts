@@ -16,7 +16,7 @@ import { onnxSessionOptions } from '../../src/kernels/onnx-runtime';
 import { onnxModelDigest } from '../../src/kernels/registry';
 import { DataType, encodeModel, floatTensor } from '../../src/onnx/onnx-writer';
 import { parseAddress } from '../../src/protocol/transport';
-import { TestClient, TestEnclave, f32Bytes, f32Values, randomF32, socketDir, uploadOnnxRun } from './helpers';
+import { TestClient, TestEnclave, f32Bytes, f32Values, matMulChain, randomF32, socketDir, uploadOnnxRun } from './helpers';
 
 const REPO_ROOT = path.resolve(__dirname, '..', '..', '..', '..');
 const TSX = path.join(REPO_ROOT, 'node_modules', '.bin', 'tsx');
@@ -114,7 +114,7 @@ describe('egpu context', () => {
     expect(await context.exited).toBe(0);
   });
 
-  it.skipIf(!existsSync(BUNDLE))('from the bundle with --onnx-worker, runs onnx.run in its worker thread: outputs identical to a direct run', async () => {
+  it.skipIf(!existsSync(BUNDLE))('from the bundle with --onnx-worker, runs onnx.run in its worker thread (outputs identical to a direct run) and exits 0 on SIGTERM mid-run', async () => {
     const socket = path.join(workspace.dir, 'w.sock');
     const context = await ContextProcess.start(socket, ['--onnx-worker'], true);
     expect(context.stderr).toContain('(onnxruntime cpu, 1 thread, in a worker thread)');
@@ -140,8 +140,18 @@ describe('egpu context', () => {
     await direct.release();
     expect(output.data!.equals(f32Bytes(expected))).toBe(true);
     client.close();
+
+    // SIGTERM while a model is being built and run in the thread (most of a second here): the
+    // context ends once the run returns, and exits 0 (a thread stopped mid-run aborts the process).
+    const slow = await session(socket);
+    const chain = matMulChain(64, 1024);
+    const chainArgs = await uploadOnnxRun(slow, chain, randomF32(1024 * 1024), [1024, 1024]);
+    await slow.send({ op: 'launch', kernel: 'onnx.run', args: chainArgs }, { digest: onnxModelDigest(chain) });
+    await new Promise((resolve) => setTimeout(resolve, 100));
     process.kill(context.pid!, 'SIGTERM');
     expect(await context.exited).toBe(0);
+    expect(context.stderr).not.toMatch(/terminate called|Napi::Error/);
+    expect(context.stderr).toContain('egpu context: SIGTERM: ending 1 session');
   });
 
   it('refuses to start on a live context\'s socket', async () => {

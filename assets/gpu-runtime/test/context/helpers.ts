@@ -17,6 +17,7 @@ import { AbeSession } from '../../src/abe/session';
 import { SimulatedNsm } from '../../src/attestation/simulated-nsm';
 import type { CborValue } from '../../../../lib/shared/cbor';
 import { ExecutionContext, ExecutionContextOptions } from '../../src/context/execution-context';
+import { DataType, encodeModel, floatTensor } from '../../src/onnx/onnx-writer';
 import { noCodeDigest } from '../../src/kernels/registry';
 import { ControlMessage } from '../../src/protocol/control';
 import { DESCRIPTOR_BUFFER, OperationRequest, OperationResult, decodeResult, encodeRequest } from '../../src/protocol/op-descriptor';
@@ -215,6 +216,27 @@ export function f32Bytes(values: ArrayLike<number>): Buffer {
 export function f32Values(bytes: Buffer): Float32Array {
   const copy = Buffer.from(bytes);
   return new Float32Array(copy.buffer, copy.byteOffset, copy.length / 4);
+}
+
+/**
+ * A model that runs as long as asked: y = x·w·w·...·w, `layers` products of side x side f32
+ * matrices (2·side³ flops each), w random with entries up to `scale` (the default, about
+ * sqrt(3/side), keeps the values near their size: neither overflowing nor going subnormal).
+ */
+export function matMulChain(layers: number, side: number, scale = 1.7 / Math.sqrt(side)): Buffer {
+  const nodes = Array.from({ length: layers }, (_, i) => ({ opType: 'MatMul', inputs: [i === 0 ? 'x' : `h${i}`, 'w'], outputs: [i === layers - 1 ? 'y' : `h${i + 1}`] }));
+  return encodeModel({
+    irVersion: 8,
+    opsetImports: [{ version: 17 }],
+    producerName: 'egpu-test',
+    graph: {
+      name: 'chain',
+      nodes,
+      inputs: [{ name: 'x', elemType: DataType.FLOAT, shape: [side, side] }],
+      outputs: [{ name: 'y', elemType: DataType.FLOAT, shape: [side, side] }],
+      initializers: [floatTensor('w', [side, side], randomF32(side * side, scale))],
+    },
+  });
 }
 
 /**

@@ -21,7 +21,7 @@ import { OnnxSessionCache } from '../../src/kernels/onnx-session-cache';
 import { OnnxWorker } from '../../src/kernels/onnx-worker';
 import { OperationError } from '../../src/kernels/operation-error';
 import { DataType, NodeProto, TensorProto, encodeModel, floatTensor } from '../../src/onnx/onnx-writer';
-import { randomF32 } from './helpers';
+import { matMulChain, randomF32 } from './helpers';
 
 const SETTINGS = { threads: 1, provider: 'cpu' as const };
 
@@ -44,10 +44,7 @@ const TINY = f32Model([
 ], ['batch', 8], [['y', ['batch', 4]], ['z', ['batch', 4]]], [floatTensor('w', [8, 4], randomF32(32)), floatTensor('b', [4], randomF32(4))]);
 
 /** 64 MatMuls in a chain on x: [512, 512] (tens of milliseconds or more). */
-const SLOW = f32Model(
-  Array.from({ length: 64 }, (_, i) => ({ opType: 'MatMul', inputs: [i === 0 ? 'x' : `h${i}`, 'w'], outputs: [i === 63 ? 'y' : `h${i + 1}`] })),
-  [512, 512], [['y', [512, 512]]], [floatTensor('w', [512, 512], randomF32(512 * 512, 1 / 16))],
-);
+const SLOW = matMulChain(64, 512);
 
 /** A node process that loads SLOW in an OnnxWorker, runs it once, then closes the worker during a second run (`midRun`) or after it. */
 function closeDuringRun(midRun: boolean): SpawnSyncReturns<string> {
@@ -55,7 +52,7 @@ function closeDuringRun(midRun: boolean): SpawnSyncReturns<string> {
     require(${JSON.stringify(createRequire(__filename).resolve('tsx/cjs'))});
     const { OnnxWorker } = require(${JSON.stringify(path.resolve(__dirname, '../../src/kernels/onnx-worker.ts'))});
     const feeds = () => [{ name: 'x', shape: [512, 512], data: new Float32Array(512 * 512).fill(0.5) }];
-    const keep = setInterval(() => undefined, 1000); // the worker's thread is unref()ed
+    const keep = setInterval(() => undefined, 1000); // the worker's thread is unref()ed, as in a context whose server keeps it alive
     (async () => {
       const worker = new OnnxWorker({ threads: 1, provider: 'cpu' });
       const model = await worker.load(require('node:fs').readFileSync(0));
@@ -64,16 +61,16 @@ function closeDuringRun(midRun: boolean): SpawnSyncReturns<string> {
       const run = model.run(feeds(), ['y']).then(() => 'ran', (error) => error.code);
       if (${midRun}) await new Promise((resolve) => setTimeout(resolve, (Date.now() - start) / 2));
       else await run;
+      clearInterval(keep); // as a context's close() does, after its server: close() alone must hold the process until the thread ends
       await worker.close();
       console.log(await run);
-      clearInterval(keep);
     })();`;
   return spawnSync(process.execPath, ['-e', script], { input: SLOW, encoding: 'utf8', timeout: 60_000 });
 }
 
 const workers: OnnxWorker[] = [];
-function onnxWorker(): OnnxWorker {
-  return workers[workers.push(new OnnxWorker(SETTINGS)) - 1];
+function onnxWorker(log?: (line: string) => void): OnnxWorker {
+  return workers[workers.push(new OnnxWorker(SETTINGS, log)) - 1];
 }
 afterAll(() => Promise.all(workers.map((worker) => worker.close())));
 
@@ -153,17 +150,17 @@ describe('OnnxWorker', () => {
     expect(outputsOf(await model.run(feed(input), ['y']))).toEqual(expected);
   });
 
-  // Bug: onnx-model.ts builds each ort.Tensor outside its try, so a shape whose element count is
-  // not the data's length rejects with a plain Error ("Tensor's size(24) does not match data
-  // length(16)."), not the KERNEL_FAILED LoadedModel.run promises (onnx.run cannot reach it).
+  // onnx.run cannot send such feeds (it sends each shape's element count), but LoadedModel.run
+  // promises KERNEL_FAILED for any refusal: onnxruntime's Tensor throws a plain Error here.
   it('rejects feeds whose shape does not match their length with KERNEL_FAILED, in this thread too', async () => {
     const inThread = await loadModelHere(TINY, SETTINGS);
     const refused = expectKernelFailed(inThread.run(feed(randomF32(16), [3, 8]), ['y']), /^onnxruntime: /);
     await refused.finally(() => inThread.release());
   });
 
-  it('fails the pending run when its thread stops, and the next load starts a new thread', async () => {
-    const worker = onnxWorker();
+  it('fails the pending run when its thread stops, says so, and the next load starts a new thread', async () => {
+    const lines: string[] = [];
+    const worker = onnxWorker((line) => lines.push(line));
     const model = await worker.load(TINY);
     const first = threadOf(worker);
     // A message the thread cannot read stops it before it reads the run's (terminate() could
@@ -171,6 +168,7 @@ describe('OnnxWorker', () => {
     first!.postMessage(null);
     await expectKernelFailed(model.run(feed(randomF32(8)), ['z']), /worker thread stopped/);
     expect(model.alive).toBe(false);
+    expect(lines).toEqual([expect.stringMatching(/^the onnx worker thread stopped: .*; 1 waiting loads and launches failed, the next launch starts a new thread$/)]);
     await expectKernelFailed(model.run(feed(randomF32(8)), ['z']), /no longer loaded/);
 
     const input = randomF32(8);
