@@ -78,7 +78,7 @@ export interface BootReadiness {
   readonly deadlineSeconds: number;
 }
 
-/** The runtime's configuration: which enclave image it admits and where SGS listens. */
+/** The runtime's configuration: which enclave image SGS and the execution context admit, where SGS listens, and how the context runs models. */
 export interface SgsBootSettings {
   /** The enclave image's PCRs: SGS's allowlist (PCR0-2) and the context's expected values. */
   readonly pcrs: ContextPcrs;

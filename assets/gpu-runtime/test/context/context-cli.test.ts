@@ -9,14 +9,12 @@ import { ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import * as path from 'node:path';
 import { afterAll, describe, expect, it, vi } from 'vitest';
-import * as ort from 'onnxruntime-node';
 import { ROOT_CERTIFICATE_FILE } from '../../src/attestation/simulated-nsm-state';
 import { BUILTIN_KERNELS } from '../../src/kernels/builtins';
-import { onnxSessionOptions } from '../../src/kernels/onnx-runtime';
 import { onnxModelDigest } from '../../src/kernels/registry';
 import { DataType, encodeModel, floatTensor } from '../../src/onnx/onnx-writer';
 import { parseAddress } from '../../src/protocol/transport';
-import { TestClient, TestEnclave, f32Bytes, f32Values, matMulChain, randomF32, socketDir, uploadOnnxRun } from './helpers';
+import { TestClient, TestEnclave, directRun, f32Bytes, f32Values, matMulChain, randomF32, socketDir, uploadOnnxRun } from './helpers';
 
 const REPO_ROOT = path.resolve(__dirname, '..', '..', '..', '..');
 const TSX = path.join(REPO_ROOT, 'node_modules', '.bin', 'tsx');
@@ -135,10 +133,7 @@ describe('egpu context', () => {
     const args = await uploadOnnxRun(client, model, input, [2, 16]);
     expect((await client.call({ op: 'launch', kernel: 'onnx.run', args }, { digest: onnxModelDigest(model) })).result).toEqual({ ok: true });
     const output = await client.call({ op: 'dtoh', buffer: 3 });
-    const direct = await ort.InferenceSession.create(model, onnxSessionOptions({ threads: 1, provider: 'cpu' }));
-    const expected = (await direct.run({ x: new ort.Tensor('float32', input, [2, 16]) })).y.data as Float32Array;
-    await direct.release();
-    expect(output.data!.equals(f32Bytes(expected))).toBe(true);
+    expect(output.data!.equals(await directRun(model, input, [2, 16], { threads: 1, provider: 'cpu' }))).toBe(true);
     client.close();
 
     // SIGTERM while a model is being built and run in the thread (most of a second here): the

@@ -8,12 +8,10 @@
  * thread (the default) the same steps would all wait for the inference.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import * as ort from 'onnxruntime-node';
 import { BUILTIN_KERNELS } from '../../src/kernels/builtins';
-import { onnxSessionOptions } from '../../src/kernels/onnx-runtime';
 import { onnxModelDigest } from '../../src/kernels/registry';
 import { ExecutionContext } from '../../src/context/execution-context';
-import { TestClient, TestEnclave, f32Bytes, f32Values, matMulChain, randomF32, startContext, uploadOnnxRun } from './helpers';
+import { TestClient, TestEnclave, directRun, f32Bytes, f32Values, matMulChain, randomF32, startContext, uploadOnnxRun } from './helpers';
 
 const enclave = new TestEnclave();
 let context: ExecutionContext;
@@ -45,10 +43,7 @@ describe('a context that runs onnx.run in a worker thread', () => {
       expect(launch.done.device).toBe('cpu');
     }
     const output = await client.call({ op: 'dtoh', buffer: 3 });
-    const direct = await ort.InferenceSession.create(model, onnxSessionOptions(context.onnx));
-    const expected = (await direct.run({ x: new ort.Tensor('float32', input, [SIDE, SIDE]) })).y.data as Float32Array;
-    await direct.release();
-    expect(output.data!.equals(f32Bytes(expected))).toBe(true);
+    expect(output.data!.equals(await directRun(model, input, [SIDE, SIDE], context.onnx))).toBe(true);
     client.close();
   });
 

@@ -4,14 +4,12 @@
  * launches (built-ins and onnx.run), dtoh and free, pipelined and in chunks.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import * as ort from 'onnxruntime-node';
 import { MAX_CHUNK_BYTES } from '../../src/abe/limits';
 import { BUILTIN_KERNELS } from '../../src/kernels/builtins';
-import { onnxSessionOptions } from '../../src/kernels/onnx-runtime';
 import { onnxModelDigest } from '../../src/kernels/registry';
 import { DataType, encodeModel, floatTensor } from '../../src/onnx/onnx-writer';
 import { ExecutionContext } from '../../src/context/execution-context';
-import { TestClient, TestEnclave, f32Bytes, f32Values, randomF32, startContext, uploadOnnxRun } from './helpers';
+import { TestClient, TestEnclave, directRun, f32Bytes, f32Values, randomF32, startContext, uploadOnnxRun } from './helpers';
 
 const enclave = new TestEnclave();
 let context: ExecutionContext;
@@ -138,10 +136,7 @@ describe('a session', () => {
     }
     const output = await client.call({ op: 'dtoh', buffer: 3 });
 
-    const direct = await ort.InferenceSession.create(model, onnxSessionOptions(context.onnx));
-    const expected = (await direct.run({ x: new ort.Tensor('float32', input, [2, 64]) })).y.data as Float32Array;
-    await direct.release();
-    expect(output.data!.equals(f32Bytes(expected))).toBe(true);
+    expect(output.data!.equals(await directRun(model, input, [2, 64], context.onnx))).toBe(true);
     client.close();
   });
 

@@ -16,7 +16,9 @@ import { ImagePcrs } from '../../src/abe/key-schedule';
 import { AbeSession } from '../../src/abe/session';
 import { SimulatedNsm } from '../../src/attestation/simulated-nsm';
 import type { CborValue } from '../../../../lib/shared/cbor';
+import * as ort from 'onnxruntime-node';
 import { ExecutionContext, ExecutionContextOptions } from '../../src/context/execution-context';
+import { OnnxSettings, onnxSessionOptions } from '../../src/kernels/onnx-runtime';
 import { DataType, encodeModel, floatTensor } from '../../src/onnx/onnx-writer';
 import { noCodeDigest } from '../../src/kernels/registry';
 import { ControlMessage } from '../../src/protocol/control';
@@ -237,6 +239,16 @@ export function matMulChain(layers: number, side: number, scale = 1.7 / Math.sqr
       initializers: [floatTensor('w', [side, side], randomF32(side * side, scale))],
     },
   });
+}
+
+/** Output `y`'s bytes when onnxruntime runs `model` on input `x` in this process with `settings` (what onnx.run must answer). */
+export async function directRun(model: Buffer, input: Float32Array, shape: number[], settings: OnnxSettings): Promise<Buffer> {
+  const direct = await ort.InferenceSession.create(model, onnxSessionOptions(settings));
+  try {
+    return f32Bytes((await direct.run({ x: new ort.Tensor('float32', input, shape) })).y.data as Float32Array);
+  } finally {
+    await direct.release();
+  }
 }
 
 /**
