@@ -1,11 +1,11 @@
 /**
  * Where the execution context runs onnx.run: in its main thread (the default) or in its
  * worker thread (`egpu context --onnx-worker`, the constructs' `onnxWorkerThread`). The same
- * two measurements on a fresh local stack for each, the main thread being the baseline:
+ * two measurements on a fresh local stack for each, in rounds that alternate which goes
+ * first, the main thread being the baseline:
  *
  *   overheadMs        ResNet-50 requests one at a time (scripts/resnet-offload.ts, the
- *                     resnet50 benchmark's definition): what the hand-over to the thread
- *                     and back adds to each request
+ *                     resnet50 benchmark's definition): what the worker adds to each request
  *   otherSessionOpUs  a 4-byte add from a second session, one every couple of milliseconds,
  *                     while a first session runs ResNet-50 requests back to back: how long
  *                     one session's operations wait behind another's inference
@@ -13,7 +13,7 @@
 import { EgpClient } from '../assets/gpu-runtime/src/egp/client';
 import { LocalStack, startLocalStack } from '../assets/gpu-runtime/src/egp/local-stack';
 import { nowUs, quantile } from '../assets/gpu-runtime/src/egp/timing';
-import { ResnetOffload, percentiles } from '../scripts/resnet-offload';
+import { ResnetOffload } from '../scripts/resnet-offload';
 
 export interface PlacementFigures {
   /** p50 of end to end minus compute, one request at a time (ms). */
@@ -34,31 +34,59 @@ export interface PlacementReport {
 }
 
 export interface PlacementOptions {
+  /** Rounds of both placements, in alternating order (main first, then worker first, ...). */
+  readonly rounds: number;
+  /** Requests per placement and round, after the warm-up ones. */
   readonly requests: number;
   readonly warmupRequests: number;
-  /** How long the second session sends its small operations while the first one is loaded. */
+  /** How long the second session sends its small operations while the first one is loaded, per round. */
   readonly loadedMs: number;
 }
 
-export const DEFAULT_PLACEMENT_OPTIONS: PlacementOptions = { requests: 20, warmupRequests: 3, loadedMs: 2_000 };
+export const DEFAULT_PLACEMENT_OPTIONS: PlacementOptions = { rounds: 2, requests: 10, warmupRequests: 3, loadedMs: 1_000 };
 /** The second session's pause between its small operations. */
 const SMALL_OP_GAP_MS = 2;
 
+/** What one round of one placement measured. */
+interface RoundFigures {
+  readonly overheadUs: number[];
+  readonly otherSessionOpUs: number[];
+  readonly inferences: number;
+  readonly loadedSeconds: number;
+}
+
 export async function measureOnnxPlacement(model: Buffer, options: PlacementOptions = DEFAULT_PLACEMENT_OPTIONS): Promise<PlacementReport> {
-  const main = await measurePlacement(model, [], options);
-  const worker = await measurePlacement(model, ['--onnx-worker'], options);
+  const rounds = { main: [] as RoundFigures[], worker: [] as RoundFigures[] };
+  for (let round = 0; round < options.rounds; round++) {
+    const order = round % 2 === 0 ? (['main', 'worker'] as const) : (['worker', 'main'] as const);
+    for (const placement of order) rounds[placement].push(await measureRound(model, placement === 'worker' ? ['--onnx-worker'] : [], options));
+  }
+  const main = summarize(rounds.main);
+  const worker = summarize(rounds.worker);
   const ratio = (a: number, b: number) => Math.round((a / b) * 100) / 100;
   return { main, worker, overheadRatio: ratio(worker.overheadMs, main.overheadMs), otherSessionOpRatio: ratio(worker.otherSessionOpUs, main.otherSessionOpUs) };
 }
 
-async function measurePlacement(model: Buffer, contextArgs: string[], options: PlacementOptions): Promise<PlacementFigures> {
+function summarize(rounds: readonly RoundFigures[]): PlacementFigures {
+  const overheads = rounds.flatMap((round) => round.overheadUs);
+  const ops = rounds.flatMap((round) => round.otherSessionOpUs);
+  const inferences = rounds.reduce((sum, round) => sum + round.inferences, 0);
+  const seconds = rounds.reduce((sum, round) => sum + round.loadedSeconds, 0);
+  return {
+    overheadMs: Math.round(quantile(overheads, 0.5)) / 1000,
+    otherSessionOpUs: Math.round(quantile(ops, 0.5)),
+    otherSessionOpP99Us: Math.round(quantile(ops, 0.99)),
+    inferencesPerSecond: Math.round((inferences / seconds) * 10) / 10,
+  };
+}
+
+async function measureRound(model: Buffer, contextArgs: string[], options: PlacementOptions): Promise<RoundFigures> {
   const stack = await startLocalStack({ contextArgs });
   try {
     const offload = await ResnetOffload.prepare(stack, model);
     try {
       const samples = await offload.samples(options.requests, options.warmupRequests);
-      const overheadMs = Math.round(percentiles(samples, 'overheadUs').p50) / 1000;
-      return { overheadMs, ...(await underLoad(stack, offload, options.loadedMs)) };
+      return { overheadUs: samples.map((sample) => sample.overheadUs), ...(await underLoad(stack, offload, options.loadedMs)) };
     } finally {
       await offload.close();
     }
@@ -68,7 +96,7 @@ async function measurePlacement(model: Buffer, contextArgs: string[], options: P
 }
 
 /** The second session's 4-byte adds while `offload` runs requests back to back (without its direct reference runs). */
-async function underLoad(stack: LocalStack, offload: ResnetOffload, loadedMs: number): Promise<Omit<PlacementFigures, 'overheadMs'>> {
+async function underLoad(stack: LocalStack, offload: ResnetOffload, loadedMs: number): Promise<Omit<RoundFigures, 'overheadUs'>> {
   const other = await EgpClient.connect({ sgs: stack.sgsAddress, enclave: stack.enclave });
   try {
     const [a, b, out] = await Promise.all([other.malloc(4), other.malloc(4), other.malloc(4)]);
@@ -93,12 +121,7 @@ async function underLoad(stack: LocalStack, offload: ResnetOffload, loadedMs: nu
     }
     loaded = false;
     const inferences = await load;
-    const seconds = (nowUs() - started) / 1e6;
-    return {
-      otherSessionOpUs: Math.round(quantile(times, 0.5)),
-      otherSessionOpP99Us: Math.round(quantile(times, 0.99)),
-      inferencesPerSecond: Math.round((inferences / seconds) * 10) / 10,
-    };
+    return { otherSessionOpUs: times, inferences, loadedSeconds: (nowUs() - started) / 1e6 };
   } finally {
     other.close();
   }

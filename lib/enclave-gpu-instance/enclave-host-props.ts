@@ -162,11 +162,11 @@ export interface EnclaveHostProps {
    * Whether the execution context loads and runs `onnx.run`'s models in a worker thread
    * (`egpu context --onnx-worker`). Turn it on when several enclaves share an instance, or
    * when a model runs long: in the context's main thread an inference (and the building of a
-   * model) holds up every other session's uploads, kernels and handshakes until it ends. On
-   * the 2-vCPU build machine, another session's 4-byte kernel waited 39 to 40 ms (p50) behind
-   * back-to-back ResNet-50 inferences in the main thread and 1.1 to 1.4 ms with the worker
-   * thread, while each inference took 0.9 to 1.5 ms longer (the hand-over to the thread and
-   * back) and 5 to 8% fewer ran per second.
+   * model) holds up every other session's uploads, kernels and handshakes until it ends. The
+   * worker costs each inference some latency and throughput instead: on the 2-vCPU build
+   * machine, another session's 4-byte kernel waited about 1.5 ms (p50) behind back-to-back
+   * ResNet-50 inferences instead of about 40 ms, while each inference took 0.5 to 1.7 ms
+   * longer and about 10% fewer ran per second (README, "Runtime", `onnxPlacement`).
    *
    * @default false - in the main thread: a lone enclave's inference is answered soonest
    */

@@ -58,8 +58,8 @@ export interface ExecutionContextOptions {
    * With it, a long inference or a model being built (about a second for ResNet-50) does not
    * hold up the other sessions' handshakes, uploads and operations, and an upload is opened
    * while another session's model runs. Without it, a lone session's inference is answered
-   * sooner: the hand-over to the thread and back cost 0.9 to 1.5 ms per ResNet-50 request on
-   * the 2-vCPU build machine (bench/onnx-placement.ts).
+   * sooner: the worker cost 0.5 to 1.7 ms per ResNet-50 request on the 2-vCPU build machine
+   * (bench/onnx-placement.ts).
    */
   readonly onnxWorker?: boolean;
   /** Models whose onnxruntime sessions stay cached (default 4). */

@@ -5,7 +5,7 @@
  * the context's main thread (onnx-worker.ts), so that a model that runs for seconds does not
  * stop the context's event loop.
  */
-import { OnnxSession, OnnxSettings, loadOnnxRuntime, onnxSessionOptions } from './onnx-runtime';
+import { OnnxRuntime, OnnxSession, OnnxSettings, loadOnnxRuntime, onnxSessionOptions } from './onnx-runtime';
 import { elapsedUs } from './kernel';
 import { OperationError } from './operation-error';
 
@@ -36,6 +36,20 @@ export interface LoadedModel {
   release(): Promise<void>;
 }
 
+/**
+ * Runs in this thread take turns here: onnxruntime-node starts a run one setImmediate after
+ * it is called and then holds the thread, so runs called together would otherwise each count
+ * the ones before them in their computeUs (and a session would learn how long another
+ * session's runs took).
+ */
+let turn: Promise<unknown> = Promise.resolve();
+
+function inTurn<T>(work: () => Promise<T>): Promise<T> {
+  const mine = turn.then(work);
+  turn = mine.catch(() => undefined);
+  return mine;
+}
+
 /** Builds an onnxruntime session in this thread; rejects with OperationError KERNEL_FAILED when onnxruntime refuses the model. */
 export async function loadModelHere(model: Uint8Array, settings: OnnxSettings): Promise<LoadedModel> {
   let session: OnnxSession;
@@ -52,25 +66,8 @@ export async function loadModelHere(model: Uint8Array, settings: OnnxSettings): 
     get alive() {
       return alive;
     },
-    async run(feeds, outputNames) {
-      let start = 0n;
-      let results: Awaited<ReturnType<typeof session.run>>;
-      try {
-        const inputs = Object.fromEntries(feeds.map((feed) => [feed.name, new ort.Tensor('float32', feed.data, [...feed.shape])]));
-        start = process.hrtime.bigint();
-        results = await session.run(inputs, [...outputNames]);
-      } catch (error) {
-        throw new OperationError('KERNEL_FAILED', `onnxruntime: ${(error as Error).message}`);
-      }
-      const computeUs = elapsedUs(start);
-      const outputs = outputNames.map((name) => {
-        const data = results[name]?.data;
-        if (data === undefined || Array.isArray(data) || !ArrayBuffer.isView(data)) {
-          throw new OperationError('KERNEL_FAILED', `output '${name}' is not a numeric tensor`);
-        }
-        return { name, bytes: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) };
-      });
-      return { outputs, computeUs };
+    run(feeds, outputNames) {
+      return inTurn(() => runSession(ort, session, feeds, outputNames));
     },
     async release() {
       if (!alive) return;
@@ -78,4 +75,25 @@ export async function loadModelHere(model: Uint8Array, settings: OnnxSettings): 
       await session.release();
     },
   };
+}
+
+async function runSession(ort: OnnxRuntime, session: OnnxSession, feeds: readonly ModelFeed[], outputNames: readonly string[]): Promise<ModelRun> {
+  let start = 0n;
+  let results: Awaited<ReturnType<OnnxSession['run']>>;
+  try {
+    const inputs = Object.fromEntries(feeds.map((feed) => [feed.name, new ort.Tensor('float32', feed.data, [...feed.shape])]));
+    start = process.hrtime.bigint();
+    results = await session.run(inputs, [...outputNames]);
+  } catch (error) {
+    throw new OperationError('KERNEL_FAILED', `onnxruntime: ${(error as Error).message}`);
+  }
+  const computeUs = elapsedUs(start);
+  const outputs = outputNames.map((name) => {
+    const data = results[name]?.data;
+    if (data === undefined || Array.isArray(data) || !ArrayBuffer.isView(data)) {
+      throw new OperationError('KERNEL_FAILED', `output '${name}' is not a numeric tensor`);
+    }
+    return { name, bytes: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) };
+  });
+  return { outputs, computeUs };
 }

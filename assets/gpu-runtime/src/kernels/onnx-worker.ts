@@ -36,26 +36,28 @@ export class OnnxWorker {
   private loading: Promise<void> = Promise.resolve();
   private nextId = 1;
   private closed = false;
+  private closing?: Promise<void>;
 
   /** @param log told when the thread stops on its own (an error in it), not on close() */
   constructor(private readonly settings: OnnxSettings, private readonly log: (line: string) => void = () => undefined) {}
 
   /**
    * Builds a session of `model` in the thread; rejects with OperationError KERNEL_FAILED when
-   * onnxruntime refuses it. Loads take turns, and each copies its model only when its turn
-   * comes, so the copies of models waiting to load never add up (the caller keeps `model`
-   * unchanged until this settles, as a launch does).
+   * onnxruntime refuses it. The bytes are copied now (the session they come from may end, and
+   * its memory be zeroed, while the load waits); loads then take turns, so models are built
+   * one at a time. The copies waiting are bounded by the operations SGS lets be at the
+   * context at once (sgs.json maxInFlight, default 8).
    */
   async load(model: Uint8Array): Promise<LoadedModel> {
-    const turn = this.loading.then(() => this.loadNow(model));
+    const copy = new Uint8Array(model); // memory of its own, handed to the thread (Buffer's slice would share the caller's)
+    const turn = this.loading.then(() => this.loadNow(copy));
     this.loading = turn.then(() => undefined, () => undefined);
     return turn;
   }
 
-  private async loadNow(model: Uint8Array): Promise<LoadedModel> {
+  private async loadNow(copy: Uint8Array<ArrayBuffer>): Promise<LoadedModel> {
     const thread = this.running();
     const id = this.nextId++;
-    const copy = new Uint8Array(model); // memory of its own, handed to the thread (Buffer's slice would share the caller's)
     await new Promise<void>((resolve, reject) => {
       thread.loads.set(id, { resolve, reject });
       this.post(thread, { t: 'load', id, model: copy }, [copy.buffer]);
@@ -80,7 +82,12 @@ export class OnnxWorker {
    * Ends the thread: what waits on it fails at once, and the thread ends once a run in
    * progress returns (never terminate()d: that aborts the process when the run returns).
    */
-  async close(): Promise<void> {
+  close(): Promise<void> {
+    this.closing ??= this.closeNow();
+    return this.closing;
+  }
+
+  private async closeNow(): Promise<void> {
     this.closed = true;
     const thread = this.thread;
     if (thread === undefined) return;

@@ -15,7 +15,10 @@ import path from 'node:path';
 import type { Worker } from 'node:worker_threads';
 import { afterAll, describe, expect, it } from 'vitest';
 import * as ort from 'onnxruntime-node';
+import type { CborValue } from '../../../../lib/shared/cbor';
+import { DeviceMemory } from '../../src/context/device-memory';
 import { LoadedModel, ModelFeed, ModelRun, loadModelHere } from '../../src/kernels/onnx-model';
+import { createOnnxRunKernel } from '../../src/kernels/onnx-run';
 import { onnxSessionOptions } from '../../src/kernels/onnx-runtime';
 import { OnnxSessionCache } from '../../src/kernels/onnx-session-cache';
 import { OnnxWorker } from '../../src/kernels/onnx-worker';
@@ -58,12 +61,14 @@ function closeDuringRun(midRun: boolean): SpawnSyncReturns<string> {
       const model = await worker.load(require('node:fs').readFileSync(0));
       const start = Date.now();
       await model.run(feeds(), ['y']);
-      const run = model.run(feeds(), ['y']).then(() => 'ran', (error) => error.code);
-      if (${midRun}) await new Promise((resolve) => setTimeout(resolve, (Date.now() - start) / 2));
-      else await run;
+      const runMs = Date.now() - start;
+      const runs = [1, 2, 3].map(() => model.run(feeds(), ['y']).then(() => 'ran', (error) => error.code));
+      // Mid-run: half-way through the second of three runs queued together.
+      if (${midRun}) await new Promise((resolve) => setTimeout(resolve, runMs * 1.5));
+      else await Promise.all(runs);
       clearInterval(keep); // as a context's close() does, after its server: close() alone must hold the process until the thread ends
       await worker.close();
-      console.log(await run);
+      console.log((await Promise.all(runs)).join(' '));
     })();`;
   return spawnSync(process.execPath, ['-e', script], { input: SLOW, encoding: 'utf8', timeout: 60_000 });
 }
@@ -185,7 +190,7 @@ describe('OnnxWorker', () => {
   it('closes cleanly in a process of its own once the run has ended', () => {
     const child = closeDuringRun(false);
     expect(child.stderr).toBe('');
-    expect([child.status, child.stdout.trim()]).toEqual([0, 'ran']);
+    expect([child.status, child.stdout.trim()]).toEqual([0, 'ran ran ran']);
   });
 
   // worker.terminate() there would abort the process when onnxruntime's synchronous run returns
@@ -193,7 +198,50 @@ describe('OnnxWorker', () => {
   it('closes cleanly in a process of its own while onnxruntime runs in the thread', () => {
     const child = closeDuringRun(true);
     expect(child.stderr).not.toMatch(/terminate called/);
-    expect([child.status, child.stdout.trim()]).toEqual([0, 'KERNEL_FAILED']);
+    expect(child.status).toBe(0);
+    expect(child.stdout.trim()).toMatch(/ KERNEL_FAILED$/); // the third had not run: close() failed it
+  });
+
+  it('loads one model at a time: a load waiting its turn survives a thread that stops under the one before it', async () => {
+    const worker = onnxWorker();
+    const first = worker.load(SLOW).catch((error: unknown) => error);
+    const second = worker.load(TINY);
+    await new Promise<void>((resolve) => setImmediate(resolve)); // the first's turn has begun: its thread runs
+    threadOf(worker)!.postMessage(null);
+    const outcome = await first;
+    expect(outcome instanceof OperationError ? outcome.code : (outcome as LoadedModel).alive).toBe(outcome instanceof OperationError ? 'KERNEL_FAILED' : false);
+    const model = await second;
+    const input = randomF32(8);
+    const inThread = await loadModelHere(TINY, SETTINGS);
+    expect(outputsOf(await model.run(feed(input), ['z']))).toEqual(outputsOf(await inThread.run(feed(input), ['z'])));
+    await inThread.release();
+  });
+
+  it('close() fails the loads still waiting their turn, and closing again waits for the same end', async () => {
+    const worker = onnxWorker();
+    await worker.load(TINY); // the thread runs
+    const waiting = [worker.load(SLOW), worker.load(TINY)];
+    waiting.forEach((load) => load.catch(() => undefined)); // checked below, once closed
+    const closing = worker.close();
+    expect(worker.close()).toBe(closing);
+    await closing;
+    for (const load of waiting) await expectKernelFailed(load, /closing/);
+  });
+
+  it('counts in computeUs only the run itself when runs are called together', async () => {
+    const model = await loadModelHere(SLOW, SETTINGS);
+    try {
+      const x = () => [{ name: 'x', shape: [512, 512], data: randomF32(512 * 512, 0.1) }];
+      await model.run(x(), ['y']);
+      const start = process.hrtime.bigint();
+      const runs = await Promise.all([1, 2, 3].map(() => model.run(x(), ['y'])));
+      const wallUs = Number(process.hrtime.bigint() - start) / 1e3;
+      // They run one after another: their own times add up to less than the time all three took
+      // (each counting those before it would add up to about twice that).
+      expect(runs.reduce((sum, run) => sum + run.computeUs, 0)).toBeLessThanOrEqual(wallUs);
+    } finally {
+      await model.release();
+    }
   });
 
   it('refuses loads after close(), and its models are no longer alive', async () => {
@@ -228,6 +276,24 @@ class FakeModel implements LoadedModel {
 }
 
 const settled = () => new Promise<void>((resolve) => setImmediate(resolve));
+
+describe('onnx.run with a loader of its own', () => {
+  it('copies the outputs into the session\'s buffers, then zeroes what the model returned', async () => {
+    const returned = new Uint8Array(new Float32Array([1.5, -2, 3]).buffer);
+    const model = new FakeModel();
+    model.run = async () => ({ outputs: [{ name: 'y', bytes: returned }], computeUs: 7 });
+    const memory = new DeviceMemory(1 << 20);
+    [[1, 4], [2, 8], [3, 0]].forEach(([id, size]) => memory.allocate(id, size));
+    memory.write(1).fill(1); // a model buffer may not be empty
+    const kernel = createOnnxRunKernel(new OnnxSessionCache(SETTINGS, 4, async () => model));
+    const launch = kernel.prepare(new Map<string, CborValue>(Object.entries({
+      model: 1, inputNames: ['x'], inputBuffers: [2], inputShapes: [[2]], outputNames: ['y'], outputBuffers: [3],
+    })), memory);
+    expect(await launch.run()).toBe(7);
+    expect([...new Float32Array(Uint8Array.from(memory.read(3)).buffer)]).toEqual([1.5, -2, 3]);
+    expect(returned.every((byte) => byte === 0)).toBe(true);
+  });
+});
 
 describe('OnnxSessionCache with a loader of its own', () => {
   it('loads a digest once, loads it again once it is no longer alive, and releases the dead one when unused', async () => {
