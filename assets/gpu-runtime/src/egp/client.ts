@@ -531,11 +531,11 @@ export class EgpClient {
       .filter((c): c is { buffer: number; size: number } => c.size !== undefined && c.size > 0)
       .sort((a, b) => a.size - b.size);
     const reads: Operation[] = [];
+    // Each read-back's bytes become a journal entry, which goes back to the pool when compaction drops it.
+    const allocateOutput = (bytes: number) => this.pool.acquire(bytes);
     for (const { buffer, size } of candidates) {
       if (size > room) break;
       room -= size;
-      // Its bytes become a journal entry, which goes back to the pool when compaction drops it.
-      const allocateOutput = (bytes: number) => this.pool.acquire(bytes);
       reads.push(new Operation(0, 'checkpoint', { request: { op: 'dtoh', buffer }, digest: ZERO_DIGEST, maxOutputBytes: size, allocateOutput }));
     }
     if (reads.length === 0) {

@@ -37,7 +37,6 @@ interface ElementwiseKernel {
   readonly count: readonly string[];
 }
 
-
 const BUILTIN_EFFECTS: Readonly<Record<string, ElementwiseKernel>> = {
   add: { inputs: ['a', 'b'], output: 'out', count: ['count'] },
   relu: { inputs: ['input'], output: 'out', count: ['count'] },

@@ -52,11 +52,10 @@ function inTurn<T>(work: () => Promise<T>): Promise<T> {
 
 /** Builds an onnxruntime session in this thread; rejects with OperationError KERNEL_FAILED when onnxruntime refuses the model. */
 export async function loadModelHere(model: Uint8Array, settings: OnnxSettings): Promise<LoadedModel> {
+  let ort: OnnxRuntime;
   let session: OnnxSession;
-  const ort = await loadOnnxRuntime().catch((error: Error) => {
-    throw new OperationError('KERNEL_FAILED', `onnxruntime refused the model: ${error.message}`);
-  });
   try {
+    ort = await loadOnnxRuntime();
     session = await ort.InferenceSession.create(model, onnxSessionOptions(settings));
   } catch (error) {
     throw new OperationError('KERNEL_FAILED', `onnxruntime refused the model: ${(error as Error).message}`);

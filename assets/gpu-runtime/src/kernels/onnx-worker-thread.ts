@@ -6,13 +6,13 @@
  *
  * Messages (structured clones; the byte arrays are transferred, not copied):
  *
- *   main -> worker   {t: load, id, model}            build session `id` from the model's bytes
- *                    {t: run, id, call, feeds, outputNames}
- *                    {t: release, id}
+ *   main -> worker   {t: load, id, model}            build model `id` from its bytes
+ *                    {t: run, id, model, feeds, outputNames}
+ *                    {t: release, model}
  *                    {t: close}                       release every model and end the thread
  *   worker -> main   {t: loaded, id}
- *                    {t: ran, call, run}              outputs in the order asked, computeUs
- *                    {t: failed, id | call, message}  onnxruntime refused the model, the feeds, ...
+ *                    {t: ran, id, run}                outputs in the order asked, computeUs
+ *                    {t: failed, id, message}         onnxruntime refused the model, the feeds, ...
  *
  * Runs take turns: onnxruntime's run holds this thread until it returns. The main thread never
  * terminates this one, and keeps the process alive until it has ended: a thread stopped
@@ -33,16 +33,17 @@ export interface OnnxWorkerData {
   readonly settings: OnnxSettings;
 }
 
+/** `id` numbers each request (a model's load names the model from then on); the answer carries it back. */
 export type ToOnnxWorker =
   | { readonly t: 'load'; readonly id: number; readonly model: Uint8Array }
-  | { readonly t: 'run'; readonly id: number; readonly call: number; readonly feeds: readonly ModelFeed[]; readonly outputNames: readonly string[] }
-  | { readonly t: 'release'; readonly id: number }
+  | { readonly t: 'run'; readonly id: number; readonly model: number; readonly feeds: readonly ModelFeed[]; readonly outputNames: readonly string[] }
+  | { readonly t: 'release'; readonly model: number }
   | { readonly t: 'close' };
 
 export type FromOnnxWorker =
   | { readonly t: 'loaded'; readonly id: number }
-  | { readonly t: 'ran'; readonly call: number; readonly run: ModelRun }
-  | { readonly t: 'failed'; readonly id?: number; readonly call?: number; readonly message: string };
+  | { readonly t: 'ran'; readonly id: number; readonly run: ModelRun }
+  | { readonly t: 'failed'; readonly id: number; readonly message: string };
 
 export function isOnnxWorkerData(data: unknown): data is OnnxWorkerData {
   return typeof data === 'object' && data !== null && (data as { role?: unknown }).role === ONNX_WORKER_ROLE;
@@ -66,20 +67,20 @@ export function serveOnnxWorker(port: MessagePort, settings: OnnxSettings): void
         return;
       }
       case 'run': {
-        const loading = models.get(message.id);
+        const loading = models.get(message.model);
         if (loading === undefined) {
-          reply({ t: 'failed', call: message.call, message: `model ${message.id} is not loaded in the onnx worker` });
+          reply({ t: 'failed', id: message.id, message: `model ${message.model} is not loaded in the onnx worker` });
           return;
         }
         loading.then((model) => model.run(message.feeds, message.outputNames)).finally(() => message.feeds.forEach((feed) => feed.data.fill(0))).then(
-          (run) => reply({ t: 'ran', call: message.call, run }, ownBuffers(run)),
-          (error: Error) => reply({ t: 'failed', call: message.call, message: reasonOf(error) }),
+          (run) => reply({ t: 'ran', id: message.id, run }, ownBuffers(run)),
+          (error: Error) => reply({ t: 'failed', id: message.id, message: reasonOf(error) }),
         );
         return;
       }
       case 'release': {
-        const loading = models.get(message.id);
-        models.delete(message.id);
+        const loading = models.get(message.model);
+        models.delete(message.model);
         void loading?.then((model) => model.release()).catch(() => undefined);
         return;
       }

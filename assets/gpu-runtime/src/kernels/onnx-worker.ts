@@ -18,15 +18,15 @@ import type { OnnxSettings } from './onnx-runtime';
 import { FromOnnxWorker, ONNX_WORKER_ROLE, OnnxWorkerData, ToOnnxWorker } from './onnx-worker-thread';
 import { OperationError } from './operation-error';
 
-interface Waiting<T> {
-  resolve(value: T): void;
+interface Waiting {
+  resolve(value: unknown): void;
   reject(error: Error): void;
 }
 
 interface Thread {
   readonly worker: Worker;
-  readonly loads: Map<number, Waiting<void>>;
-  readonly runs: Map<number, Waiting<ModelRun>>;
+  /** Loads and runs sent and not answered, by request id. */
+  readonly pending: Map<number, Waiting>;
   readonly models: Set<{ alive: boolean }>;
 }
 
@@ -35,7 +35,6 @@ export class OnnxWorker {
   /** The load in progress: the next one starts after it. */
   private loading: Promise<void> = Promise.resolve();
   private nextId = 1;
-  private closed = false;
   private closing?: Promise<void>;
 
   /** @param log told when the thread stops on its own (an error in it), not on close() */
@@ -58,10 +57,7 @@ export class OnnxWorker {
   private async loadNow(copy: Uint8Array<ArrayBuffer>): Promise<LoadedModel> {
     const thread = this.running();
     const id = this.nextId++;
-    await new Promise<void>((resolve, reject) => {
-      thread.loads.set(id, { resolve, reject });
-      this.post(thread, { t: 'load', id, model: copy }, [copy.buffer]);
-    });
+    await this.request<void>(thread, { t: 'load', id, model: copy }, [copy.buffer]);
     const state = { alive: this.thread === thread }; // not if the thread stopped right after answering
     if (state.alive) thread.models.add(state);
     return {
@@ -73,7 +69,7 @@ export class OnnxWorker {
         if (!state.alive) return;
         state.alive = false;
         thread.models.delete(state);
-        this.post(thread, { t: 'release', id });
+        thread.worker.postMessage({ t: 'release', model: id } satisfies ToOnnxWorker);
       },
     };
   }
@@ -88,7 +84,6 @@ export class OnnxWorker {
   }
 
   private async closeNow(): Promise<void> {
-    this.closed = true;
     const thread = this.thread;
     if (thread === undefined) return;
     const exited = new Promise<void>((resolve) => thread.worker.once('exit', () => resolve()));
@@ -96,29 +91,34 @@ export class OnnxWorker {
     // the process alive, and a process that exits with onnxruntime mid-run in the thread aborts.
     thread.worker.ref();
     this.stopped(thread, 'the execution context is closing');
-    this.post(thread, { t: 'close' });
+    thread.worker.postMessage({ t: 'close' } satisfies ToOnnxWorker);
     await exited;
   }
 
   private run(thread: Thread, state: { alive: boolean }, id: number, feeds: readonly ModelFeed[], outputNames: readonly string[]): Promise<ModelRun> {
     if (!state.alive) return Promise.reject(new OperationError('KERNEL_FAILED', 'the model is no longer loaded'));
-    const call = this.nextId++;
     const copies = feeds.map((feed) => ({ name: feed.name, shape: [...feed.shape], data: new Float32Array(feed.data) }));
-    return new Promise((resolve, reject) => {
-      thread.runs.set(call, { resolve, reject });
-      this.post(thread, { t: 'run', id, call, feeds: copies, outputNames: [...outputNames] }, copies.map((feed) => feed.data.buffer as ArrayBuffer));
+    const message: ToOnnxWorker = { t: 'run', id: this.nextId++, model: id, feeds: copies, outputNames: [...outputNames] };
+    return this.request<ModelRun>(thread, message, copies.map((feed) => feed.data.buffer));
+  }
+
+  /** Sends a load or a run; settles with its answer, or fails when the thread stops first. */
+  private request<T>(thread: Thread, message: Extract<ToOnnxWorker, { id: number }>, transfer: ArrayBuffer[]): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      thread.pending.set(message.id, { resolve: resolve as (value: unknown) => void, reject });
+      thread.worker.postMessage(message, transfer);
     });
   }
 
   private running(): Thread {
-    if (this.closed) throw new OperationError('KERNEL_FAILED', 'the execution context is closing');
+    if (this.closing !== undefined) throw new OperationError('KERNEL_FAILED', 'the execution context is closing');
     if (this.thread !== undefined) return this.thread;
     const workerData: OnnxWorkerData = { role: ONNX_WORKER_ROLE, settings: this.settings };
     const worker = startRuntimeThread(workerData);
-    const thread: Thread = { worker, loads: new Map(), runs: new Map(), models: new Set() };
+    const thread: Thread = { worker, pending: new Map(), models: new Set() };
     worker.on('message', (message: FromOnnxWorker) => this.receive(thread, message));
     const failed = (why: string) => {
-      if (this.thread === thread) this.log(`the onnx worker thread stopped: ${why}; ${thread.loads.size + thread.runs.size} waiting loads and launches failed, the next launch starts a new thread`);
+      if (this.thread === thread) this.log(`the onnx worker thread stopped: ${why}; ${thread.pending.size} waiting loads and launches failed, the next launch starts a new thread`);
       this.stopped(thread, why);
     };
     worker.on('error', (error) => failed(error.message));
@@ -129,40 +129,20 @@ export class OnnxWorker {
   }
 
   private receive(thread: Thread, message: FromOnnxWorker): void {
-    switch (message.t) {
-      case 'loaded':
-        take(thread.loads, message.id)?.resolve();
-        return;
-      case 'ran':
-        take(thread.runs, message.call)?.resolve(message.run);
-        return;
-      case 'failed': {
-        const error = new OperationError('KERNEL_FAILED', message.message);
-        if (message.id !== undefined) take(thread.loads, message.id)?.reject(error);
-        if (message.call !== undefined) take(thread.runs, message.call)?.reject(error);
-        return;
-      }
-    }
-  }
-
-  private post(thread: Thread, message: ToOnnxWorker, transfer: ArrayBuffer[] = []): void {
-    thread.worker.postMessage(message, transfer);
+    const waiting = thread.pending.get(message.id);
+    thread.pending.delete(message.id);
+    if (message.t === 'failed') waiting?.reject(new OperationError('KERNEL_FAILED', message.message));
+    else waiting?.resolve(message.t === 'ran' ? message.run : undefined);
   }
 
   /** The thread is gone (or going): fail what waits on it and forget its models. */
   private stopped(thread: Thread, why: string): void {
     if (this.thread === thread) this.thread = undefined;
     const error = new OperationError('KERNEL_FAILED', `the onnx worker thread stopped: ${why}`);
-    for (const waiting of [...thread.loads.values(), ...thread.runs.values()]) waiting.reject(error);
-    thread.loads.clear();
-    thread.runs.clear();
+    for (const waiting of thread.pending.values()) waiting.reject(error);
+    thread.pending.clear();
     for (const model of thread.models) model.alive = false;
     thread.models.clear();
   }
 }
 
-function take<T>(map: Map<number, T>, key: number): T | undefined {
-  const value = map.get(key);
-  map.delete(key);
-  return value;
-}
