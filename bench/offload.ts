@@ -18,7 +18,7 @@ import * as net from 'node:net';
 import { EgpClient } from '../assets/gpu-runtime/src/egp/client';
 import { LocalStack, startLocalStack } from '../assets/gpu-runtime/src/egp/local-stack';
 import { nowUs, quantile } from '../assets/gpu-runtime/src/egp/timing';
-import { ensureResnet50 } from '../scripts/build-resnet50';
+import type { BuiltModel } from '../scripts/build-resnet50';
 import { BarePathReport, measureBarePath } from './bare-path';
 import { ECHO_SOURCE, RELAY_SOURCE, connectUnix, startProcess } from './plain-processes';
 import { BREAKDOWN, RequestSample, ResnetOffload, percentiles } from '../scripts/resnet-offload';
@@ -78,8 +78,7 @@ export const DEFAULT_OFFLOAD_OPTIONS: OffloadOptions = { resnetRequests: 40, war
 
 const ms = (us: number) => Math.round(us) / 1000;
 
-export async function measureOffload(options: OffloadOptions = DEFAULT_OFFLOAD_OPTIONS): Promise<OffloadReport> {
-  const model = ensureResnet50();
+export async function measureOffload(model: BuiltModel, options: OffloadOptions = DEFAULT_OFFLOAD_OPTIONS): Promise<OffloadReport> {
   const stack = await startLocalStack();
   let smallOp: OffloadReport['smallOp'];
   let resnet50: Omit<OffloadReport['resnet50'], 'bare'>;

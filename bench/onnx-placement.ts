@@ -23,6 +23,9 @@ export interface PlacementFigures {
   readonly otherSessionOpP99Us: number;
   /** Inferences per second of the loaded session meanwhile. */
   readonly inferencesPerSecond: number;
+  /** Of the requests measured one at a time, those whose logits were byte-identical to a direct run's, and how many. */
+  readonly identical: number;
+  readonly requests: number;
 }
 
 export interface PlacementReport {
@@ -50,6 +53,7 @@ const SMALL_OP_GAP_MS = 2;
 /** What one round of one placement measured. */
 interface RoundFigures {
   readonly overheadUs: number[];
+  readonly identical: number;
   readonly otherSessionOpUs: number[];
   readonly inferences: number;
   readonly loadedSeconds: number;
@@ -77,6 +81,8 @@ function summarize(rounds: readonly RoundFigures[]): PlacementFigures {
     otherSessionOpUs: Math.round(quantile(ops, 0.5)),
     otherSessionOpP99Us: Math.round(quantile(ops, 0.99)),
     inferencesPerSecond: Math.round((inferences / seconds) * 10) / 10,
+    identical: rounds.reduce((sum, round) => sum + round.identical, 0),
+    requests: overheads.length,
   };
 }
 
@@ -86,7 +92,8 @@ async function measureRound(model: Buffer, contextArgs: string[], options: Place
     const offload = await ResnetOffload.prepare(stack, model);
     try {
       const samples = await offload.samples(options.requests, options.warmupRequests);
-      return { overheadUs: samples.map((sample) => sample.overheadUs), ...(await underLoad(stack, offload, options.loadedMs)) };
+      const identical = samples.filter((sample) => sample.identical).length;
+      return { overheadUs: samples.map((sample) => sample.overheadUs), identical, ...(await underLoad(stack, offload, options.loadedMs)) };
     } finally {
       await offload.close();
     }
@@ -96,7 +103,7 @@ async function measureRound(model: Buffer, contextArgs: string[], options: Place
 }
 
 /** The second session's 4-byte adds while `offload` runs requests back to back (without its direct reference runs). */
-async function underLoad(stack: LocalStack, offload: ResnetOffload, loadedMs: number): Promise<Omit<RoundFigures, 'overheadUs'>> {
+async function underLoad(stack: LocalStack, offload: ResnetOffload, loadedMs: number): Promise<Omit<RoundFigures, 'overheadUs' | 'identical'>> {
   const other = await EgpClient.connect({ sgs: stack.sgsAddress, enclave: stack.enclave });
   try {
     const [a, b, out] = await Promise.all([other.malloc(4), other.malloc(4), other.malloc(4)]);

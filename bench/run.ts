@@ -76,7 +76,8 @@ async function main(): Promise<void> {
   print(`  attestation verification (chain, ES384, nonce, PCRs):   ${ms(handshake.verify)}`);
   print(`  whole handshake with simulated NSM and verifier:        ${ms(handshake.full)}`);
 
-  const offload = await measureOffload();
+  const model = ensureResnet50(); // built or read (and checked) once, for both offload measurements
+  const offload = await measureOffload(model);
   const { resnet50, smallOp } = offload;
   print();
   print('Offload path (EGP in this process -> egpu sgs -> egpu context, Unix sockets, simulated NSM):');
@@ -93,11 +94,11 @@ async function main(): Promise<void> {
   const cpu = smallOp.cpuUsPerOp;
   print(`  CPU per 4-byte kernel: EGP ${cpu.egp} us, SGS ${cpu.sgs ?? 'n/a'} us, context ${cpu.context ?? 'n/a'} us; raw round trip after ${IDLE_GAP_MS} ms idle: p50 ${smallOp.rawRttAfterIdleUs} us`);
 
-  const placement = await measureOnnxPlacement(ensureResnet50().bytes);
+  const placement = await measureOnnxPlacement(model.bytes);
   print();
   print('Where the context runs onnx.run (bench/onnx-placement.ts; main thread = baseline, worker = --onnx-worker / onnxWorkerThread):');
   for (const [name, figures] of [['main thread', placement.main], ['worker thread', placement.worker]] as const) {
-    print(`  ${name.padEnd(13)}: ResNet-50 overhead p50 ${figures.overheadMs.toFixed(3)} ms; another session's 4-byte kernel during back-to-back inferences p50 ${(figures.otherSessionOpUs / 1000).toFixed(2)} ms (p99 ${(figures.otherSessionOpP99Us / 1000).toFixed(2)} ms), ${figures.inferencesPerSecond} inferences/s meanwhile`);
+    print(`  ${name.padEnd(13)}: ResNet-50 overhead p50 ${figures.overheadMs.toFixed(3)} ms (${figures.identical}/${figures.requests} outputs bit-identical); another session's 4-byte kernel during back-to-back inferences p50 ${(figures.otherSessionOpUs / 1000).toFixed(2)} ms (p99 ${(figures.otherSessionOpP99Us / 1000).toFixed(2)} ms), ${figures.inferencesPerSecond} inferences/s meanwhile`);
   }
   print(`  worker/main: overhead ${placement.overheadRatio}x, the other session's kernel ${placement.otherSessionOpRatio}x`);
 

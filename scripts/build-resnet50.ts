@@ -47,6 +47,7 @@ export async function referenceSession(model: Buffer | string): Promise<{ ort: O
   const ort = await loadOnnxRuntime();
   const settings = { threads: DEFAULT_ONNX_THREADS, provider: await resolveOnnxProvider('auto', DEFAULT_ONNX_THREADS) };
   const options = onnxSessionOptions(settings);
+  // Two calls for one: create() is overloaded on a path and on bytes, and TypeScript picks no overload for the union.
   const session = typeof model === 'string' ? await ort.InferenceSession.create(model, options) : await ort.InferenceSession.create(model, options);
   return { ort, session };
 }

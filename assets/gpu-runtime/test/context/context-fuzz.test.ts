@@ -77,11 +77,7 @@ afterAll(async () => {
   console.log(`  endings: ${[...endings].sort().map(([k, v]) => `${k} ${v}`).join(', ')}`);
 });
 
-async function openSession(): Promise<TestClient> {
-  const client = await TestClient.connect(context.address);
-  await client.handshake(enclave.identity());
-  return client;
-}
+const openSession = (): Promise<TestClient> => TestClient.open(context.address, enclave.identity());
 
 /**
  * Buffers 1-4 hold f32 data, 5 the model, 6-7 are empty outputs: most random launches find

@@ -22,11 +22,7 @@ beforeAll(async () => {
 });
 afterAll(() => stop());
 
-async function openSession(): Promise<TestClient> {
-  const client = await TestClient.connect(context.address);
-  await client.handshake(enclave.identity());
-  return client;
-}
+const openSession = (): Promise<TestClient> => TestClient.open(context.address, enclave.identity());
 
 const SIDE = 1024; // 2 GFLOP per layer of matMulChain
 

@@ -29,11 +29,7 @@ beforeAll(async () => {
 });
 afterAll(() => stop());
 
-async function openSession(): Promise<TestClient> {
-  const client = await TestClient.connect(context.address);
-  await client.handshake(enclave.identity());
-  return client;
-}
+const openSession = (): Promise<TestClient> => TestClient.open(context.address, enclave.identity());
 
 const relu = (count: number, input = 1, out = 2) => ({ op: 'launch' as const, kernel: 'relu', args: new Map<string, number>([['input', input], ['out', out], ['count', count]]) });
 

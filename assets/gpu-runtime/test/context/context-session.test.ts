@@ -21,11 +21,7 @@ beforeAll(async () => {
 });
 afterAll(() => stop());
 
-async function openSession(): Promise<TestClient> {
-  const client = await TestClient.connect(context.address);
-  await client.handshake(enclave.identity());
-  return client;
-}
+const openSession = (): Promise<TestClient> => TestClient.open(context.address, enclave.identity());
 
 describe('a session', () => {
   it('runs malloc, htod, relu, dtoh and free, and reports what ran', async () => {

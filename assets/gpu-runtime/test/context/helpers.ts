@@ -88,6 +88,13 @@ export class TestClient {
     return new TestClient(await connect(address));
   }
 
+  /** Connected, with the session set up for `identity`. */
+  static async open(address: Address, identity: EnclaveIdentity): Promise<TestClient> {
+    const client = await TestClient.connect(address);
+    await client.handshake(identity);
+    return client;
+  }
+
   readonly connection: RecordConnection;
   session?: AbeSession;
   /** The next operation number to use. */
@@ -222,10 +229,11 @@ export function f32Values(bytes: Buffer): Float32Array {
 
 /**
  * A model that runs as long as asked: y = x·w·w·...·w, `layers` products of side x side f32
- * matrices (2·side³ flops each), w random with entries up to `scale` (the default, about
- * sqrt(3/side), keeps the values near their size: neither overflowing nor going subnormal).
+ * matrices (2·side³ flops each), w random with entries up to about sqrt(3/side), which keeps
+ * the values near their size: neither overflowing nor going subnormal.
  */
-export function matMulChain(layers: number, side: number, scale = 1.7 / Math.sqrt(side)): Buffer {
+export function matMulChain(layers: number, side: number): Buffer {
+  const scale = 1.7 / Math.sqrt(side);
   const nodes = Array.from({ length: layers }, (_, i) => ({ opType: 'MatMul', inputs: [i === 0 ? 'x' : `h${i}`, 'w'], outputs: [i === layers - 1 ? 'y' : `h${i + 1}`] }));
   return encodeModel({
     irVersion: 8,

@@ -228,8 +228,11 @@ describe('OnnxWorker', () => {
     for (const load of waiting) await expectKernelFailed(load, /closing/);
   });
 
-  it('counts in computeUs only the run itself when runs are called together', async () => {
-    const model = await loadModelHere(SLOW, SETTINGS);
+  it.each([
+    ['in this thread', () => loadModelHere(SLOW, SETTINGS)],
+    ['in the worker thread', () => onnxWorker().load(SLOW)],
+  ])('counts in computeUs only the run itself when runs are called together (%s)', async (_, load) => {
+    const model = await load();
     try {
       const x = () => [{ name: 'x', shape: [512, 512], data: randomF32(512 * 512, 0.1) }];
       await model.run(x(), ['y']);

@@ -4,7 +4,7 @@
  */
 import { afterAll, beforeAll, expect } from 'vitest';
 import { EgpClient, EgpConnectOptions } from '../../src/egp/client';
-import { LocalStack, LocalStackOptions, startLocalStack } from '../../src/egp/local-stack';
+import { LocalStack, startLocalStack } from '../../src/egp/local-stack';
 import { asyncRefusal } from '../refusal';
 
 export function f32Bytes(values: readonly number[]): Buffer {
@@ -19,10 +19,10 @@ export function f32Values(bytes: Buffer): number[] {
  * A local stack for the enclosing describe block (or file): started before its tests,
  * stopped after them. Returns the stack's getter (it exists once the block's tests run).
  */
-export function useLocalStack(options?: LocalStackOptions): () => LocalStack {
+export function useLocalStack(): () => LocalStack {
   let stack: LocalStack | undefined;
   beforeAll(async () => {
-    stack = await startLocalStack(options);
+    stack = await startLocalStack();
   });
   afterAll(async () => {
     await stack?.stop();

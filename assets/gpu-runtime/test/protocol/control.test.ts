@@ -1,15 +1,13 @@
 import { describe, expect, it } from 'vitest';
 import { encodeCbor } from '../../../../lib/shared/cbor';
 import { decodeControl, encodeControl } from '../../src/protocol/control';
+import { withPrefix } from '../sgs/fuzz-records';
 
 const DIGEST = Buffer.alloc(48, 7);
 
 /** A control record from a raw CBOR map: what a peer could send, valid or not. */
 function record(fields: Record<string, unknown>): Buffer {
-  const body = encodeCbor(new Map(Object.entries(fields)) as never);
-  const prefix = Buffer.alloc(4);
-  prefix.writeUInt32BE(body.length, 0);
-  return Buffer.concat([prefix, body]);
+  return withPrefix(encodeCbor(new Map(Object.entries(fields)) as never));
 }
 
 describe('the done message', () => {
