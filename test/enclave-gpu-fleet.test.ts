@@ -59,6 +59,7 @@ describe('EnclaveGpuFleet', () => {
     expect(group.CreationPolicy).toEqual({ ResourceSignal: { Count: 1, Timeout: 'PT20M' } });
     expect(group.UpdatePolicy.AutoScalingRollingUpdate).toMatchObject({ WaitOnResourceSignals: true, PauseTime: 'PT20M' });
     const userData = launchTemplateUserData(template);
+    expect(Buffer.byteLength(userData)).toBeLessThan(11.5 * 1024); // of the 16 KB EC2 accepts (the README says so)
     expect(userData).toContain(`    aws cloudformation signal-resource --stack-name 'TestStack' --logical-resource-id '${id}' --unique-id "$(imds_instance_id)" --status "$1" `);
     expect(userData).toMatch(/\nsignal_cloudformation SUCCESS$/);
     expect(userData).toContain('\n  signal_cloudformation FAILURE\n}\ntrap ');

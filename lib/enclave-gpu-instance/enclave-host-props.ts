@@ -163,10 +163,8 @@ export interface EnclaveHostProps {
    * (`egpu context --onnx-worker`). Turn it on when several enclaves share an instance, or
    * when a model runs long: in the context's main thread an inference (and the building of a
    * model) holds up every other session's uploads, kernels and handshakes until it ends. The
-   * worker costs each inference some latency and throughput instead: on the 2-vCPU build
-   * machine, another session's 4-byte kernel waited about 1.5 ms (p50) behind back-to-back
-   * ResNet-50 inferences instead of about 40 ms, while each inference took 0.5 to 1.7 ms
-   * longer and about 10% fewer ran per second (README, "Runtime", `onnxPlacement`).
+   * worker costs each inference some latency and throughput instead; the README's
+   * "Runtime" section gives both as measured (`npm run bench`, `onnxPlacement`).
    *
    * @default false - in the main thread: a lone enclave's inference is answered soonest
    */

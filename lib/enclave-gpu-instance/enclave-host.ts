@@ -153,7 +153,7 @@ export class EnclaveHost {
       region: Aws.REGION,
       healthReporting,
       readiness: this.waitForReady ? {
-        signal: { stackName: stack.stackName, logicalId: waiting.logicalId, region: Aws.REGION },
+        signal: { stackName: stack.stackName, logicalId: waiting.logicalId },
         // A minute before CloudFormation gives up (the script starts some seconds after launch).
         deadlineSeconds: Math.max(0, this.bootTimeout.toSeconds() - 60),
       } : undefined,

@@ -219,15 +219,15 @@ function stageRuntimeArchive(files: readonly ArchiveEntry[]): { sha256: string; 
 
 /**
  * Writes `bytes` to `<tmpdir>/<directory>/<sha256>.<extension>` (once per content: the name
- * is the content's SHA-256; a file there with other bytes is replaced) for a file asset, and
- * returns the SHA-256 and the path.
+ * is the content's SHA-256, and files appear there only whole, by rename; one of another
+ * size is replaced) for a file asset, and returns the SHA-256 and the path.
  */
 export function stageFile(directory: string, extension: string, bytes: Buffer): { sha256: string; path: string } {
   const sha256 = crypto.createHash('sha256').update(bytes).digest('hex');
   const dir = path.join(os.tmpdir(), directory);
   fs.mkdirSync(dir, { recursive: true });
   const file = path.join(dir, `${sha256}.${extension}`);
-  if (!fs.existsSync(file) || !fs.readFileSync(file).equals(bytes)) {
+  if (!fs.existsSync(file) || fs.statSync(file).size !== bytes.length) {
     // Write then rename, so a concurrent synth never stages a half-written file.
     const partial = `${file}.${process.pid}.partial`;
     fs.writeFileSync(partial, bytes);

@@ -72,3 +72,21 @@ export function dirname(path: string): string {
   const slash = path.lastIndexOf('/');
   return slash <= 0 ? '/' : path.slice(0, slash);
 }
+
+/** An S3 object the boot fetches, with the SHA-256 it must have. */
+export interface CheckedS3Object {
+  readonly s3Url: string;
+  readonly sha256: string;
+  /** The region of the bucket. */
+  readonly region: string;
+}
+
+/** Downloads `object` to `path` (then check it with {@link sha256CheckCommand} before using it). */
+export function s3CopyCommand(object: CheckedS3Object, path: string): string {
+  return `aws s3 cp ${shellQuote(object.s3Url)} ${path} --region ${object.region} --only-show-errors`;
+}
+
+/** Fails (and so fails the boot) unless the file at `path` has the SHA-256 `object` names. */
+export function sha256CheckCommand(object: CheckedS3Object, path: string): string {
+  return `echo ${shellQuote(`${object.sha256}  ${path}`)} | sha256sum --check --strict -`;
+}

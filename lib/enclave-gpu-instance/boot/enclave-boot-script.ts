@@ -1,7 +1,7 @@
 import { AGENT_CONFIG_PATH, AGENT_CTL } from '../../observability/cloudwatch-agent-config';
 import { KERNEL_ATTESTATION_LOG_PATH } from '../../observability/metric-catalogue';
 import { ALLOCATOR_CONFIG_PATH, renderAllocatorConfig } from './allocator-config';
-import { BootScript, dirname, shellQuote } from './boot-script';
+import { BootScript, CheckedS3Object, dirname, s3CopyCommand, sha256CheckCommand } from './boot-script';
 import { LOG_ROTATION_PATH, renderLogRotation } from './log-rotation';
 import { EnclaveResourceSettings } from './enclave-resource-settings';
 import { installCommand } from './host-packages';
@@ -11,14 +11,14 @@ import {
   HEALTH_SERVICE,
   HEALTH_TIMER,
   HealthReporting,
-  INSTANCE_ID_FUNCTION,
   bootFailureTrapCommands,
   renderHealthCheckScript,
   renderHealthService,
   renderHealthTimer,
 } from './health-monitor';
-import { ReadinessSignal, signalCommand, waitUntilReadyCommands } from './readiness-signal';
-import { RuntimeArchiveLocation, RuntimeInstallerObject, runtimeInstallerDownloadCommands } from './runtime-install';
+import { INSTANCE_ID_FUNCTION, instanceIdFunctionCommands } from './instance-metadata';
+import { ReadinessSignal, signalCommand, signalFunctionCommands, waitUntilReadyCommands } from './readiness-signal';
+import { RuntimeArchiveLocation, runtimeInstallerDownloadCommands } from './runtime-install';
 import {
   CONTEXT_ENV_PATH,
   CONTEXT_SERVICE,
@@ -49,7 +49,7 @@ export interface EnclaveBootSettings {
   readonly enclaveCid: number;
   readonly debugMode: boolean;
   /** The enclave image file in S3, with its SHA-256 to check after download. */
-  readonly eif: { readonly s3Url: string; readonly sha256: string; readonly region: string };
+  readonly eif: CheckedS3Object;
   /** The KMS endpoint of the stack's region, the only endpoint the enclave may reach. */
   readonly kmsEndpoint: ProxyEndpoint;
   /** The vsock port on the parent that forwards to KMS. */
@@ -63,7 +63,7 @@ export interface EnclaveBootSettings {
   /** The CloudWatch agent configuration (JSON), or undefined to leave the agent alone. */
   readonly cloudWatchAgentConfig?: string;
   /** The gpu-runtime archive to install, and the install script that installs it. */
-  readonly runtime: { readonly archive: RuntimeArchiveLocation; readonly installer: RuntimeInstallerObject };
+  readonly runtime: { readonly archive: RuntimeArchiveLocation; readonly installer: CheckedS3Object };
   /** What SGS and the execution context are configured with. */
   readonly sgs: SgsBootSettings;
 }
@@ -104,7 +104,12 @@ export interface SgsBootSettings {
  */
 export function renderEnclaveBootScript(settings: EnclaveBootSettings): string[] {
   const { readiness } = settings;
-  const script = new BootScript().run(...bootFailureTrapCommands(settings.region, settings.healthReporting, readiness?.signal));
+  // First: what a failing command reports the failure with (the instance's ID, the signal to CloudFormation), and the trap.
+  const script = new BootScript().run(
+    ...instanceIdFunctionCommands(),
+    ...(readiness ? signalFunctionCommands(readiness.signal, settings.region) : []),
+    ...bootFailureTrapCommands(settings.region, settings.healthReporting, readiness !== undefined),
+  );
   if (settings.cloudWatchAgentConfig !== undefined) {
     // First, so that the logs of a boot that fails later still reach CloudWatch.
     script
@@ -141,9 +146,9 @@ export function renderEnclaveBootScript(settings: EnclaveBootSettings): string[]
     .run(
       // Others may traverse to the runtime below it; the image file itself is root's.
       'install -d -m 0711 /opt/enclave-gpu',
-      `aws s3 cp ${shellQuote(settings.eif.s3Url)} ${EIF_PATH} --region ${settings.eif.region} --only-show-errors`,
+      s3CopyCommand(settings.eif, EIF_PATH),
       `chmod 0600 ${EIF_PATH}`,
-      `echo ${shellQuote(`${settings.eif.sha256}  ${EIF_PATH}`)} | sha256sum --check --strict -`,
+      sha256CheckCommand(settings.eif, EIF_PATH),
     )
     .step('installing the enclave GPU runtime')
     .run(...runtimeInstallerDownloadCommands(settings.runtime.installer, settings.runtime.archive))

@@ -1,4 +1,5 @@
-import { ReadinessSignal, signalCommand, signalFunctionCommands } from './readiness-signal';
+import { INSTANCE_ID_FUNCTION, instanceIdCommands } from './instance-metadata';
+import { signalCommand } from './readiness-signal';
 import { CONTEXT_SERVICE, CONTEXT_SOCKET } from './runtime-services';
 import { renderSystemdUnit } from './systemd-unit';
 
@@ -75,23 +76,8 @@ function setUnhealthyCommand(region: string, instanceId: string, respectGracePer
 }
 
 /**
- * The commands that set $instance_id from the instance metadata service (IMDSv2: a session
- * token first), each followed by `orElse` when given.
- */
-export function instanceIdCommands(orElse?: string): string[] {
-  const tail = orElse === undefined ? '' : ` ${orElse}`;
-  return [
-    `imds_token=$(curl -sf -X PUT http://169.254.169.254/latest/api/token -H "X-aws-ec2-metadata-token-ttl-seconds: 60"${tail})`,
-    `instance_id=$(curl -sf -H "X-aws-ec2-metadata-token: $imds_token" http://169.254.169.254/latest/meta-data/instance-id${tail})`,
-  ];
-}
-
-/** The boot script's shell function that prints this instance's ID (from IMDSv2). */
-export const INSTANCE_ID_FUNCTION = 'imds_instance_id';
-
-/**
- * The boot script's first lines after its shell options: the functions that print the
- * instance ID and signal CloudFormation, and the ERR trap. Any command that fails from here
+ * The boot script's ERR trap (after the functions that print the instance ID and, with
+ * `signalling`, signal CloudFormation: instance-metadata.ts, readiness-signal.ts). Any command that fails from here
  * on (an install, a download, the allocator, nitro-cli run-enclave, the wait for readiness)
  * reports the failure at once, before the script stops, since the health check runs only
  * after a boot that succeeded: to CloudFormation (a FAILURE signal, so that a deployment
@@ -99,20 +85,14 @@ export const INSTANCE_ID_FUNCTION = 'imds_instance_id';
  * a group, to Auto Scaling (unhealthy, not respecting the grace period: no later check can
  * make it healthy).
  */
-export function bootFailureTrapCommands(region: string, reporting: HealthReporting, signal: ReadinessSignal | undefined): string[] {
-  const [tokenLine, idLine] = instanceIdCommands();
+export function bootFailureTrapCommands(region: string, reporting: HealthReporting, signalling: boolean): string[] {
   return [
-    `${INSTANCE_ID_FUNCTION}() {`,
-    '  local imds_token instance_id',
-    `  ${tokenLine} && ${idLine} && echo "$instance_id"`,
-    '}',
-    ...(signal ? signalFunctionCommands(signal, INSTANCE_ID_FUNCTION) : []),
     'report_boot_failure() {',
     '  echo "[enclave-gpu] boot failed (line $1, exit $2)"',
     ...(reporting === 'auto-scaling'
       ? [`  ${setUnhealthyCommand(region, `"$(${INSTANCE_ID_FUNCTION})"`, false)}`]
       : []),
-    ...(signal ? [`  ${signalCommand('FAILURE')}`] : []),
+    ...(signalling ? [`  ${signalCommand('FAILURE')}`] : []),
     '}',
     'trap \'report_boot_failure $LINENO $?\' ERR',
   ];

@@ -1,4 +1,5 @@
 import { shellQuote } from './boot-script';
+import { INSTANCE_ID_FUNCTION } from './instance-metadata';
 
 /**
  * Where a parent instance tells CloudFormation it is ready (or that its boot failed): the
@@ -10,29 +11,29 @@ export interface ReadinessSignal {
   readonly stackName: string;
   /** The logical ID of the instance, or of the Auto Scaling group. */
   readonly logicalId: string;
-  readonly region: string;
 }
 
-export type SignalStatus = 'SUCCESS' | 'FAILURE';
+type SignalStatus = 'SUCCESS' | 'FAILURE';
 
 /** The shell function that signals its argument, SUCCESS or FAILURE, for this instance. */
-export const SIGNAL_FUNCTION = 'signal_cloudformation';
+const SIGNAL_FUNCTION = 'signal_cloudformation';
 
 /** Signal attempts before giving up: a throttled call or IAM still propagating must not cost a rollback. */
 const SIGNAL_ATTEMPTS = 4;
 
 /**
- * Defines {@link SIGNAL_FUNCTION} (which takes the instance ID from `instanceIdFunction`).
+ * Defines {@link SIGNAL_FUNCTION} (which takes the instance ID from {@link INSTANCE_ID_FUNCTION}),
+ * signalling the stack in `region`.
  * A refused or failed call is retried, 5, 10 and 15 s apart, then only logged: outside a
  * stack operation that waits for the signal (an instance a group launches later, to replace
  * or scale) every call is refused, and none is expected.
  */
-export function signalFunctionCommands(signal: ReadinessSignal, instanceIdFunction: string): string[] {
+export function signalFunctionCommands(signal: ReadinessSignal, region: string): string[] {
   return [
     `${SIGNAL_FUNCTION}() {`,
     '  local attempt',
     `  for attempt in $(seq ${SIGNAL_ATTEMPTS}); do`,
-    `    aws cloudformation signal-resource --stack-name ${shellQuote(signal.stackName)} --logical-resource-id ${shellQuote(signal.logicalId)} --unique-id "$(${instanceIdFunction})" --status "$1" --region ${signal.region} && return 0`,
+    `    aws cloudformation signal-resource --stack-name ${shellQuote(signal.stackName)} --logical-resource-id ${shellQuote(signal.logicalId)} --unique-id "$(${INSTANCE_ID_FUNCTION})" --status "$1" --region ${region} && return 0`,
     `    [ "$attempt" -eq ${SIGNAL_ATTEMPTS} ] || sleep $((attempt * 5))`,
     '  done',
     '  echo "$1 not signalled to CloudFormation (refused or unreachable; none is expected when no stack operation waits for this instance)"',

@@ -1,6 +1,6 @@
 import type { OnnxCudaProviderPackage } from '../gpu-runtime';
 import { installCommand } from './host-packages';
-import { dirname, shellQuote, writeFileCommands } from './boot-script';
+import { CheckedS3Object, dirname, s3CopyCommand, sha256CheckCommand, shellQuote, writeFileCommands } from './boot-script';
 import {
   CONTEXT_SERVICE,
   CONTEXT_USER,
@@ -158,31 +158,28 @@ export function renderRuntimeInstaller(settings: RuntimeInstallerSettings): stri
 export function runtimeInstallCommands(installer: RuntimeInstallerSettings, archive: RuntimeArchiveLocation): string[] {
   return [
     ...writeFileCommands({ path: RUNTIME_INSTALLER_PATH, content: renderRuntimeInstaller(installer), mode: '0755' }, INSTALLER_DELIMITER),
-    `${RUNTIME_INSTALLER_PATH} ${shellQuote(archive.s3Url)} ${archive.region}`,
+    runInstallerCommand(archive),
   ];
 }
 
-/** The install script as a file asset: where it is and its SHA-256. */
-export interface RuntimeInstallerObject {
-  readonly s3Url: string;
-  readonly sha256: string;
-  /** The region of the bucket. */
-  readonly region: string;
+/** Runs the install script on the archive. */
+function runInstallerCommand(archive: RuntimeArchiveLocation): string {
+  return `${RUNTIME_INSTALLER_PATH} ${shellQuote(archive.s3Url)} ${archive.region}`;
 }
 
 /**
  * The boot script's commands that fetch the install script (a file asset: about 4 to 6 KB
  * of user data saved), check its SHA-256, and run it on the archive.
  */
-export function runtimeInstallerDownloadCommands(installer: RuntimeInstallerObject, archive: RuntimeArchiveLocation): string[] {
+export function runtimeInstallerDownloadCommands(installer: CheckedS3Object, archive: RuntimeArchiveLocation): string[] {
   return [
     `install -d -m 0755 ${dirname(RUNTIME_INSTALLER_PATH)}`,
     // Checked before it replaces anything (an AMI may have baked this script).
-    `aws s3 cp ${shellQuote(installer.s3Url)} ${RUNTIME_INSTALLER_PATH}.new --region ${installer.region} --only-show-errors`,
-    `echo '${installer.sha256}  ${RUNTIME_INSTALLER_PATH}.new' | sha256sum --check --strict -`,
+    s3CopyCommand(installer, `${RUNTIME_INSTALLER_PATH}.new`),
+    sha256CheckCommand(installer, `${RUNTIME_INSTALLER_PATH}.new`),
     `chmod 0755 ${RUNTIME_INSTALLER_PATH}.new`,
     `mv -f ${RUNTIME_INSTALLER_PATH}.new ${RUNTIME_INSTALLER_PATH}`,
-    `${RUNTIME_INSTALLER_PATH} ${shellQuote(archive.s3Url)} ${archive.region}`,
+    runInstallerCommand(archive),
   ];
 }
 

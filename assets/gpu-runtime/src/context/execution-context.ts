@@ -55,11 +55,10 @@ export interface ExecutionContextOptions {
   readonly onnxProvider?: OnnxProvider | 'auto';
   /**
    * Load and run onnx.run's models in a worker thread (default false: in the main thread).
-   * With it, a long inference or a model being built (about a second for ResNet-50) does not
+   * With it, a long inference or a model being built does not
    * hold up the other sessions' handshakes, uploads and operations, and an upload is opened
    * while another session's model runs. Without it, a lone session's inference is answered
-   * sooner: the worker cost 0.5 to 1.7 ms per ResNet-50 request on the 2-vCPU build machine
-   * (bench/onnx-placement.ts).
+   * sooner (bench/onnx-placement.ts measures both).
    */
   readonly onnxWorker?: boolean;
   /** Models whose onnxruntime sessions stay cached (default 4). */
