@@ -2,7 +2,8 @@
  * `npm run bench`: ABE frame throughput against OpenSSL's single-core AES-256-GCM measured
  * in the same run, handshake latency, the offload path end to end (bench/offload.ts:
  * ResNet-50 through real SGS and context processes, and a 4-byte kernel's round trip next to
- * a plain socket round trip), and where the context runs onnx.run (bench/onnx-placement.ts). Figures only, never assertions (DESIGN.md 6), except that the
+ * a plain socket round trip), the same topology in C as a floor (bench/native-floor.ts), and
+ * where the context runs onnx.run (bench/onnx-placement.ts). Figures only, never assertions (DESIGN.md 6), except that the
  * issue's bars are printed as met or not.
  *
  *   npm run --silent bench              the tables
@@ -12,7 +13,8 @@ import * as os from 'node:os';
 import { activeBackend, nodeCryptoBackend } from '../assets/gpu-runtime/src/abe/aes-gcm';
 import { CHUNKS_PER_OPERATION, openThroughput, sealThroughput } from './abe-throughput';
 import { handshakeLatency } from './handshake';
-import { IDLE_GAP_MS, measureOffload } from './offload';
+import { DEFAULT_OFFLOAD_OPTIONS, IDLE_GAP_MS, measureOffload } from './offload';
+import { measureNativeFloor } from './native-floor';
 import { measureOnnxPlacement } from './onnx-placement';
 import { ensureResnet50 } from '../scripts/build-resnet50';
 import { opensslSpeed } from './openssl-speed';
@@ -94,6 +96,22 @@ async function main(): Promise<void> {
   const cpu = smallOp.cpuUsPerOp;
   print(`  CPU per 4-byte kernel: EGP ${cpu.egp} us, SGS ${cpu.sgs ?? 'n/a'} us, context ${cpu.context ?? 'n/a'} us; raw round trip after ${IDLE_GAP_MS} ms idle: p50 ${smallOp.rawRttAfterIdleUs} us`);
 
+  const nativeFloor = measureNativeFloor({
+    requests: resnet50.requests,
+    warmup: DEFAULT_OFFLOAD_OPTIONS.warmupRequests,
+    computeUs: resnet50.computeMs * 1000,
+    touchBytes: model.bytes.length,
+    smallOps: DEFAULT_OFFLOAD_OPTIONS.smallOps,
+  });
+  print();
+  if ('skipped' in nativeFloor) {
+    print(`Native floor: skipped (${nativeFloor.skipped})`);
+  } else {
+    print(`Native floor (bench/native-floor.c: the same topology in C, blocking calls, AES-256-GCM, ${(resnet50.computeMs).toFixed(1)} ms of compute walking ${(model.bytes.length / 1e6).toFixed(0)} MB; nothing else):`);
+    print(`  ResNet-50-sized requests, overhead: through a relay (3 processes) p50 ${nativeFloor.relayed.overheadMs.toFixed(3)} ms, p99 ${nativeFloor.relayed.overheadP99Ms.toFixed(3)} ms; straight (2) p50 ${nativeFloor.oneLink.overheadMs.toFixed(3)} ms, p99 ${nativeFloor.oneLink.overheadP99Ms.toFixed(3)} ms; ${nativeFloor.identical}/${2 * nativeFloor.requests} answers carried their input`);
+    print(`  200-byte round trip: plain to an echo process p50 ${nativeFloor.rawRttUs} us; sealed through a relay p50 ${nativeFloor.relayedSealedRttUs} us (${(nativeFloor.relayedSealedRttUs / smallOp.rawRttUs).toFixed(1)}x this run's Node raw round trip)`);
+  }
+
   const placement = await measureOnnxPlacement(model.bytes);
   print();
   print('Where the context runs onnx.run (bench/onnx-placement.ts; main thread = baseline, worker = --onnx-worker / onnxWorkerThread):');
@@ -106,6 +124,7 @@ async function main(): Promise<void> {
     const report = {
       resnet50,
       smallOp,
+      nativeFloor,
       onnxPlacement: placement,
       seal: {
         ratioVsOpenssl: sealRatioAt1MiB === undefined ? null : Math.round(sealRatioAt1MiB * 1000) / 1000,
