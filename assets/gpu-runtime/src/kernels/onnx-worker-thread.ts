@@ -13,6 +13,10 @@
  *   worker -> main   {t: loaded, id}
  *                    {t: ran, id, run}                outputs in the order asked, computeUs
  *                    {t: failed, id, message}         onnxruntime refused the model, the feeds, ...
+ *                    {t: failed, id, message, internal: true}
+ *                                                     anything else (a fault of the runtime's own):
+ *                                                     the main thread ends the session as INTERNAL,
+ *                                                     as it does when the model runs there
  *
  * Runs take turns: onnxruntime's run holds this thread until it returns. The main thread never
  * terminates this one, and keeps the process alive until it has ended: a thread stopped
@@ -21,9 +25,9 @@
  * receives are zeroed once used; the outputs leave with the answer.
  */
 import type { MessagePort } from 'node:worker_threads';
-import { RuntimeError } from '../errors';
 import { LoadedModel, ModelFeed, ModelRun, loadModelHere } from './onnx-model';
 import type { OnnxSettings } from './onnx-runtime';
+import { OperationError } from './operation-error';
 
 /** workerData.role of the onnx worker thread (cli.ts serves it instead of a command). */
 export const ONNX_WORKER_ROLE = 'egpu-onnx-worker';
@@ -43,7 +47,7 @@ export type ToOnnxWorker =
 export type FromOnnxWorker =
   | { readonly t: 'loaded'; readonly id: number }
   | { readonly t: 'ran'; readonly id: number; readonly run: ModelRun }
-  | { readonly t: 'failed'; readonly id: number; readonly message: string };
+  | { readonly t: 'failed'; readonly id: number; readonly message: string; readonly internal?: true };
 
 export function isOnnxWorkerData(data: unknown): data is OnnxWorkerData {
   return typeof data === 'object' && data !== null && (data as { role?: unknown }).role === ONNX_WORKER_ROLE;
@@ -61,7 +65,7 @@ export function serveOnnxWorker(port: MessagePort, settings: OnnxSettings): void
           () => reply({ t: 'loaded', id: message.id }),
           (error: Error) => {
             models.delete(message.id);
-            reply({ t: 'failed', id: message.id, message: reasonOf(error) });
+            reply(failure(message.id, error));
           },
         );
         return;
@@ -69,12 +73,13 @@ export function serveOnnxWorker(port: MessagePort, settings: OnnxSettings): void
       case 'run': {
         const loading = models.get(message.model);
         if (loading === undefined) {
-          reply({ t: 'failed', id: message.id, message: `model ${message.model} is not loaded in the onnx worker` });
+          // The main thread runs only models whose load it saw succeed and has not released.
+          reply({ t: 'failed', id: message.id, message: `model ${message.model} is not loaded in the onnx worker`, internal: true });
           return;
         }
         loading.then((model) => model.run(message.feeds, message.outputNames)).finally(() => message.feeds.forEach((feed) => feed.data.fill(0))).then(
           (run) => reply({ t: 'ran', id: message.id, run }, ownBuffers(run)),
-          (error: Error) => reply({ t: 'failed', id: message.id, message: reasonOf(error) }),
+          (error: Error) => reply(failure(message.id, error)),
         );
         return;
       }
@@ -97,9 +102,15 @@ export function serveOnnxWorker(port: MessagePort, settings: OnnxSettings): void
   });
 }
 
-/** What failed, without the code (the main thread's OperationError adds its own). */
-function reasonOf(error: Error): string {
-  return error instanceof RuntimeError ? error.reason : error.message;
+/**
+ * The answer to a load or run that failed: onnxruntime's refusals (OperationError) by their
+ * reason, without the code (the main thread's OperationError adds its own); anything else
+ * marked internal.
+ */
+function failure(id: number, error: Error): FromOnnxWorker {
+  return error instanceof OperationError
+    ? { t: 'failed', id, message: error.reason }
+    : { t: 'failed', id, message: `${error.name}: ${error.message}`, internal: true };
 }
 
 /** The outputs' memory, each once: transferred with the answer (onnxruntime made it for this run alone). */

@@ -5,7 +5,14 @@
  * The thread starts with the first model and runs until close(), which lets a run in progress
  * finish first. If it stops (an uncaught error in it), every load and run waiting on it fails
  * with KERNEL_FAILED, its models are no longer `alive` (the session cache loads them again),
- * and the next load starts a new thread.
+ * and the next load starts a new thread. After a second stop with no load or run answered
+ * since the first, the next thread starts only after a back-off (restartBackoffMs, doubling
+ * with each further stop, at most MAX_RESTART_BACKOFF_MS); loads meanwhile fail at once with
+ * KERNEL_FAILED saying when. An answer from the thread ends the back-off.
+ *
+ * Failures: onnxruntime's refusals are KERNEL_FAILED (the session goes on); a failure the
+ * thread marks internal (a fault of the runtime itself) rejects with a plain Error, which ends
+ * the session as INTERNAL, as it does when the model runs in the main thread.
  *
  * Copies: a model's bytes and each run's feeds are copied once into memory that is then
  * transferred to the thread (onnxruntime takes no shared memory), which zeroes them once the
@@ -30,15 +37,31 @@ interface Thread {
   readonly models: Set<{ alive: boolean }>;
 }
 
+/** The back-off after the second stop with nothing answered since the first. */
+export const RESTART_BACKOFF_MS = 1_000;
+/** The longest back-off. */
+export const MAX_RESTART_BACKOFF_MS = 60_000;
+
 export class OnnxWorker {
   private thread?: Thread;
+  /** Threads stopped since a thread last answered a load or run. */
+  private stopsSinceAnswer = 0;
+  /** No new thread before this time (Date.now()). */
+  private notBefore = 0;
   /** The load in progress: the next one starts after it. */
   private loading: Promise<void> = Promise.resolve();
   private nextId = 1;
   private closing?: Promise<void>;
 
-  /** @param log told when the thread stops on its own (an error in it), not on close() */
-  constructor(private readonly settings: OnnxSettings, private readonly log: (line: string) => void = () => undefined) {}
+  /**
+   * @param log told when the thread stops on its own (an error in it), not on close()
+   * @param restartBackoffMs the back-off after the second stop with nothing answered since the first
+   */
+  constructor(
+    private readonly settings: OnnxSettings,
+    private readonly log: (line: string) => void = () => undefined,
+    private readonly restartBackoffMs = RESTART_BACKOFF_MS,
+  ) {}
 
   /**
    * Builds a session of `model` in the thread; rejects with OperationError KERNEL_FAILED when
@@ -113,14 +136,27 @@ export class OnnxWorker {
   private running(): Thread {
     if (this.closing !== undefined) throw new OperationError('KERNEL_FAILED', 'the execution context is closing');
     if (this.thread !== undefined) return this.thread;
+    const wait = this.notBefore - Date.now();
+    if (wait > 0) {
+      throw new OperationError('KERNEL_FAILED', `the onnx worker thread stopped ${this.stopsSinceAnswer} times since it last answered; it starts again in ${wait} ms`);
+    }
     const workerData: OnnxWorkerData = { role: ONNX_WORKER_ROLE, settings: this.settings };
     const worker = startRuntimeThread(workerData);
     const thread: Thread = { worker, pending: new Map(), models: new Set() };
-    worker.on('message', (message: FromOnnxWorker) => this.receive(thread, message));
     const failed = (why: string) => {
-      if (this.thread === thread) this.log(`the onnx worker thread stopped: ${why}; ${thread.pending.size} waiting loads and launches failed, the next launch starts a new thread`);
+      if (this.thread === thread) {
+        this.stopsSinceAnswer++;
+        const backoffMs = this.stopsSinceAnswer < 2 ? 0 : Math.min(this.restartBackoffMs * 2 ** (this.stopsSinceAnswer - 2), MAX_RESTART_BACKOFF_MS);
+        this.notBefore = Date.now() + backoffMs;
+        const next = backoffMs === 0 ? 'the next launch starts a new thread' : `${this.stopsSinceAnswer} stops since its last answer: no new thread for ${backoffMs} ms`;
+        this.log(`the onnx worker thread stopped: ${why}; ${thread.pending.size} waiting loads and launches failed, ${next}`);
+      }
       this.stopped(thread, why);
     };
+    worker.on('message', (message: FromOnnxWorker) => {
+      this.stopsSinceAnswer = 0;
+      this.receive(thread, message);
+    });
     worker.on('error', (error) => failed(error.message));
     worker.on('exit', (code) => failed(`it exited with code ${code}`));
     worker.unref(); // the context's server keeps the process alive, not this thread
@@ -131,7 +167,7 @@ export class OnnxWorker {
   private receive(thread: Thread, message: FromOnnxWorker): void {
     const waiting = thread.pending.get(message.id);
     thread.pending.delete(message.id);
-    if (message.t === 'failed') waiting?.reject(new OperationError('KERNEL_FAILED', message.message));
+    if (message.t === 'failed') waiting?.reject(message.internal ? new Error(`the onnx worker thread failed: ${message.message}`) : new OperationError('KERNEL_FAILED', message.message));
     else waiting?.resolve(message.t === 'ran' ? message.run : undefined);
   }
 

@@ -12,7 +12,7 @@
 import { SpawnSyncReturns, spawnSync } from 'node:child_process';
 import { createRequire } from 'node:module';
 import path from 'node:path';
-import type { Worker } from 'node:worker_threads';
+import { MessageChannel, type Worker } from 'node:worker_threads';
 import { afterAll, describe, expect, it } from 'vitest';
 import * as ort from 'onnxruntime-node';
 import type { CborValue } from '../../../../lib/shared/cbor';
@@ -22,6 +22,7 @@ import { createOnnxRunKernel } from '../../src/kernels/onnx-run';
 import { onnxSessionOptions } from '../../src/kernels/onnx-runtime';
 import { OnnxSessionCache } from '../../src/kernels/onnx-session-cache';
 import { OnnxWorker } from '../../src/kernels/onnx-worker';
+import { FromOnnxWorker, ToOnnxWorker, serveOnnxWorker } from '../../src/kernels/onnx-worker-thread';
 import { OperationError } from '../../src/kernels/operation-error';
 import { DataType, NodeProto, TensorProto, encodeModel, floatTensor } from '../../src/onnx/onnx-writer';
 import { matMulChain, randomF32 } from './helpers';
@@ -74,8 +75,8 @@ function closeDuringRun(midRun: boolean): SpawnSyncReturns<string> {
 }
 
 const workers: OnnxWorker[] = [];
-function onnxWorker(log?: (line: string) => void): OnnxWorker {
-  return workers[workers.push(new OnnxWorker(SETTINGS, log)) - 1];
+function onnxWorker(log?: (line: string) => void, restartBackoffMs?: number): OnnxWorker {
+  return workers[workers.push(new OnnxWorker(SETTINGS, log, restartBackoffMs)) - 1];
 }
 afterAll(() => Promise.all(workers.map((worker) => worker.close())));
 
@@ -185,6 +186,49 @@ describe('OnnxWorker', () => {
     await inThread.release();
   });
 
+  it('starts a thread at once after a stop, waits a back-off after a second with nothing answered between, and an answer ends it', async () => {
+    const lines: string[] = [];
+    const worker = onnxWorker((line) => lines.push(line), 400);
+    /** A load whose new thread stops before it could answer (the message after the load's stops it). */
+    const loadThatStops = async () => {
+      const load = worker.load(TINY);
+      await new Promise<void>((resolve) => setImmediate(resolve)); // its turn has begun: a new thread has the load
+      threadOf(worker)!.postMessage(null);
+      await expectKernelFailed(load, /worker thread stopped/);
+    };
+    await loadThatStops();
+    await loadThatStops(); // started at once after the first stop
+    const refusedAt = Date.now();
+    await expectKernelFailed(worker.load(TINY), /^the onnx worker thread stopped 2 times since it last answered; it starts again in \d+ ms$/);
+    expect(threadOf(worker)).toBeUndefined(); // refused without starting one
+    expect(lines).toEqual([
+      expect.stringMatching(/; 1 waiting loads and launches failed, the next launch starts a new thread$/),
+      expect.stringMatching(/; 1 waiting loads and launches failed, 2 stops since its last answer: no new thread for 400 ms$/),
+    ]);
+
+    await new Promise((resolve) => setTimeout(resolve, 450 - (Date.now() - refusedAt)));
+    const model = await worker.load(TINY); // the back-off is over, and this answer ends it
+    threadOf(worker)!.postMessage(null);
+    await expectKernelFailed(model.run(feed(randomF32(8)), ['z']), /worker thread stopped/);
+    expect(lines[2]).toMatch(/the next launch starts a new thread$/);
+    const again = await worker.load(TINY);
+    expect((await again.run(feed(randomF32(8)), ['z'])).outputs[0].bytes.length).toBe(16);
+  });
+
+  // As when the model runs in the main thread, where such an error propagates and ends the
+  // session as INTERNAL (executeOperation turns only OperationErrors into results).
+  it('rejects with a plain Error, not KERNEL_FAILED, what the thread reports as its own fault', async () => {
+    const worker = onnxWorker();
+    const model = await worker.load(TINY);
+    // The thread's first model is load request 1: released behind the main thread's back, a run
+    // of it is something the main thread never asks for.
+    threadOf(worker)!.postMessage({ t: 'release', model: 1 });
+    const error = await model.run(feed(randomF32(8)), ['z']).then(() => undefined, (caught: unknown) => caught);
+    expect(error).toBeInstanceOf(Error);
+    expect(error).not.toBeInstanceOf(OperationError);
+    expect((error as Error).message).toBe('the onnx worker thread failed: model 1 is not loaded in the onnx worker');
+  });
+
   // close() as the context's close() does it, in a process of its own: after a run, and while a
   // run is in the thread, half-way through a run as long as the one before.
   it('closes cleanly in a process of its own once the run has ended', () => {
@@ -265,6 +309,44 @@ describe('OnnxWorker', () => {
     await expectKernelFailed(model.run(feed(randomF32(8)), ['z']), /no longer loaded/);
     expect(other.alive).toBe(true);
     expect((await other.run(feed(randomF32(8)), ['z'])).outputs[0].bytes.length).toBe(16);
+  });
+});
+
+describe('the onnx worker thread\'s answers (serveOnnxWorker on a channel in this thread)', () => {
+  it('answers onnxruntime\'s refusals by their reason, and marks anything else internal', async () => {
+    const { port1, port2 } = new MessageChannel();
+    serveOnnxWorker(port1, SETTINGS);
+    const answers: FromOnnxWorker[] = [];
+    const answered = (count: number) => new Promise<void>((resolve) => {
+      const check = () => {
+        if (answers.length < count) return;
+        port2.off('message', listener);
+        resolve();
+      };
+      const listener = (message: FromOnnxWorker) => {
+        answers.push(message);
+        check();
+      };
+      port2.on('message', listener);
+    });
+    try {
+      const ready = answered(4);
+      port2.postMessage({ t: 'load', id: 1, model: new Uint8Array(Buffer.from('not an onnx model')) } satisfies ToOnnxWorker);
+      port2.postMessage({ t: 'load', id: 2, model: new Uint8Array(TINY) } satisfies ToOnnxWorker);
+      port2.postMessage({ t: 'run', id: 3, model: 9, feeds: [], outputNames: ['z'] } satisfies ToOnnxWorker);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      port2.postMessage({ t: 'run', id: 4, model: 2, feeds: null, outputNames: ['z'] }); // what the main thread never sends
+      await ready;
+      const byId = new Map(answers.map((answer) => [answer.id, answer]));
+      expect(byId.get(1)).toEqual({ t: 'failed', id: 1, message: expect.stringMatching(/^onnxruntime refused the model: /) });
+      expect(byId.get(2)).toEqual({ t: 'loaded', id: 2 });
+      expect(byId.get(3)).toEqual({ t: 'failed', id: 3, message: 'model 9 is not loaded in the onnx worker', internal: true });
+      expect(byId.get(4)).toEqual({ t: 'failed', id: 4, message: expect.stringMatching(/^TypeError: /), internal: true });
+    } finally {
+      port2.postMessage({ t: 'release', model: 2 } satisfies ToOnnxWorker);
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      port1.close();
+    }
   });
 });
 
