@@ -110,7 +110,7 @@ export function serveOnnxWorker(port: MessagePort, settings: OnnxSettings): void
 function failure(id: number, error: Error): FromOnnxWorker {
   return error instanceof OperationError
     ? { t: 'failed', id, message: error.reason }
-    : { t: 'failed', id, message: `${error.name}: ${error.message}`, internal: true };
+    : { t: 'failed', id, message: error.stack ?? `${error.name}: ${error.message}`, internal: true }; // logged by the context, never sent
 }
 
 /** The outputs' memory, each once: transferred with the answer (onnxruntime made it for this run alone). */

@@ -5,19 +5,21 @@
  * The thread starts with the first model and runs until close(), which lets a run in progress
  * finish first. If it stops (an uncaught error in it), every load and run waiting on it fails
  * with KERNEL_FAILED, its models are no longer `alive` (the session cache loads them again),
- * and the next load starts a new thread. After a second stop with no load or run answered
- * since the first, the next thread starts only after a back-off (restartBackoffMs, doubling
- * with each further stop, at most MAX_RESTART_BACKOFF_MS); loads meanwhile fail at once with
- * KERNEL_FAILED saying when. An answer from the thread ends the back-off.
+ * and the next load starts a new thread. After a second stop with no run completed since the
+ * first (a thread that dies at start, or a model that loads and then stops its thread at every
+ * run), the next thread starts only after a back-off (restartBackoff()); loads meanwhile fail
+ * at once with KERNEL_FAILED saying when. A run that completes ends the back-off.
  *
- * Failures: onnxruntime's refusals are KERNEL_FAILED (the session goes on); a failure the
- * thread marks internal (a fault of the runtime itself) rejects with a plain Error, which ends
- * the session as INTERNAL, as it does when the model runs in the main thread.
+ * Failures of a load or run: onnxruntime's refusals are KERNEL_FAILED (the session goes on);
+ * anything else the thread catches there (a fault of the runtime itself) comes back marked
+ * internal and rejects with a plain Error, which ends the session as INTERNAL, as it does
+ * when the model runs in the main thread.
  *
  * Copies: a model's bytes and each run's feeds are copied once into memory that is then
  * transferred to the thread (onnxruntime takes no shared memory), which zeroes them once the
  * model is built or the run is over; outputs come back transferred.
  */
+import { performance } from 'node:perf_hooks';
 import type { Worker } from 'node:worker_threads';
 import { startRuntimeThread } from '../runtime-entry';
 import { LoadedModel, ModelFeed, ModelRun } from './onnx-model';
@@ -37,16 +39,25 @@ interface Thread {
   readonly models: Set<{ alive: boolean }>;
 }
 
-/** The back-off after the second stop with nothing answered since the first. */
+/** The back-off after the second stop with no run completed since the first. */
 export const RESTART_BACKOFF_MS = 1_000;
 /** The longest back-off. */
 export const MAX_RESTART_BACKOFF_MS = 60_000;
 
+/**
+ * How long to wait before starting a thread after `stops` stops with no run completed in
+ * between: none after the first, `baseMs` after the second, doubling with each further one,
+ * at most MAX_RESTART_BACKOFF_MS.
+ */
+export function restartBackoff(stops: number, baseMs = RESTART_BACKOFF_MS): number {
+  return stops < 2 ? 0 : Math.min(baseMs * 2 ** (stops - 2), MAX_RESTART_BACKOFF_MS);
+}
+
 export class OnnxWorker {
   private thread?: Thread;
-  /** Threads stopped since a thread last answered a load or run. */
-  private stopsSinceAnswer = 0;
-  /** No new thread before this time (Date.now()). */
+  /** Threads stopped since a run last completed. */
+  private stopsSinceRun = 0;
+  /** No new thread before this time (performance.now()). */
   private notBefore = 0;
   /** The load in progress: the next one starts after it. */
   private loading: Promise<void> = Promise.resolve();
@@ -55,7 +66,7 @@ export class OnnxWorker {
 
   /**
    * @param log told when the thread stops on its own (an error in it), not on close()
-   * @param restartBackoffMs the back-off after the second stop with nothing answered since the first
+   * @param restartBackoffMs the back-off after the second stop with no run completed since the first (restartBackoff())
    */
   constructor(
     private readonly settings: OnnxSettings,
@@ -136,25 +147,25 @@ export class OnnxWorker {
   private running(): Thread {
     if (this.closing !== undefined) throw new OperationError('KERNEL_FAILED', 'the execution context is closing');
     if (this.thread !== undefined) return this.thread;
-    const wait = this.notBefore - Date.now();
+    const wait = Math.ceil(this.notBefore - performance.now());
     if (wait > 0) {
-      throw new OperationError('KERNEL_FAILED', `the onnx worker thread stopped ${this.stopsSinceAnswer} times since it last answered; it starts again in ${wait} ms`);
+      throw new OperationError('KERNEL_FAILED', `the onnx worker thread stopped ${this.stopsSinceRun} times with no run completed; a launch in ${wait} ms or later starts a new one`);
     }
     const workerData: OnnxWorkerData = { role: ONNX_WORKER_ROLE, settings: this.settings };
     const worker = startRuntimeThread(workerData);
     const thread: Thread = { worker, pending: new Map(), models: new Set() };
     const failed = (why: string) => {
       if (this.thread === thread) {
-        this.stopsSinceAnswer++;
-        const backoffMs = this.stopsSinceAnswer < 2 ? 0 : Math.min(this.restartBackoffMs * 2 ** (this.stopsSinceAnswer - 2), MAX_RESTART_BACKOFF_MS);
-        this.notBefore = Date.now() + backoffMs;
-        const next = backoffMs === 0 ? 'the next launch starts a new thread' : `${this.stopsSinceAnswer} stops since its last answer: no new thread for ${backoffMs} ms`;
+        this.stopsSinceRun++;
+        const backoffMs = restartBackoff(this.stopsSinceRun, this.restartBackoffMs);
+        this.notBefore = performance.now() + backoffMs;
+        const next = backoffMs === 0 ? 'the next launch starts a new thread' : `${this.stopsSinceRun} stops with no run completed: no new thread for ${backoffMs} ms`;
         this.log(`the onnx worker thread stopped: ${why}; ${thread.pending.size} waiting loads and launches failed, ${next}`);
       }
       this.stopped(thread, why);
     };
     worker.on('message', (message: FromOnnxWorker) => {
-      this.stopsSinceAnswer = 0;
+      if (message.t === 'ran') this.stopsSinceRun = 0;
       this.receive(thread, message);
     });
     worker.on('error', (error) => failed(error.message));

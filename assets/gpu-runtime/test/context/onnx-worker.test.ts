@@ -21,7 +21,7 @@ import { LoadedModel, ModelFeed, ModelRun, loadModelHere } from '../../src/kerne
 import { createOnnxRunKernel } from '../../src/kernels/onnx-run';
 import { onnxSessionOptions } from '../../src/kernels/onnx-runtime';
 import { OnnxSessionCache } from '../../src/kernels/onnx-session-cache';
-import { OnnxWorker } from '../../src/kernels/onnx-worker';
+import { MAX_RESTART_BACKOFF_MS, OnnxWorker, RESTART_BACKOFF_MS, restartBackoff } from '../../src/kernels/onnx-worker';
 import { FromOnnxWorker, ToOnnxWorker, serveOnnxWorker } from '../../src/kernels/onnx-worker-thread';
 import { OperationError } from '../../src/kernels/operation-error';
 import { DataType, NodeProto, TensorProto, encodeModel, floatTensor } from '../../src/onnx/onnx-writer';
@@ -186,7 +186,7 @@ describe('OnnxWorker', () => {
     await inThread.release();
   });
 
-  it('starts a thread at once after a stop, waits a back-off after a second with nothing answered between, and an answer ends it', async () => {
+  it('starts a thread at once after a stop, waits a back-off after a second with no run completed between, and a completed run ends it', async () => {
     const lines: string[] = [];
     const worker = onnxWorker((line) => lines.push(line), 400);
     /** A load whose new thread stops before it could answer (the message after the load's stops it). */
@@ -199,20 +199,37 @@ describe('OnnxWorker', () => {
     await loadThatStops();
     await loadThatStops(); // started at once after the first stop
     const refusedAt = Date.now();
-    await expectKernelFailed(worker.load(TINY), /^the onnx worker thread stopped 2 times since it last answered; it starts again in \d+ ms$/);
+    await expectKernelFailed(worker.load(TINY), /^the onnx worker thread stopped 2 times with no run completed; a launch in \d+ ms or later starts a new one$/);
     expect(threadOf(worker)).toBeUndefined(); // refused without starting one
     expect(lines).toEqual([
       expect.stringMatching(/; 1 waiting loads and launches failed, the next launch starts a new thread$/),
-      expect.stringMatching(/; 1 waiting loads and launches failed, 2 stops since its last answer: no new thread for 400 ms$/),
+      expect.stringMatching(/; 1 waiting loads and launches failed, 2 stops with no run completed: no new thread for 400 ms$/),
     ]);
 
+    // After the back-off: a model that loads and then stops its thread at its run still counts.
     await new Promise((resolve) => setTimeout(resolve, 450 - (Date.now() - refusedAt)));
-    const model = await worker.load(TINY); // the back-off is over, and this answer ends it
+    const loaded = await worker.load(TINY);
+    threadOf(worker)!.postMessage(null);
+    await expectKernelFailed(loaded.run(feed(randomF32(8)), ['z']), /worker thread stopped/);
+    expect(lines[2]).toMatch(/3 stops with no run completed: no new thread for 800 ms$/);
+    await expectKernelFailed(worker.load(TINY), /stopped 3 times with no run completed/);
+
+    // A run that completes ends the back-off: the next stop is a first one again.
+    await new Promise((resolve) => setTimeout(resolve, 850));
+    const model = await worker.load(TINY);
+    expect((await model.run(feed(randomF32(8)), ['z'])).outputs[0].bytes.length).toBe(16);
     threadOf(worker)!.postMessage(null);
     await expectKernelFailed(model.run(feed(randomF32(8)), ['z']), /worker thread stopped/);
-    expect(lines[2]).toMatch(/the next launch starts a new thread$/);
+    expect(lines[3]).toMatch(/the next launch starts a new thread$/);
     const again = await worker.load(TINY);
     expect((await again.run(feed(randomF32(8)), ['z'])).outputs[0].bytes.length).toBe(16);
+  });
+
+  it('backs off 0, then the base, doubling up to a minute', () => {
+    expect([1, 2, 3, 4].map((stops) => restartBackoff(stops))).toEqual([0, RESTART_BACKOFF_MS, 2 * RESTART_BACKOFF_MS, 4 * RESTART_BACKOFF_MS]);
+    expect(restartBackoff(8)).toBe(MAX_RESTART_BACKOFF_MS);
+    expect(restartBackoff(1000)).toBe(MAX_RESTART_BACKOFF_MS);
+    expect(restartBackoff(3, 40_000)).toBe(MAX_RESTART_BACKOFF_MS);
   });
 
   // As when the model runs in the main thread, where such an error propagates and ends the
@@ -330,18 +347,15 @@ describe('the onnx worker thread\'s answers (serveOnnxWorker on a channel in thi
       port2.on('message', listener);
     });
     try {
-      const ready = answered(4);
+      const ready = answered(3);
       port2.postMessage({ t: 'load', id: 1, model: new Uint8Array(Buffer.from('not an onnx model')) } satisfies ToOnnxWorker);
       port2.postMessage({ t: 'load', id: 2, model: new Uint8Array(TINY) } satisfies ToOnnxWorker);
-      port2.postMessage({ t: 'run', id: 3, model: 9, feeds: [], outputNames: ['z'] } satisfies ToOnnxWorker);
-      await new Promise((resolve) => setTimeout(resolve, 50));
-      port2.postMessage({ t: 'run', id: 4, model: 2, feeds: null, outputNames: ['z'] }); // what the main thread never sends
+      port2.postMessage({ t: 'run', id: 3, model: 9, feeds: [], outputNames: ['z'] } satisfies ToOnnxWorker); // never loaded
       await ready;
       const byId = new Map(answers.map((answer) => [answer.id, answer]));
       expect(byId.get(1)).toEqual({ t: 'failed', id: 1, message: expect.stringMatching(/^onnxruntime refused the model: /) });
       expect(byId.get(2)).toEqual({ t: 'loaded', id: 2 });
       expect(byId.get(3)).toEqual({ t: 'failed', id: 3, message: 'model 9 is not loaded in the onnx worker', internal: true });
-      expect(byId.get(4)).toEqual({ t: 'failed', id: 4, message: expect.stringMatching(/^TypeError: /), internal: true });
     } finally {
       port2.postMessage({ t: 'release', model: 2 } satisfies ToOnnxWorker);
       await new Promise((resolve) => setTimeout(resolve, 20));
