@@ -13,7 +13,9 @@
  * resnet50 benchmark's definition) is what the sockets and the processes' wake-ups between
  * inferences cost on this machine: the part of the offload's overhead that no change to its
  * protocol or crypto can remove. The same requests also go straight to the bare context
- * (oneLink): the floor for any design that runs the model in another process. Each request
+ * (oneLink): the floor for any design that runs the model in another process, and, when the
+ * native floor's program is built, through a relay written in C in SGS's place
+ * (nativeRelayed). Each request
  * is followed by a direct run in this process, as in the resnet50 benchmark, so both see
  * the same caches.
  */
@@ -35,8 +37,16 @@ export interface BarePathReport {
   readonly relayed: BareOverhead;
   /** Straight to the bare context: two processes, one link, the least any offload to another process needs. */
   readonly oneLink: BareOverhead;
-  /** Outputs byte-identical to a direct run of the same input, both routes (the bare path did run the model). */
+  /**
+   * Through the relay written in C (bench/native-floor.c --relay) instead: what SGS's place
+   * costs on this path when it is not a Node process. Absent when the C program could not be
+   * built (the native floor's report says why).
+   */
+  readonly nativeRelayed?: BareOverhead;
+  /** Outputs byte-identical to a direct run of the same input, over all routes (the bare path did run the model). */
   readonly identical: number;
+  /** Requests on all routes together: what `identical` is out of. */
+  readonly outputs: number;
 }
 
 /** p50 and p99 of end to end minus the bare context's computeUs (ms). */
@@ -47,16 +57,19 @@ export interface BareOverhead {
 
 const REPLY_HEADER_BYTES = 4 + 8;
 
-export async function measureBarePath(modelPath: string, requests: number, warmup: number): Promise<BarePathReport> {
+/** @param nativeRelay the compiled bench/native-floor.c, to measure the nativeRelayed route too */
+export async function measureBarePath(modelPath: string, requests: number, warmup: number, nativeRelay?: string): Promise<BarePathReport> {
   const dir = mkdtempSync(join(tmpdir(), 'egpu-bare-'));
   const contextSocket = join(dir, 'context.sock');
   const relaySocket = join(dir, 'relay.sock');
+  const nativeRelaySocket = join(dir, 'native-relay.sock');
   const loader = pathToFileURL(require.resolve('tsx')).href;
   const children: ChildProcess[] = [];
   let socket: net.Socket | undefined;
   try {
     children.push(await startProcess(['--import', loader, join(__dirname, 'bare-context.ts'), contextSocket, modelPath]));
     children.push(await startProcess(['-e', RELAY_SOURCE, relaySocket, contextSocket]));
+    if (nativeRelay !== undefined) children.push(await startProcess(['--relay', nativeRelaySocket, contextSocket], nativeRelay));
     const { ort, session: direct } = await referenceSession(modelPath);
     const random = new SeededRandom(2024);
     let identical = 0;
@@ -83,7 +96,8 @@ export async function measureBarePath(modelPath: string, requests: number, warmu
     try {
       const relayed = await route(relaySocket);
       const oneLink = await route(contextSocket);
-      return { requests, relayed, oneLink, identical };
+      const nativeRelayed = nativeRelay === undefined ? undefined : await route(nativeRelaySocket);
+      return { requests, relayed, oneLink, nativeRelayed, identical, outputs: requests * (nativeRelay === undefined ? 2 : 3) };
     } finally {
       await direct.release();
     }

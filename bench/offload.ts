@@ -78,7 +78,8 @@ export const DEFAULT_OFFLOAD_OPTIONS: OffloadOptions = { resnetRequests: 40, war
 
 const ms = (us: number) => Math.round(us) / 1000;
 
-export async function measureOffload(model: BuiltModel, options: OffloadOptions = DEFAULT_OFFLOAD_OPTIONS): Promise<OffloadReport> {
+/** @param nativeRelay the compiled bench/native-floor.c, for the bare path's relay in C */
+export async function measureOffload(model: BuiltModel, options: OffloadOptions = DEFAULT_OFFLOAD_OPTIONS, nativeRelay?: string): Promise<OffloadReport> {
   const stack = await startLocalStack();
   let smallOp: OffloadReport['smallOp'];
   let resnet50: Omit<OffloadReport['resnet50'], 'bare'>;
@@ -88,7 +89,7 @@ export async function measureOffload(model: BuiltModel, options: OffloadOptions 
   } finally {
     await stack.stop();
   }
-  const bare = await measureBarePath(model.path, options.resnetRequests, options.warmupRequests);
+  const bare = await measureBarePath(model.path, options.resnetRequests, options.warmupRequests, nativeRelay);
   return { resnet50: { ...resnet50, bare }, smallOp };
 }
 

@@ -32,9 +32,9 @@ process.on('SIGTERM', () => process.exit(0));
 
 const START_TIMEOUT_MS = 60_000;
 
-/** Starts `node ...args` and resolves once it prints its first line (it is listening then). */
-export function startProcess(args: string[]): Promise<ChildProcess> {
-  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'] });
+/** Starts `node ...args` (or `command ...args`) and resolves once it prints its first line (it is listening then). */
+export function startProcess(args: string[], command = process.execPath): Promise<ChildProcess> {
+  const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'inherit'] });
   const what = args.join(' ').replace(/\s+/g, ' ').slice(0, 200);
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => {

@@ -14,7 +14,7 @@ import { activeBackend, nodeCryptoBackend } from '../assets/gpu-runtime/src/abe/
 import { CHUNKS_PER_OPERATION, openThroughput, sealThroughput } from './abe-throughput';
 import { handshakeLatency } from './handshake';
 import { DEFAULT_OFFLOAD_OPTIONS, IDLE_GAP_MS, measureOffload } from './offload';
-import { measureNativeFloor } from './native-floor';
+import { buildNativeFloor, measureNativeFloor } from './native-floor';
 import { measureOnnxPlacement } from './onnx-placement';
 import { ensureResnet50 } from '../scripts/build-resnet50';
 import { opensslSpeed } from './openssl-speed';
@@ -79,7 +79,21 @@ async function main(): Promise<void> {
   print(`  whole handshake with simulated NSM and verifier:        ${ms(handshake.full)}`);
 
   const model = ensureResnet50(); // built or read (and checked) once, for both offload measurements
-  const offload = await measureOffload(model);
+  const nativeBuild = buildNativeFloor(); // compiled once: the native floor, and the bare path's relay in C
+  let offload: Awaited<ReturnType<typeof measureOffload>>;
+  let nativeFloor: ReturnType<typeof measureNativeFloor>;
+  try {
+    offload = await measureOffload(model, DEFAULT_OFFLOAD_OPTIONS, 'binary' in nativeBuild ? nativeBuild.binary : undefined);
+    nativeFloor = measureNativeFloor(nativeBuild, {
+      requests: offload.resnet50.requests,
+      warmup: DEFAULT_OFFLOAD_OPTIONS.warmupRequests,
+      computeUs: offload.resnet50.computeMs * 1000,
+      touchBytes: model.bytes.length,
+      smallOps: DEFAULT_OFFLOAD_OPTIONS.smallOps,
+    });
+  } finally {
+    if ('dispose' in nativeBuild) nativeBuild.dispose();
+  }
   const { resnet50, smallOp } = offload;
   print();
   print('Offload path (EGP in this process -> egpu sgs -> egpu context, Unix sockets, simulated NSM):');
@@ -89,27 +103,25 @@ async function main(): Promise<void> {
   const { bare } = resnet50;
   print(`  the same requests on the bare path (bench/bare-path.ts: sockets and processes only, no crypto, no protocol), overhead:`);
   print(`    through a relay (the offload's 3 processes): p50 ${bare.relayed.overheadMs.toFixed(3)} ms, p99 ${bare.relayed.overheadP99Ms.toFixed(3)} ms`);
-  print(`    straight to the compute process (2):         p50 ${bare.oneLink.overheadMs.toFixed(3)} ms, p99 ${bare.oneLink.overheadP99Ms.toFixed(3)} ms; ${bare.identical}/${2 * bare.requests} outputs bit-identical`);
+  print(`    straight to the compute process (2):         p50 ${bare.oneLink.overheadMs.toFixed(3)} ms, p99 ${bare.oneLink.overheadP99Ms.toFixed(3)} ms`);
+  if (bare.nativeRelayed !== undefined) {
+    print(`    through a relay written in C instead (3):    p50 ${bare.nativeRelayed.overheadMs.toFixed(3)} ms, p99 ${bare.nativeRelayed.overheadP99Ms.toFixed(3)} ms`);
+  }
+  print(`    ${bare.identical}/${bare.outputs} outputs bit-identical`);
   print(`  4-byte kernel round trip: p50 ${smallOp.offloadRttUs} us (p99 ${smallOp.offloadRttP99Us}); raw socket round trip p50 ${smallOp.rawRttUs} us (p99 ${smallOp.rawRttP99Us}): ${smallOp.ratio}x (target <= ${SMALL_OP_TARGET_RATIO}x): ${smallOp.ratio <= SMALL_OP_TARGET_RATIO ? 'met' : 'NOT met'}`);
   print(`  raw round trip through a relay process (the offload's 3 processes, none of its work): p50 ${smallOp.relayedRawRttUs} us`);
 
   const cpu = smallOp.cpuUsPerOp;
   print(`  CPU per 4-byte kernel: EGP ${cpu.egp} us, SGS ${cpu.sgs ?? 'n/a'} us, context ${cpu.context ?? 'n/a'} us; raw round trip after ${IDLE_GAP_MS} ms idle: p50 ${smallOp.rawRttAfterIdleUs} us`);
 
-  const nativeFloor = measureNativeFloor({
-    requests: resnet50.requests,
-    warmup: DEFAULT_OFFLOAD_OPTIONS.warmupRequests,
-    computeUs: resnet50.computeMs * 1000,
-    touchBytes: model.bytes.length,
-    smallOps: DEFAULT_OFFLOAD_OPTIONS.smallOps,
-  });
   print();
   if ('skipped' in nativeFloor) {
     print(`Native floor: skipped (${nativeFloor.skipped})`);
   } else {
-    print(`Native floor (bench/native-floor.c: the same topology in C, blocking calls, AES-256-GCM, ${(resnet50.computeMs).toFixed(1)} ms of compute walking ${(model.bytes.length / 1e6).toFixed(0)} MB; nothing else):`);
-    print(`  ResNet-50-sized requests, overhead: through a relay (3 processes) p50 ${nativeFloor.relayed.overheadMs.toFixed(3)} ms, p99 ${nativeFloor.relayed.overheadP99Ms.toFixed(3)} ms; straight (2) p50 ${nativeFloor.oneLink.overheadMs.toFixed(3)} ms, p99 ${nativeFloor.oneLink.overheadP99Ms.toFixed(3)} ms; ${nativeFloor.identical}/${2 * nativeFloor.requests} answers carried their input`);
-    print(`  200-byte round trip: plain to an echo process p50 ${nativeFloor.rawRttUs} us; sealed through a relay p50 ${nativeFloor.relayedSealedRttUs} us (${(nativeFloor.relayedSealedRttUs / smallOp.rawRttUs).toFixed(1)}x this run's Node raw round trip)`);
+    print(`Native floor (bench/native-floor.c: the same topology written plainly in C, blocking calls, AES-256-GCM, ${(resnet50.computeMs).toFixed(1)} ms of compute walking ${(model.bytes.length / 1e6).toFixed(0)} MB; nothing else):`);
+    print(`  ResNet-50-sized requests, overhead: through a relay (3 processes) p50 ${nativeFloor.relayed.overheadMs.toFixed(3)} ms, p99 ${nativeFloor.relayed.overheadP99Ms.toFixed(3)} ms; straight (2) p50 ${nativeFloor.oneLink.overheadMs.toFixed(3)} ms, p99 ${nativeFloor.oneLink.overheadP99Ms.toFixed(3)} ms; ${nativeFloor.identical}/${2 * nativeFloor.requests} answers checked`);
+    const times = (base: number) => `${(nativeFloor.relayedSealedRttUs / base).toFixed(1)}x`;
+    print(`  200-byte round trip: plain to an echo process p50 ${nativeFloor.rawRttUs} us; sealed through a relay p50 ${nativeFloor.relayedSealedRttUs} us (${times(nativeFloor.rawRttUs)} the plain one in C, ${times(smallOp.rawRttUs)} Node's)`);
   }
 
   const placement = await measureOnnxPlacement(model.bytes);
