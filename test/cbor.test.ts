@@ -25,6 +25,12 @@ describe('shared CBOR codec', () => {
 
   it.each([
     ['a duplicate map key', 'a2616101616102', /duplicate map key/],
+    ['a duplicate map key written with a longer head', 'a261610178016102', /duplicate map key/],
+    ['a duplicate map key behind a tag', 'a2616101c0616102', /duplicate map key/],
+    ['a duplicate integer key in two forms', 'a2010118010102', /duplicate map key/],
+    ['a duplicate byte-string key in two forms', 'a241ff01580 1ff02'.replace(' ', ''), /duplicate map key/],
+    ['a duplicate array key in two forms', 'a2810101980101 02'.replace(' ', ''), /duplicate map key/],
+    ['a text string that is not UTF-8', '62c328', /offset 0 is not valid UTF-8/],
     ['an indefinite-length array', '9f01ff', /indefinite lengths are not accepted/],
     ['a length beyond the data', '5a00010000', /exceeds the \d+ bytes that remain/],
     ['trailing bytes', '0101', /1 bytes follow the CBOR item/],
@@ -33,6 +39,12 @@ describe('shared CBOR codec', () => {
   ])('refuses %s', (_name, hex, message) => {
     expect(() => decodeCbor(Buffer.from(hex, 'hex'))).toThrow(CborError);
     expect(() => decodeCbor(Buffer.from(hex, 'hex'))).toThrow(message);
+  });
+
+  it('keeps keys that differ only in type apart', () => {
+    const keys = [1, -2, '1', Buffer.from('1'), [1], 1n << 60n];
+    const map = decodeCbor(encodeCbor(new Map<any, any>(keys.map((key) => [key, 0])))) as Map<unknown, unknown>;
+    expect([...map.keys()]).toEqual(keys);
   });
 
   it('refuses nesting deeper than its limit, both ways', () => {

@@ -2,12 +2,16 @@
  * A small, strict CBOR (RFC 8949) codec shared by the constructs (the signature section of
  * an enclave image file) and the runtime (attestation documents, frames). Definite lengths
  * only, with a depth limit and lengths checked against the bytes that remain, so hostile
- * input cannot make it run away. Encoding is deterministic: shortest-form heads, map keys
+ * input cannot make it run away; text only as valid UTF-8, and map keys unique by value. Encoding is deterministic: shortest-form heads, map keys
  * in insertion order.
  */
+import { TextDecoder } from 'util';
+
 export type CborValue = number | bigint | boolean | null | undefined | string | Buffer | CborValue[] | Map<CborValue, CborValue>;
 
 const MAX_DEPTH = 16;
+/** Text strings must be valid UTF-8: a replacement character would make two encodings one string. */
+const UTF8 = new TextDecoder('utf-8', { fatal: true });
 
 export class CborError extends Error {}
 
@@ -71,8 +75,15 @@ function readItem(reader: Reader, depth: number): CborValue {
     }
     case 2:
       return Buffer.from(take(reader, readLength(reader, info)));
-    case 3:
-      return take(reader, readLength(reader, info)).toString('utf8');
+    case 3: {
+      const start = reader.offset - 1; // its head's first byte
+      try {
+        return UTF8.decode(take(reader, readLength(reader, info)));
+      } catch (error) {
+        if (error instanceof CborError) throw error;
+        throw new CborError(`a text string at offset ${start} is not valid UTF-8`);
+      }
+    }
     case 4: {
       const length = readLength(reader, info);
       const items: CborValue[] = [];
@@ -86,12 +97,13 @@ function readItem(reader: Reader, depth: number): CborValue {
       for (let i = 0; i < length; i++) {
         const keyOffset = reader.offset;
         const key = readItem(reader, depth + 1);
-        // Compare keys by their encoding: a duplicate key would let two readers see two different maps.
-        const keyBytes = reader.data.subarray(keyOffset, reader.offset).toString('hex');
-        if (seen.has(keyBytes)) {
+        // A duplicate key would let two readers see two different maps. Keys are compared by
+        // what they decode to, so one written twice in two forms (a longer head, a tag) is one.
+        const identity = keyIdentity(key);
+        if (seen.has(identity)) {
           throw new CborError(`duplicate map key at offset ${keyOffset}`);
         }
-        seen.add(keyBytes);
+        seen.add(identity);
         map.set(key, readItem(reader, depth + 1));
       }
       return map;
@@ -105,6 +117,19 @@ function readItem(reader: Reader, depth: number): CborValue {
       if (info === 22) return null;
       if (info === 23) return undefined;
       throw new CborError(`unsupported simple value or float (additional information ${info}) at offset ${reader.offset - 1}`);
+  }
+}
+
+/** A decoded map key as one string: equal for equal keys, whatever their encoding was. */
+function keyIdentity(key: CborValue): string {
+  switch (typeof key) {
+    case 'number':
+    case 'bigint':
+      return `i${key}`;
+    case 'string':
+      return `s${key}`;
+    default:
+      return Buffer.isBuffer(key) ? `b${key.toString('hex')}` : `c${encodeCbor(key).toString('hex')}`;
   }
 }
 

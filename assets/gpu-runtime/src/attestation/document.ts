@@ -78,6 +78,11 @@ export function parseAttestationDocument(bytes: Buffer): AttestationDocument {
   if (!Buffer.isBuffer(signature) || signature.length !== ES384_SIGNATURE_BYTES) {
     throw malformed(`signature must be ${ES384_SIGNATURE_BYTES} bytes (ES384 r||s), got ${describe(signature)}`);
   }
+  // The signature covers the payload's bytes, not the envelope's: without this, longer heads
+  // or tags around the elements would give other bytes that verify as the same document.
+  if (!encodeCbor([protectedHeader, unprotected, payload, signature]).equals(body)) {
+    throw malformed('the COSE_Sign1 is not in its canonical encoding (shortest lengths, no tags inside)');
+  }
   return { ...parsePayload(payload), protectedHeader, payload, signature };
 }
 
@@ -85,6 +90,11 @@ function parsePayload(bytes: Buffer): AttestationPayload {
   const map = decode(bytes, 'payload');
   if (!(map instanceof Map)) {
     throw malformed('payload must be a CBOR map');
+  }
+  // Signed, but read by others too (KMS): one encoding only, so that no reader of it can see
+  // other values than this one (a tag, a longer head or a key written twice in two forms).
+  if (!encodeCbor(map).equals(bytes)) {
+    throw malformed('payload is not in its canonical encoding (shortest lengths, no tags)');
   }
   for (const key of map.keys()) {
     if (typeof key !== 'string' || !PAYLOAD_KEYS.includes(key)) {

@@ -4,7 +4,7 @@
  * last byte); every other region is changed byte by byte.
  */
 import { describe, expect, it } from 'vitest';
-import { encodeCbor } from '../../../../lib/shared/cbor';
+import { decodeCbor, encodeCbor } from '../../../../lib/shared/cbor';
 import { AttestationErrorCode } from '../../src/attestation/attestation-error';
 import { parseAttestationDocument } from '../../src/attestation/document';
 import { verifyAttestationDocument } from '../../src/attestation/verify';
@@ -45,7 +45,8 @@ const regions: Array<[string, number[], AttestationErrorCode[]]> = [
   ['payload length', range(7, payloadStart), ['MALFORMED']],
   ['payload map head', [payloadStart], ['MALFORMED']],
   ['payload field name', all(keyRange('user_data')), ['MALFORMED']],
-  ['module_id', all(valueRange(AWS_DOCUMENT, 'module_id', doc.moduleId)), ['SIGNATURE']],
+  // A byte of its ASCII made 0x80 or above is no longer UTF-8: MALFORMED before the signature.
+  ['module_id', all(valueRange(AWS_DOCUMENT, 'module_id', doc.moduleId)), ['SIGNATURE', 'MALFORMED']],
   ['digest', all(valueRange(AWS_DOCUMENT, 'digest', 'SHA384')), ['MALFORMED']],
   // Its low 6 bytes: a change in the top 2 can pass 2^53 ms, which is MALFORMED instead.
   ['timestamp', all(valueRange(AWS_DOCUMENT, 'timestamp', doc.timestamp)).slice(2), ['SIGNATURE']],
@@ -109,5 +110,53 @@ describe('a modified AWS document', () => {
     expect(refusal(() => verifyAttestationDocument(reorder([root, zonal, regional, instance]), { at }), 'CHAIN')).toMatch(/^cabundle\[1\] .* was not issued by cabundle\[0\]/);
     expect(refusal(() => verifyAttestationDocument(reorder([root, regional, instance]), { at }), 'CHAIN')).toMatch(/^cabundle\[2\] .* was not issued by cabundle\[1\]/);
     refusal(() => verifyAttestationDocument(reorder([regional, zonal, instance]), { at }), 'ROOT_MISMATCH');
+  });
+});
+
+/** The document with bytes [start, end) replaced by `bytes`. */
+function spliced(start: number, end: number, bytes: string): Buffer {
+  return Buffer.concat([AWS_DOCUMENT.subarray(0, start), Buffer.from(bytes, 'hex'), AWS_DOCUMENT.subarray(end)]);
+}
+
+describe('the AWS document in another encoding of the same values', () => {
+  // Each decodes to exactly the same COSE_Sign1 as the genuine one, and its signature covers
+  // only the payload's bytes: without a canonical-encoding check each would verify.
+  const payloadHead = AWS_DOCUMENT.subarray(7, payloadStart).toString('hex'); // 59 + 2 length bytes
+  const variants: Array<[string, Buffer]> = [
+    ['the protected header with a longer length head', spliced(1, 2, '5804')],
+    ['the payload with a longer length head', spliced(7, payloadStart, `5a0000${payloadHead.slice(2)}`)],
+    ['the payload behind a tag', spliced(7, 7, 'd818')],
+    ['the signature with a longer length head', spliced(signatureStart - 2, signatureStart, '590060')],
+    ['the unprotected map behind a tag', spliced(6, 6, 'c0')],
+  ];
+
+  it.each(variants)('is refused with %s', (_, variant) => {
+    expect(variant.equals(AWS_DOCUMENT)).toBe(false);
+    expect(decodeCbor(variant)).toEqual(decodeCbor(AWS_DOCUMENT));
+    expect(refusal(() => verifyAttestationDocument(variant, { at }), 'MALFORMED')).toMatch(/^the COSE_Sign1 is not in its canonical encoding/);
+  });
+
+  it('is refused with its payload in another encoding, before any signature is checked', () => {
+    const payload = AWS_DOCUMENT.subarray(payloadStart, signatureStart - 2);
+    const key = encodeCbor('nonce');
+    const longerKey = Buffer.concat([Buffer.from([0x78, 5]), Buffer.from('nonce')]); // "nonce" with a 2-byte head
+    const reencoded = Buffer.from(payload.toString('hex').replace(key.toString('hex'), longerKey.toString('hex')), 'hex');
+    expect(decodeCbor(reencoded)).toEqual(decodeCbor(payload));
+    const variant = encodeCbor([doc.protectedHeader, new Map(), reencoded, doc.signature]);
+    expect(refusal(() => verifyAttestationDocument(variant, { at }), 'MALFORMED')).toMatch(/^payload is not in its canonical encoding/);
+  });
+
+  // ECDSA's one malleability: (r, n - s) is a valid signature of the same bytes whenever
+  // (r, s) is, and AWS's signatures are not normalized, so it cannot be refused. The document
+  // it makes says exactly what the genuine one says: identify a document by the SHA-384 of
+  // its payload, never by its bytes.
+  it('verifies with the twin (r, n - s) of its signature, as any ECDSA signature must', () => {
+    const n = BigInt('0xffffffffffffffffffffffffffffffffffffffffffffffffc7634d81f4372ddf581a0db248b0a77aecec196accc52973');
+    const s = BigInt(`0x${doc.signature.subarray(48).toString('hex')}`);
+    const twin = Buffer.from(AWS_DOCUMENT);
+    Buffer.from((n - s).toString(16).padStart(96, '0'), 'hex').copy(twin, signatureStart + 48);
+    expect(twin.equals(AWS_DOCUMENT)).toBe(false);
+    const fields = ({ moduleId, timestamp, pcrs, publicKey, userData, nonce }: ReturnType<typeof verifyAttestationDocument>) => ({ moduleId, timestamp, pcrs, publicKey, userData, nonce });
+    expect(fields(verifyAttestationDocument(twin, { at }))).toEqual(fields(verifyAttestationDocument(AWS_DOCUMENT, { at })));
   });
 });

@@ -124,7 +124,7 @@ describe('decryptForRecipient', () => {
     expect((await decryptForRecipient(client, ciphertextBlob, {}, recipient)).plaintext).toEqual(plaintext);
   });
 
-  it('refuses a response that carries Plaintext, with or without CiphertextForRecipient', async () => {
+  it('refuses a response that carries Plaintext, with or without CiphertextForRecipient, and zeroes that Plaintext', async () => {
     for (const response of [
       { KeyId: KEY_ARN, Plaintext: randomBytes(32) },
       { KeyId: KEY_ARN, Plaintext: randomBytes(32), CiphertextForRecipient: forEnclave(randomBytes(32)) },
@@ -132,6 +132,7 @@ describe('decryptForRecipient', () => {
       kms.on(DecryptCommand).resolves(response);
       const error = await refusal(decryptForRecipient(client, ciphertextBlob, {}, recipient));
       expect(error.code).toBe('KMS_PLAINTEXT_RETURNED');
+      expect(response.Plaintext.equals(Buffer.alloc(32))).toBe(true);
     }
   });
 
