@@ -29,9 +29,6 @@ import { executeOperation } from './operation-executor';
 import { RecordQueue } from './record-queue';
 import { sendOutcome } from './result-sender';
 
-/** The longest reason an error message may carry (control.ts refuses longer ones). */
-const MAX_REASON_CHARS = 512;
-
 export interface SessionEnvironment {
   readonly check: AttestationCheck;
   readonly kernels: KernelRegistry;
@@ -93,7 +90,7 @@ export class ContextSession {
       if (!(error instanceof RuntimeError)) {
         this.env.log(`session ${this.label()}: internal error: ${error instanceof Error ? error.stack : String(error)}`);
       }
-      void this.connection.fail(bounded(toWireError(error)), this.lastN);
+      void this.connection.fail(toWireError(error), this.lastN); // encodeControl cuts a long reason
     }
   }
 
@@ -185,8 +182,3 @@ export class ContextSession {
   }
 }
 
-/** A wire error whose reason fits an error message: a peer refuses longer ones as malformed. */
-function bounded(error: WireError): WireError {
-  if (error.reason.length <= MAX_REASON_CHARS) return error;
-  return new WireError(error.code, `${error.reason.slice(0, MAX_REASON_CHARS - 3)}...`, error.retryAfterMs);
-}

@@ -9,6 +9,8 @@ import { WIRE_ERROR_CODES, WireError, WireErrorCode } from './wire-error';
 
 export const MAX_CONTROL_BYTES = 32 * 1024;
 const MAX_REASON_CHARS = 512;
+/** How much of an unexpected field's name a refusal quotes. */
+const MAX_QUOTED_KEY_CHARS = 64;
 const MAX_KERNEL_CHARS = 64;
 const COMPUTE_DEVICES: readonly ComputeDevice[] = ['gpu', 'cpu'];
 
@@ -32,8 +34,15 @@ export type ControlMessage =
   /** Any direction: a refusal or failure, for operation n when it concerns one. */
   | { t: 'error'; code: WireErrorCode; reason: string; n?: number; retryAfterMs?: number };
 
+/**
+ * Encodes a control record. An error's reason is cut to what a peer accepts (its detail may
+ * quote what the peer sent), so an error can always be sent.
+ */
 export function encodeControl(message: ControlMessage): Buffer {
-  const map = new Map<CborValue, CborValue>(Object.entries(message).filter(([, v]) => v !== undefined));
+  const fitted = message.t === 'error' && message.reason.length > MAX_REASON_CHARS
+    ? { ...message, reason: `${message.reason.slice(0, MAX_REASON_CHARS - 3)}...` }
+    : message;
+  const map = new Map<CborValue, CborValue>(Object.entries(fitted).filter(([, v]) => v !== undefined));
   const body = encodeCbor(map);
   if (body.length > MAX_CONTROL_BYTES) {
     throw new WireError('TOO_LARGE', `a ${message.t} message of ${body.length} bytes exceeds ${MAX_CONTROL_BYTES}`);
@@ -133,7 +142,7 @@ class Fields {
   expectAllRead(t: string): void {
     for (const key of this.map.keys()) {
       if (typeof key !== 'string' || !this.read.has(key)) {
-        throw new WireError('MALFORMED', `unexpected field ${JSON.stringify(String(key))} in a '${t}' message`);
+        throw new WireError('MALFORMED', `unexpected field ${JSON.stringify(String(key).slice(0, MAX_QUOTED_KEY_CHARS))} in a '${t}' message`);
       }
     }
   }

@@ -85,10 +85,17 @@ export class RecordConnection {
     return this.send(encodeControl(message));
   }
 
-  /** Sends an error message, then closes. */
+  /** Sends an error message, then closes. Never rejects: callers void it, from handlers of peer input. */
   async fail(error: WireError, n?: number): Promise<void> {
     if (!this.closed) {
-      this.socket.end(encodeControl({ t: 'error', code: error.code, reason: error.reason, n, retryAfterMs: error.retryAfterMs }));
+      let message: Buffer | undefined;
+      try {
+        message = encodeControl({ t: 'error', code: error.code, reason: error.reason, n, retryAfterMs: error.retryAfterMs });
+      } catch {
+        // A field beyond what a control message may carry (an n beyond 2^53, say): close without the message.
+      }
+      if (message === undefined) this.socket.end();
+      else this.socket.end(message);
     }
     this.finish(error);
   }

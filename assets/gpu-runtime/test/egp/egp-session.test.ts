@@ -1,15 +1,19 @@
 /**
  * The EGP client against real `egpu sgs` and `egpu context` processes: a session's CUDA-shaped
  * calls, pipelined; refusals that fail one call and leave the session going; an enclave SGS
- * does not admit; and the kernel-attestation log naming the code each launch ran.
+ * does not admit; a hostile record to either process refused without harm; and the
+ * kernel-attestation log naming the code each launch ran.
  */
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
+import { connect as netConnect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { EgpClient } from '../../src/egp/client';
 import { SIMULATED_ENCLAVE_PCRS, simulatedEnclave } from '../../src/egp/local-enclave';
 import { LocalStack, startLocalStack } from '../../src/egp/local-stack';
 import { BUILTIN_KERNELS } from '../../src/kernels/builtins';
+import { decodeControl } from '../../src/protocol/control';
+import { CborValue, encodeCbor } from '../../../../lib/shared/cbor';
 import { connect, f32Bytes, f32Values, rejection } from './helpers';
 
 describe('EGP session over SGS and an execution context', () => {
@@ -81,6 +85,28 @@ describe('EGP session over SGS and an execution context', () => {
     const otherImage = simulatedEnclave(stack.nsm, [SIMULATED_ENCLAVE_PCRS[1], SIMULATED_ENCLAVE_PCRS[0], SIMULATED_ENCLAVE_PCRS[2]]);
     const error = await rejection(() => connect(stack, { enclave: otherImage }), 'UNAUTHORIZED');
     expect(error.reason).toMatch(/allowlist/);
+  });
+
+  // Any enclave can send SGS a record before it is attested, and whatever reaches the
+  // context's socket can send it one: a refusal quoting a long field once killed both.
+  it('SGS and the context refuse a record whose refusal would quote 36 KB, and go on serving', async () => {
+    const body = encodeCbor(new Map<CborValue, CborValue>([['t', 'open'], ['\u0001'.repeat(6000), 1]]));
+    const record = Buffer.concat([Buffer.from([0, 0, body.length >> 8, body.length & 0xff]), body]);
+    for (const address of [stack.sgsAddress, stack.contextAddress]) {
+      const answer = await new Promise<Buffer>((resolve) => {
+        const chunks: Buffer[] = [];
+        const socket = netConnect(address.replace(/^unix:/, ''), () => socket.write(record));
+        socket.on('data', (chunk) => chunks.push(chunk));
+        socket.on('close', () => resolve(Buffer.concat(chunks)));
+      });
+      expect(decodeControl(answer)).toMatchObject({ t: 'error', code: 'MALFORMED' });
+    }
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect([stack.sgs.exitCode, stack.context.exitCode]).toEqual([null, null]);
+    const buffer = await gpu.malloc(4);
+    await gpu.memcpyHtoD(buffer, f32Bytes([7]));
+    expect(f32Values(await gpu.memcpyDtoH(buffer))).toEqual([7]);
+    await gpu.free(buffer);
   });
 
   it('each launch appears in the kernel-attestation log with the code it ran', async () => {
