@@ -77,15 +77,31 @@ describe('AttestationBoundKey', () => {
     expect(statements).toContainEqual({ Sid: 'DenyReEncryptFrom', Effect: 'Deny', Principal: { AWS: '*' }, Action: 'kms:ReEncryptFrom', Resource: '*' });
   });
 
-  it('allows the granted role Decrypt, GenerateDataKey and GenerateRandom only under every PCR condition', () => {
+  it('allows the granted role Decrypt and GenerateDataKey only under every PCR condition', () => {
     const role = { 'Fn::GetAtt': [expect.stringMatching(/^ParentRole/), 'Arn'] };
     expect(statements).toContainEqual({
       Sid: 'EnclaveDecrypt', Effect: 'Allow', Principal: { AWS: role }, Action: 'kms:Decrypt', Resource: '*',
       Condition: { StringEqualsIgnoreCase: CONDITIONS },
     });
     expect(statements).toContainEqual({
-      Sid: 'EnclaveGenerateDataKey', Effect: 'Allow', Principal: { AWS: role }, Action: ['kms:GenerateDataKey', 'kms:GenerateRandom'], Resource: '*',
+      Sid: 'EnclaveGenerateDataKey', Effect: 'Allow', Principal: { AWS: role }, Action: 'kms:GenerateDataKey', Resource: '*',
       Condition: { StringEqualsIgnoreCase: CONDITIONS },
+    });
+  });
+
+  // GenerateRandom uses no key: a key policy statement for it would allow nothing.
+  it('allows GenerateRandom in the grantee\'s IAM policy, never in the key policy, under every PCR condition', () => {
+    expect(statements.some((statement) => actionsOf(statement).includes('kms:GenerateRandom'))).toBe(false);
+    const stack = new Stack();
+    const key = new AttestationBoundKey(stack, 'Key', { pcrs: PCRS });
+    const role = new iam.Role(stack, 'Role', { assumedBy: new iam.ServicePrincipal('ec2.amazonaws.com') });
+    key.grantEnclaveGenerateRandom(role);
+    Template.fromStack(stack).hasResourceProperties('AWS::IAM::Policy', {
+      Roles: [{ Ref: Match.stringLikeRegexp('^Role') }],
+      PolicyDocument: { Statement: [{ Effect: 'Allow', Action: 'kms:GenerateRandom', Resource: '*', Condition: { StringEqualsIgnoreCase: CONDITIONS } }] },
+    });
+    expect(key.enclaveGenerateRandomStatement().toStatementJson()).toEqual({
+      Sid: 'EnclaveGenerateRandom', Effect: 'Allow', Action: 'kms:GenerateRandom', Resource: '*', Condition: { StringEqualsIgnoreCase: CONDITIONS },
     });
   });
 

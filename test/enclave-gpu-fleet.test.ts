@@ -114,10 +114,12 @@ describe('EnclaveGpuFleet', () => {
   });
 
 
-  it('starts instances only once their policy is attached', () => {
+  it('starts instances only once their policies are attached, health reporting included', () => {
     const [group] = Object.values(template.findResources('AWS::AutoScaling::AutoScalingGroup'));
-    const policyId = Object.keys(template.findResources('AWS::IAM::Policy')).find((id) => id.startsWith('InferencePolicy'))!;
-    expect(group.DependsOn).toContain(policyId);
+    const ids = Object.keys(template.findResources('AWS::IAM::Policy'));
+    const policyIds = [/^InferencePolicy[0-9A-F]{8}$/, /^InferencePolicyEnclaveRandom/, /^InferenceReportHealth/].map((pattern) => ids.find((id) => pattern.test(id)));
+    expect(policyIds.every((id) => id !== undefined)).toBe(true);
+    for (const policyId of policyIds) expect(group.DependsOn).toContain(policyId);
   });
 
   it('scales on the average queue depth of its enclave image by default', () => {

@@ -135,8 +135,10 @@ describe('EnclaveGpuImage', () => {
       ImageRecipeArn: { 'Fn::GetAtt': [Match.stringLikeRegexp('^AmiRecipe'), 'Arn'] },
       ImageTestsConfiguration: { ImageTestsEnabled: true, TimeoutMinutes: 60 },
     });
+    // CloudFormation's own casing (the property is raw JSON in aws-cdk-lib): with `name` and
+    // `amiTags` CloudFormation refuses the extraneous keys, and the AMI goes untagged.
     template.hasResourceProperties('AWS::ImageBuilder::DistributionConfiguration', {
-      Distributions: [{ Region: { Ref: 'AWS::Region' }, AmiDistributionConfiguration: { name: 'enclave-gpu-{{ imagebuilder:buildDate }}', amiTags: { EnclaveGPU: 'true' } } }],
+      Distributions: [{ Region: { Ref: 'AWS::Region' }, AmiDistributionConfiguration: Match.exact({ Name: 'enclave-gpu-{{ imagebuilder:buildDate }}', AmiTags: { EnclaveGPU: 'true' } }) }],
     });
     template.resourceCountIs('AWS::ImageBuilder::ImagePipeline', 0);
   });

@@ -86,10 +86,19 @@ describe('EnclaveGpuInstance defaults', () => {
     });
   });
 
-  it('grants exactly: Session Manager channels, the enclave image object, the runtime object, PutMetricData in the EnclaveGPU namespace, the attestation log, signals to its own stack', () => {
-    const policies = Object.values(template.findResources('AWS::IAM::Policy'));
-    expect(policies).toHaveLength(1);
-    const statements = policies[0].Properties.PolicyDocument.Statement;
+  it('grants exactly: Session Manager channels, the enclave image object, the runtime object, PutMetricData in the EnclaveGPU namespace, the attestation log, signals to its own stack; and GenerateRandom from the enclave alone', () => {
+    const policies = template.findResources('AWS::IAM::Policy');
+    expect(Object.keys(policies)).toEqual([expect.stringMatching(/^InferencePolicy[0-9A-F]{8}$/), expect.stringMatching(/^InferencePolicyEnclaveRandom/)]);
+    const [parent, random] = Object.values(policies);
+    // GenerateRandom uses no key, so the key policy cannot allow it: the role does, from the enclave only.
+    expect(random.Properties.PolicyDocument.Statement).toEqual([{
+      Sid: 'EnclaveGenerateRandom',
+      Effect: 'Allow',
+      Action: 'kms:GenerateRandom',
+      Resource: '*',
+      Condition: { StringEqualsIgnoreCase: { 'kms:RecipientAttestation:ImageSha384': expect.stringMatching(/^[0-9a-f]{96}$/), 'kms:RecipientAttestation:PCR1': expect.stringMatching(/^[0-9a-f]{96}$/), 'kms:RecipientAttestation:PCR2': expect.stringMatching(/^[0-9a-f]{96}$/) } },
+    }]);
+    const statements = parent.Properties.PolicyDocument.Statement;
     expect(statements).toHaveLength(6);
     expect(statements[5]).toEqual({
       Sid: 'SignalReadiness',
@@ -132,10 +141,11 @@ describe('EnclaveGpuInstance defaults', () => {
     });
   });
 
-  it('starts the instance only once its policy is attached', () => {
+  it('starts the instance only once its policies are attached', () => {
     const [instance] = Object.values(template.findResources('AWS::EC2::Instance'));
-    const [policyId] = Object.keys(template.findResources('AWS::IAM::Policy'));
-    expect(instance.DependsOn).toContain(policyId);
+    const policyIds = Object.keys(template.findResources('AWS::IAM::Policy'));
+    expect(policyIds).toHaveLength(2);
+    for (const policyId of policyIds) expect(instance.DependsOn).toContain(policyId);
   });
 
   it('installs and starts the CloudWatch agent before the enclave, with its configuration', () => {

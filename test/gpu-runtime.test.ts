@@ -143,7 +143,7 @@ describe('runtime on the instance', () => {
     const order = ["\n/usr/local/libexec/enclave-gpu/install-runtime 's3://", 'enable --now nitro-enclaves-allocator.service', 'systemctl restart --no-block egpu-context.service egpu-sgs.service', 'enable --now enclave-gpu-enclave.service'].map((s) => userData.indexOf(s));
     expect(order.every((at) => at > 0)).toBe(true);
     expect([...order].sort((a, b) => a - b)).toEqual(order);
-    expect(hereDocument(userData, '/etc/systemd/system/enclave-gpu-enclave.service')).toContain('Wants=egpu-sgs.service\nAfter=nitro-enclaves-allocator.service egpu-sgs.service network-online.target\n');
+    expect(hereDocument(userData, '/etc/systemd/system/enclave-gpu-enclave.service')).toContain('Wants=egpu-sgs.service network-online.target\nAfter=nitro-enclaves-allocator.service egpu-sgs.service network-online.target\n');
   });
 
   it('honours the SGS ports and leaves metrics off without observability', () => {

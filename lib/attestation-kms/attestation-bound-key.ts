@@ -74,7 +74,8 @@ const KEY_RELEASING_ACTIONS = ['kms:Decrypt', 'kms:GenerateDataKey', 'kms:Genera
  *   conditions;
  * - allows the principals you grant with {@link grantEnclaveDecrypt} and
  *   {@link grantEnclaveGenerateDataKey} those actions under `StringEqualsIgnoreCase` on the
- *   same condition keys.
+ *   same condition keys ({@link grantEnclaveGenerateRandom} adds the same conditions to an
+ *   IAM policy instead: GenerateRandom uses no key).
  *
  * An administrator can still rewrite the key policy (that is what administration means);
  * watch `PutKeyPolicy` in CloudTrail.
@@ -151,11 +152,42 @@ export class AttestationBoundKey extends Construct {
   }
 
   /**
-   * Lets the grantee call `kms:GenerateDataKey` and `kms:GenerateRandom` from an enclave
-   * with the bound measurements.
+   * Lets the grantee call `kms:GenerateDataKey` from an enclave with the bound measurements.
    */
   public grantEnclaveGenerateDataKey(grantee: iam.IGrantable): iam.Grant {
-    return this.grantToEnclave(grantee, 'EnclaveGenerateDataKey', ['kms:GenerateDataKey', 'kms:GenerateRandom']);
+    return this.grantToEnclave(grantee, 'EnclaveGenerateDataKey', ['kms:GenerateDataKey']);
+  }
+
+  /**
+   * Lets the grantee call `kms:GenerateRandom` from an enclave with the bound measurements
+   * (random bytes only that enclave can read).
+   *
+   * GenerateRandom uses no KMS key, so no key policy can allow it: this adds
+   * {@link enclaveGenerateRandomStatement} to the grantee's own IAM policy. cdk-nag reports
+   * its `Resource: "*"` as `AwsSolutions-IAM5[Resource::*]`; acknowledge it on that policy, or
+   * put the statement in a policy of its own and acknowledge it there.
+   */
+  public grantEnclaveGenerateRandom(grantee: iam.IGrantable): iam.Grant {
+    return iam.Grant.addToPrincipal({
+      grantee,
+      actions: [GENERATE_RANDOM],
+      resourceArns: ['*'],
+      conditions: AttestationBoundKey.attestationConditions(this.pcrs),
+    });
+  }
+
+  /**
+   * The IAM statement that allows `kms:GenerateRandom` only from an enclave with the bound
+   * measurements: `Resource: "*"` (GenerateRandom takes no resource, and AWS accepts only
+   * `*` for it) under {@link attestationConditions}.
+   */
+  public enclaveGenerateRandomStatement(): iam.PolicyStatement {
+    return new iam.PolicyStatement({
+      sid: 'EnclaveGenerateRandom',
+      actions: [GENERATE_RANDOM],
+      resources: ['*'],
+      conditions: AttestationBoundKey.attestationConditions(this.pcrs),
+    });
   }
 
   /**
@@ -190,6 +222,9 @@ export class AttestationBoundKey extends Construct {
     });
   }
 }
+
+/** Takes no KMS key: allowed in IAM policies only. */
+const GENERATE_RANDOM = 'kms:GenerateRandom';
 
 function checkPcrs(scope: Construct, pcrs: Pcrs, allowDebugMode: boolean): Pcrs {
   const problems = pcrProblems(pcrs);

@@ -182,6 +182,7 @@ export class EnclaveGpuFleet extends Construct implements ec2.IConnectable, iam.
         conditions: { StringEquals: { [`autoscaling:ResourceTag/${FLEET_TAG_KEY}`]: tagValue } },
       })],
     });
+    this.autoScalingGroup.node.addDependency(policy); // an instance whose boot fails at once can report it
     Validations.of(policy).acknowledge({
       id: 'AwsSolutions-IAM5[Resource::*]',
       reason: `autoscaling:SetInstanceHealth is limited by the autoscaling:ResourceTag/${FLEET_TAG_KEY} condition to the one group that carries this fleet's unique tag.`,

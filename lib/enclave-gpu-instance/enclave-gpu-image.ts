@@ -165,7 +165,9 @@ export class EnclaveGpuImage extends Construct implements ec2.IMachineImage {
       name: `${this.node.addr}-enclave-gpu`,
       distributions: [{
         region: Aws.REGION,
-        amiDistributionConfiguration: { name: 'enclave-gpu-{{ imagebuilder:buildDate }}', amiTags: { EnclaveGPU: 'true' } },
+        // Typed `any` in aws-cdk-lib, so written as CloudFormation's own JSON: CDK does not
+        // turn camelCase keys into CloudFormation's PascalCase here (aws/aws-cdk#26912).
+        amiDistributionConfiguration: { Name: 'enclave-gpu-{{ imagebuilder:buildDate }}', AmiTags: { EnclaveGPU: 'true' } },
       }],
     });
 

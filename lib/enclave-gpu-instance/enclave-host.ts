@@ -18,7 +18,7 @@ import { EnclaveImageConfig } from './enclave-image';
 import { GpuRuntimeConfig, defaultGpuRuntime, stageFile } from './gpu-runtime';
 import { renderRuntimeInstaller } from './boot/runtime-install';
 import { resolveEnclaveResources } from './enclave-sizing';
-import { createParentRole, EnclaveParentPolicy } from './instance-role';
+import { createParentRole, EnclaveParentPolicy, enclaveRandomPolicy } from './instance-role';
 import { checkInstanceType } from './instance-type-check';
 import { propError, requireWholeNumber } from './validation';
 
@@ -108,6 +108,7 @@ export class EnclaveHost {
     this.key = props.key ?? this.createKey(props.role);
     this.key.grantEnclaveDecrypt(this.role);
     this.key.grantEnclaveGenerateDataKey(this.role);
+    enclaveRandomPolicy(this.parentPolicy, this.role, this.key); // under the parent policy: what waits for it waits for this too
     this.securityGroup = props.securityGroup ?? httpsOnlySecurityGroup(scope, 'SecurityGroup', props.vpc, 'Enclave GPU parent instance: no inbound, outbound HTTPS only', 'Systems Manager, S3, KMS, CloudWatch, CloudFormation and the package repositories');
     this.rootVolume = {
       deviceName: '/dev/xvda',

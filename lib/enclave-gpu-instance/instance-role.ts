@@ -2,6 +2,7 @@ import * as iam from 'aws-cdk-lib/aws-iam';
 import * as s3_assets from 'aws-cdk-lib/aws-s3-assets';
 import { Validations } from 'aws-cdk-lib';
 import { Construct } from 'constructs';
+import { AttestationBoundKey } from '../attestation-kms/attestation-bound-key';
 import { EnclaveGpuMetrics } from '../observability/metric-namespace';
 import { EnclaveImageConfig } from './enclave-image';
 import { GpuRuntimeConfig } from './gpu-runtime';
@@ -73,4 +74,19 @@ export class EnclaveParentPolicy extends Construct {
         `(the Systems Manager User Guide's minimal instance policy) and cloudwatch:PutMetricData, which a cloudwatch:namespace condition limits to ${EnclaveGpuMetrics.NAMESPACE}.`,
     });
   }
+}
+
+/**
+ * The key's `kms:GenerateRandom` statement in a policy of its own on the parent's role:
+ * GenerateRandom uses no KMS key, so only an IAM policy can allow it, with `Resource: "*"`.
+ * Its own policy, so that the acknowledgement of that wildcard covers this statement alone.
+ */
+export function enclaveRandomPolicy(scope: Construct, role: iam.IRole, key: AttestationBoundKey): iam.Policy {
+  const policy = new iam.Policy(scope, 'EnclaveRandom', { roles: [role], statements: [key.enclaveGenerateRandomStatement()] });
+  Validations.of(policy).acknowledge({
+    id: 'AwsSolutions-IAM5[Resource::*]',
+    reason: 'kms:GenerateRandom takes no resource (it uses no KMS key), so AWS accepts only Resource "*" for it; '
+      + 'its kms:RecipientAttestation conditions allow it only from an enclave with the bound measurements.',
+  });
+  return policy;
 }

@@ -45,7 +45,7 @@ export function renderEnclaveService(settings: EnclaveServiceSettings): string {
         // and reserving the enclave's memory after the execution context has started. The
         // allocator runs at boot on its own (enabled, WantedBy=multi-user.target).
         // SGS listens before the enclave starts; the enclave runs without it (KMS needs no SGS).
-        ['Wants', SGS_SERVICE],
+        ['Wants', `${SGS_SERVICE} network-online.target`], // ordering After= on a target nothing pulls in would order nothing
         ['After', `${ALLOCATOR_SERVICE} ${SGS_SERVICE} network-online.target`],
       ],
     },

@@ -80,7 +80,7 @@ describe('RecordConnection.fail', () => {
     const answers: ControlMessage[] = [];
     new RecordConnection(peer, { ...ignore, onControl: (message) => answers.push(message) });
     peer.write(recordWithLongField(6000));
-    await eventually(() => closedWith !== undefined && answers.length === 1);
+    await eventually(() => closedWith !== undefined && answers.length === 1, "the refusal and its answer");
     expect(closedWith).toMatchObject({ code: 'MALFORMED' });
     const answer = answers[0] as Extract<ControlMessage, { t: 'error' }>;
     expect(answer).toMatchObject({ t: 'error', code: 'MALFORMED' });
