@@ -23,13 +23,15 @@ export type UnwrapDataKey = (
 /**
  * Which artefact the caller means to open. Every artefact sealed under one KMS key opens with
  * that key, so without this, whoever can replace the file (the parent instance, a bucket
- * writer) could hand the enclave another model, or an older version of this one.
+ * writer) could hand the enclave another model, or an older version of this one. And the
+ * encryption context is no secret: without the key, whoever can encrypt under any other key
+ * the instance role may decrypt with could seal their own model under the same context.
  */
 export interface ExpectedArtefact {
   /** The encryption context it must have been sealed with, exactly: name it and its version when sealing. */
   readonly encryptionContext: Readonly<Record<string, string>>;
-  /** The ARN of the KMS key that must have wrapped its data key; any key when absent. */
-  readonly keyArn?: string;
+  /** The ARN of the KMS key that must have wrapped its data key (the AttestationBoundKey's). */
+  readonly keyArn: string;
 }
 
 export interface OpenOptions {
@@ -113,7 +115,7 @@ function checkExpected(keyId: string, context: Readonly<Record<string, string>>,
   if (describe(context) !== describe(expected.encryptionContext)) {
     throw new ArtefactError('ARTEFACT_MISMATCH', `the artefact was sealed with encryption context ${describe(context)}, expected ${describe(expected.encryptionContext)}: it is another artefact (or another version) under the same key`);
   }
-  if (expected.keyArn !== undefined && keyId !== expected.keyArn) {
+  if (keyId !== expected.keyArn) {
     throw new ArtefactError('ARTEFACT_MISMATCH', `the artefact's data key is wrapped by ${keyId}, expected ${expected.keyArn}`);
   }
 }

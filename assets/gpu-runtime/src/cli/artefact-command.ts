@@ -74,8 +74,10 @@ const openCommand: Command = {
     '  --context KEY=VALUE    the encryption context it must have been sealed with, exactly; repeat for',
     '                         each pair (required: it tells this model and version from any other sealed',
     '                         under the same key)',
-    '  --key-id ARN           the KMS key that must have wrapped its data key (default: any)',
-    '  --any-artefact         open whatever artefact the key opens, with no --context (not recommended)',
+    '  --key-id ARN           the ARN of the KMS key that must have wrapped its data key (required with',
+    '                         --context: the context is no secret, and another key the role can use',
+    '                         could wrap another model under it)',
+    '  --any-artefact         open whatever artefact KMS opens, with no --context or --key-id (not recommended)',
     REGION_USAGE,
   ].join('\n'),
   options: {
@@ -124,6 +126,12 @@ function expectedArtefact(values: Record<string, unknown>): ExpectedArtefact | '
     throw new UsageError('--context is required: give the KEY=VALUE pairs the artefact was sealed with (its name and version), so that no other artefact sealed under the same key opens in its place; --any-artefact skips the check');
   }
   const keyArn = values['key-id'] as string | undefined;
+  if (keyArn === undefined) {
+    throw new UsageError('--key-id is required with --context: give the ARN of the KMS key the artefact was sealed under (your AttestationBoundKey\'s), so that no artefact wrapped by another key the role can use opens in its place; --any-artefact skips both checks');
+  }
+  if (!/^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key\/[0-9a-zA-Z-]+$/.test(keyArn)) {
+    throw new UsageError(`--key-id must be a KMS key ARN (arn:aws:kms:REGION:ACCOUNT:key/ID, as the artefact's header records it), got '${keyArn}'`);
+  }
   return { encryptionContext: parseContext(pairs), keyArn };
 }
 

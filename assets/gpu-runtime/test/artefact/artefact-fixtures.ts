@@ -20,6 +20,7 @@ export const KEY_ARN = 'arn:aws:kms:eu-west-1:111122223333:key/0f1e2d3c-4b5a-697
 interface Wrapped {
   readonly plaintext: Buffer;
   readonly context: Record<string, string> | undefined;
+  readonly keyArn: string;
 }
 
 export interface FakeKms {
@@ -44,22 +45,24 @@ export function fakeKms(): FakeKms {
   const install = () => {
     mock.on(EncryptCommand).callsFake((input: EncryptCommand['input']) => {
       const ciphertextBlob = randomBytes(184);
-      wrapped.set(ciphertextBlob.toString('hex'), { plaintext: Buffer.from(input.Plaintext!), context: input.EncryptionContext });
-      return { CiphertextBlob: ciphertextBlob, KeyId: KEY_ARN, EncryptionAlgorithm: 'SYMMETRIC_DEFAULT' };
+      // A key named by its ARN is that key; an alias or id is KEY_ARN's.
+      const keyArn = input.KeyId?.startsWith('arn:aws:kms:') ? input.KeyId : KEY_ARN;
+      wrapped.set(ciphertextBlob.toString('hex'), { plaintext: Buffer.from(input.Plaintext!), context: input.EncryptionContext, keyArn });
+      return { CiphertextBlob: ciphertextBlob, KeyId: keyArn, EncryptionAlgorithm: 'SYMMETRIC_DEFAULT' };
     });
     mock.on(DecryptCommand).callsFake((input: DecryptCommand['input']) => {
       const entry = wrapped.get(Buffer.from(input.CiphertextBlob!).toString('hex'));
       if (!entry || !isDeepStrictEqual(entry.context ?? {}, input.EncryptionContext ?? {})) {
         throw new InvalidCiphertextException({ message: 'The ciphertext is invalid', $metadata: {} });
       }
-      if (input.KeyId !== undefined && input.KeyId !== KEY_ARN) {
+      if (input.KeyId !== undefined && input.KeyId !== entry.keyArn) {
         throw new IncorrectKeyException({ message: 'The key ID in the request does not identify a CMK that can perform this operation', $metadata: {} });
       }
       if (!input.Recipient?.AttestationDocument || !Buffer.from(input.Recipient.AttestationDocument).equals(attestationDocument)) {
         throw new Error('this test KMS answers only Recipient requests with the enclave\'s document');
       }
       const envelope = buildCiphertextForRecipient({ recipient: enclavePublicKey, plaintext: entry.plaintext, encoding: 'indefinite', chunkBytes: 1000 });
-      return { KeyId: KEY_ARN, EncryptionAlgorithm: 'SYMMETRIC_DEFAULT', CiphertextForRecipient: envelope.bytes };
+      return { KeyId: entry.keyArn, EncryptionAlgorithm: 'SYMMETRIC_DEFAULT', CiphertextForRecipient: envelope.bytes };
     });
   };
   install();

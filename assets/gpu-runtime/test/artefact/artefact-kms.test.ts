@@ -49,7 +49,7 @@ describe('open with kms:Decrypt and Recipient', () => {
 
   it('sends no EncryptionContext for an artefact sealed without one', async () => {
     const { sealed } = await sealBytes(randomBytes(10), { kms: kms.client, keyId: KEY_ARN });
-    await openBytes(sealed, { unwrapDataKey: unwrapWithKmsRecipient(kms.client, recipient), expected: { encryptionContext: {} } });
+    await openBytes(sealed, { unwrapDataKey: unwrapWithKmsRecipient(kms.client, recipient), expected: { encryptionContext: {}, keyArn: KEY_ARN } });
     expect(Object.keys(kms.mock.commandCalls(DecryptCommand)[0].args[0].input).sort()).toEqual(['CiphertextBlob', 'KeyId', 'Recipient']);
   });
 
@@ -57,7 +57,7 @@ describe('open with kms:Decrypt and Recipient', () => {
     const { sealed } = await sealBytes(randomBytes(10), { kms: kms.client, keyId: KEY_ARN });
     const changed = Buffer.from(sealed);
     changed[15 + 20] ^= 1; // inside the encrypted data key, which starts at offset 15
-    const { error } = await openBytes(changed, { unwrapDataKey: unwrapWithKmsRecipient(kms.client, recipient), expected: { encryptionContext: {} } });
+    const { error } = await openBytes(changed, { unwrapDataKey: unwrapWithKmsRecipient(kms.client, recipient), expected: { encryptionContext: {}, keyArn: KEY_ARN } });
     expect(error).toBeInstanceOf(RuntimeError);
     expect(error).toMatchObject({ code: 'KMS_CALL', reason: expect.stringContaining('InvalidCiphertextException') });
   });
@@ -65,7 +65,7 @@ describe('open with kms:Decrypt and Recipient', () => {
   it('refuses a KMS answer in plaintext (a Recipient dropped on the way)', async () => {
     const { sealed } = await sealBytes(randomBytes(10), { kms: kms.client, keyId: KEY_ARN });
     kms.mock.on(DecryptCommand).resolves({ KeyId: KEY_ARN, Plaintext: randomBytes(32) });
-    const { error, plaintext } = await openBytes(sealed, { unwrapDataKey: unwrapWithKmsRecipient(kms.client, recipient), expected: { encryptionContext: {} } });
+    const { error, plaintext } = await openBytes(sealed, { unwrapDataKey: unwrapWithKmsRecipient(kms.client, recipient), expected: { encryptionContext: {}, keyArn: KEY_ARN } });
     expect(error).toMatchObject({ code: 'KMS_PLAINTEXT_RETURNED' });
     expect(plaintext).toHaveLength(0);
   });
@@ -78,7 +78,7 @@ describe('open refuses an artefact other than the one expected', () => {
     const a = await sealBytes(Buffer.from('model A v2'), { kms: kms.client, keyId: KEY_ARN, encryptionContext: { model: 'A', version: '2' } });
     const b = await sealBytes(Buffer.from('model B v1'), { kms: kms.client, keyId: KEY_ARN, encryptionContext: { model: 'B', version: '1' } });
     const older = await sealBytes(Buffer.from('model A v1'), { kms: kms.client, keyId: KEY_ARN, encryptionContext: { model: 'A', version: '1' } });
-    const expectA = { encryptionContext: { version: '2', model: 'A' } }; // order does not matter
+    const expectA = { encryptionContext: { version: '2', model: 'A' }, keyArn: KEY_ARN }; // order does not matter
     expect((await open(a.sealed, expectA)).plaintext.toString()).toBe('model A v2');
     for (const other of [b.sealed, older.sealed]) {
       kms.mock.resetHistory();
@@ -93,12 +93,25 @@ describe('open refuses an artefact other than the one expected', () => {
 
   it('a context with a pair more or less, and another key than the one expected', async () => {
     const { sealed } = await sealBytes(Buffer.from('x'), { kms: kms.client, keyId: KEY_ARN, encryptionContext: { model: 'A' } });
-    expect((await open(sealed, { encryptionContext: {} })).error).toMatchObject({ code: 'ARTEFACT_MISMATCH' });
-    expect((await open(sealed, { encryptionContext: { model: 'A', version: '1' } })).error).toMatchObject({ code: 'ARTEFACT_MISMATCH' });
+    expect((await open(sealed, { encryptionContext: {}, keyArn: KEY_ARN })).error).toMatchObject({ code: 'ARTEFACT_MISMATCH' });
+    expect((await open(sealed, { encryptionContext: { model: 'A', version: '1' }, keyArn: KEY_ARN })).error).toMatchObject({ code: 'ARTEFACT_MISMATCH' });
     const otherKey = KEY_ARN.replace(/.$/, '1');
     expect((await open(sealed, { encryptionContext: { model: 'A' }, keyArn: otherKey })).error)
       .toMatchObject({ code: 'ARTEFACT_MISMATCH', reason: `the artefact's data key is wrapped by ${KEY_ARN}, expected ${otherKey}` });
     expect((await open(sealed, { encryptionContext: { model: 'A' }, keyArn: KEY_ARN })).error).toBeUndefined();
+  });
+
+  // The context is no secret: a model sealed under it with any key the role may decrypt with
+  // (Recipient works with ordinary keys too) must not open where the bound key's is expected.
+  it('a model sealed under the expected context with another key: ARTEFACT_MISMATCH, before KMS is asked', async () => {
+    const otherKey = KEY_ARN.replace(/.$/, '2');
+    const context = { model: 'A', version: '2' };
+    const { sealed } = await sealBytes(Buffer.from('EVIL MODEL'), { kms: kms.client, keyId: otherKey, encryptionContext: context });
+    kms.mock.resetHistory();
+    const { error, plaintext } = await open(sealed, { encryptionContext: context, keyArn: KEY_ARN });
+    expect(error).toMatchObject({ code: 'ARTEFACT_MISMATCH', reason: `the artefact's data key is wrapped by ${otherKey}, expected ${KEY_ARN}` });
+    expect(plaintext).toHaveLength(0);
+    expect(kms.mock.commandCalls(DecryptCommand)).toHaveLength(0);
   });
 });
 
@@ -197,12 +210,20 @@ describe('egpu artefact seal / open (command functions, KMS mocked)', () => {
     const none = await egpu('artefact', 'open', ...common);
     expect(none.status).toBe(2);
     expect(none.stderr).toContain('--context is required: give the KEY=VALUE pairs the artefact was sealed with (its name and version), so that no other artefact sealed under the same key opens in its place; --any-artefact skips the check');
+    const noKey = await egpu('artefact', 'open', ...common, '--context', 'model=m', '--context', 'version=1');
+    expect(noKey.status).toBe(2);
+    expect(noKey.stderr).toContain("--key-id is required with --context: give the ARN of the KMS key the artefact was sealed under (your AttestationBoundKey's)");
+    const alias = await egpu('artefact', 'open', ...common, '--context', 'model=m', '--context', 'version=1', '--key-id', 'alias/models');
+    expect(alias.status).toBe(2);
+    expect(alias.stderr).toContain("--key-id must be a KMS key ARN (arn:aws:kms:REGION:ACCOUNT:key/ID, as the artefact's header records it), got 'alias/models'");
+    common.push('--key-id', KEY_ARN);
     const newer = await egpu('artefact', 'open', ...common, '--context', 'model=m', '--context', 'version=2');
     expect(newer.status).toBe(1);
     expect(newer.stderr).toBe('egpu artefact open: ARTEFACT_MISMATCH: the artefact was sealed with encryption context {"model":"m","version":"1"}, expected {"model":"m","version":"2"}: it is another artefact (or another version) under the same key\n');
     expect(kms.mock.commandCalls(DecryptCommand)).toHaveLength(0);
     expect(() => statSync(file('v1.out'))).toThrow();
-    expect((await egpu('artefact', 'open', ...common, '--any-artefact', '--context', 'model=m')).status).toBe(2);
+    expect((await egpu('artefact', 'open', ...common, '--any-artefact')).status).toBe(2); // with --key-id
+    expect((await egpu('artefact', 'open', ...common.slice(0, -2), '--any-artefact', '--context', 'model=m')).status).toBe(2);
     const right = await egpu('artefact', 'open', ...common, '--context', 'version=1', '--context', 'model=m');
     expect(right.status).toBe(0);
     expect(readFileSync(file('v1.out'), 'utf8')).toBe('weights v1');
