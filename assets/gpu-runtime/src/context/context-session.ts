@@ -66,7 +66,9 @@ export class ContextSession {
     this.queue = new RecordQueue<QueuedRecord>((record) => this.handle(record), socket, env.maxQueuedBytes);
     this.connection = new RecordConnection(socket, {
       onFrame: (frame) => this.queue.push({ frame }, frame.length),
-      onControl: (control) => this.queue.push({ control }, 0),
+      // Counted at their size too: a peer that stops reading our answers while it sends
+      // control records would otherwise fill this queue without the socket ever pausing.
+      onControl: (control, bytes) => this.queue.push({ control }, bytes),
       onClose: (error) => this.end(error),
     });
     this.handshakeTimer = setTimeout(() => {
@@ -75,9 +77,15 @@ export class ContextSession {
     this.handshakeTimer.unref();
   }
 
-  /** Ends the session now (the context is shutting down). */
+  /** Ends the session now (the context is shutting down); what it has sent is still written. */
   close(): void {
     this.connection.close();
+  }
+
+  /** Ends the connection at once, dropping what it has not written yet. */
+  destroy(): void {
+    this.close();
+    this.connection.socket.destroy();
   }
 
   private async handle(record: QueuedRecord): Promise<void> {

@@ -26,6 +26,7 @@ import { removeStaleSocket } from './stale-socket';
 export const DEFAULT_MEMORY_CAP = 1024 ** 3;
 export const DEFAULT_MAX_SESSIONS = 256;
 export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 30_000;
+export const DEFAULT_CLOSE_GRACE_MS = 5_000;
 /** Eight full frames may wait per session before its socket is paused. */
 const MAX_QUEUED_BYTES = 8 * 1024 * 1024;
 /** What a refused connection is told to wait before trying again. */
@@ -64,6 +65,12 @@ export interface ExecutionContextOptions {
   /** Models whose onnxruntime sessions stay cached (default 4). */
   readonly maxModels?: number;
   readonly handshakeTimeoutMs?: number;
+  /**
+   * How long close() lets the sessions' last answers reach a peer that is not reading them
+   * before it cuts those connections (default 5000 ms): a peer that stopped reading cannot
+   * hold up the shutdown.
+   */
+  readonly closeGraceMs?: number;
   /** One line per session start and end; default none. */
   readonly log?: (line: string) => void;
   /** The time attestation certificates are checked at; default now. */
@@ -77,7 +84,8 @@ export class ExecutionContext {
     const memoryCap = options.memoryCap ?? DEFAULT_MEMORY_CAP;
     const maxSessions = options.maxSessions ?? DEFAULT_MAX_SESSIONS;
     const handshakeTimeoutMs = options.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS;
-    for (const [name, value, min] of [['memoryCap', memoryCap, 0], ['maxSessions', maxSessions, 1], ['handshakeTimeoutMs', handshakeTimeoutMs, 1]] as const) {
+    const closeGraceMs = options.closeGraceMs ?? DEFAULT_CLOSE_GRACE_MS;
+    for (const [name, value, min] of [['memoryCap', memoryCap, 0], ['maxSessions', maxSessions, 1], ['handshakeTimeoutMs', handshakeTimeoutMs, 1], ['closeGraceMs', closeGraceMs, 0]] as const) {
       if (!Number.isSafeInteger(value) || value < min) throw new RangeError(`${name} must be an integer of at least ${min}, got ${value}`);
     }
     const threads = options.threads ?? DEFAULT_ONNX_THREADS;
@@ -100,7 +108,7 @@ export class ExecutionContext {
       log,
     };
     if (address.kind === 'unix') await removeStaleSocket(address.path);
-    const context = new ExecutionContext(environment, models, onnxWorker, onnx, maxSessions);
+    const context = new ExecutionContext(environment, models, onnxWorker, onnx, maxSessions, closeGraceMs);
     context.server = await listen(address, (socket) => context.accept(socket));
     context.address = boundAddress(address, context.server);
     return context;
@@ -119,6 +127,7 @@ export class ExecutionContext {
     /** The onnxruntime settings in use: a direct run with onnxSessionOptions(onnx) computes the same bits. */
     readonly onnx: OnnxSettings,
     private readonly maxSessions: number,
+    private readonly closeGraceMs: number,
   ) {}
 
   get kernels(): KernelRegistry {
@@ -132,9 +141,14 @@ export class ExecutionContext {
   /** Stops listening, ends every session (zeroising its keys and buffers) and releases cached models. */
   close(): Promise<void> {
     this.closing ??= (async () => {
+      // The server closes once every connection has, and a connection with answers still
+      // unwritten closes only once they are written: cut those left after the grace.
       const stopped = new Promise<void>((resolve) => this.server.close(() => resolve()));
-      const ended = [...this.sessions].map((session) => { session.close(); return session.closed; });
+      const sessions = [...this.sessions];
+      const ended = sessions.map((session) => { session.close(); return session.closed; });
+      const cut = setTimeout(() => sessions.forEach((session) => session.destroy()), this.closeGraceMs);
       await Promise.all([stopped, ...ended]);
+      clearTimeout(cut);
       this.models.close();
       await this.onnxWorker?.close();
     })();

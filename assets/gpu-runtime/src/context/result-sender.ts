@@ -24,9 +24,16 @@ export async function sendOutcome(connection: RecordConnection, session: AbeSess
   const sealer = session.sealer(n, HOST_TO_ENCLAVE, digest);
   const data = outcome.data !== undefined && outcome.data.bytes.length > 0 ? outcome.data : undefined;
   const writer = new JoiningWriter(connection);
-  await writer.add(sealer.seal(DESCRIPTOR_BUFFER, encodeResult(outcome.result), data === undefined));
-  if (data !== undefined) {
-    for (const frame of sealBuffer(sealer, data.buffer, data.bytes, true)) await writer.add(frame);
+  try {
+    await writer.add(sealer.seal(DESCRIPTOR_BUFFER, encodeResult(outcome.result), data === undefined));
+    if (data !== undefined) {
+      for (const frame of sealBuffer(sealer, data.buffer, data.bytes, true)) {
+        await writer.add(frame);
+        if (connection.isClosed) return; // nobody will read the rest: seal no more of it
+      }
+    }
+  } finally {
+    if (!sealer.complete) sealer.abort(); // K_n zeroised when the answer stops half-way (the connection ended, a write failed)
   }
   await writer.add(encodeControl({ t: 'done', n, kernel: outcome.kernel, codeSha384: outcome.codeSha384, computeUs: outcome.computeUs, device: outcome.device }));
   await writer.flush();

@@ -14,7 +14,8 @@ const CBOR_ARRAY_OF_3 = 0x83;
 export interface RecordHandlers {
   /** An ABE frame, length prefix included (parse it with abe/frame-codec). */
   onFrame(frame: Buffer): void;
-  onControl(message: ControlMessage): void;
+  /** A control message, and the bytes its record took (length prefix included). */
+  onControl(message: ControlMessage, bytes: number): void;
   /** The connection ended: cleanly (no error) or on a protocol error or socket failure. */
   onClose(error?: WireError): void;
 }
@@ -25,6 +26,7 @@ export class RecordConnection {
   private corked = false;
   /** While the socket needs draining: what every send() made meanwhile returns (one 'drain' listener, not one per record). */
   private drained: Promise<void> | undefined;
+  private releaseDrained?: () => void;
 
   constructor(readonly socket: Socket, private readonly handlers: RecordHandlers) {
     socket.on('data', (chunk: Buffer) => this.receive(chunk));
@@ -42,7 +44,7 @@ export class RecordConnection {
 
   /**
    * Sends a record (a frame or an encoded control message); resolves when the socket can take
-   * more. `written` runs once the socket no longer needs the record's bytes (handed to the
+   * more, or once the connection has ended. `written` runs once the socket no longer needs the record's bytes (handed to the
    * kernel, or dropped with the connection); not at all when the connection is already closed.
    */
   send(record: Buffer, written?: () => void): Promise<void> {
@@ -54,10 +56,14 @@ export class RecordConnection {
 
   private untilDrained(): Promise<void> {
     this.drained ??= new Promise((resolve) => {
-      this.socket.once('drain', () => {
+      const release = () => {
+        this.socket.off('drain', release);
         this.drained = undefined;
+        this.releaseDrained = undefined;
         resolve();
-      });
+      };
+      this.releaseDrained = release;
+      this.socket.once('drain', release);
     });
     return this.drained;
   }
@@ -122,7 +128,7 @@ export class RecordConnection {
       if (this.closed) return;
       try {
         if (record.length > 4 && record[4] === CBOR_ARRAY_OF_3) this.handlers.onFrame(record);
-        else this.handlers.onControl(decodeControl(record));
+        else this.handlers.onControl(decodeControl(record), record.length);
       } catch (error) {
         void this.fail(toWireError(error));
         return;
@@ -133,6 +139,7 @@ export class RecordConnection {
   private finish(error?: WireError): void {
     if (this.closed) return;
     this.closed = true;
+    this.releaseDrained?.(); // no drain comes after the end: whoever waits for one goes on (and finds the connection closed)
     if (!this.socket.destroyed) this.socket.destroySoon();
     this.handlers.onClose(error);
   }

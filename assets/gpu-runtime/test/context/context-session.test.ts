@@ -9,6 +9,7 @@ import { BUILTIN_KERNELS } from '../../src/kernels/builtins';
 import { onnxModelDigest } from '../../src/kernels/registry';
 import { DataType, encodeModel, floatTensor } from '../../src/onnx/onnx-writer';
 import { ExecutionContext } from '../../src/context/execution-context';
+import { encodeControl } from '../../src/protocol/control';
 import { TestClient, TestEnclave, directRun, f32Bytes, f32Values, randomF32, startContext, uploadOnnxRun } from './helpers';
 
 const enclave = new TestEnclave();
@@ -91,6 +92,30 @@ describe('a session', () => {
     expect(back.result).toEqual({ ok: true, size });
     expect(back.data!.equals(data)).toBe(true);
     client.close();
+  });
+
+  // The queue of records waiting behind a stalled answer pauses the socket above its bound;
+  // control records counted for nothing, so a peer that stopped reading our answers could
+  // make the context read and keep them without end. And such a peer cannot hold up the
+  // context's close(): the server closes only once every connection has.
+  it('stops reading a peer that sends control records while it does not read the answers, and closes despite it', async () => {
+    const own = await startContext(enclave, { closeGraceMs: 300 });
+    const client = await TestClient.open(own.context.address, enclave.identity());
+    const size = 16 * 1024 * 1024;
+    await client.call({ op: 'malloc', buffer: 1, size });
+    const socket = client.connection.socket;
+    socket.pause(); // the answers to come stay unread
+    await client.send({ op: 'dtoh', buffer: 1 }); // its 16 MiB answer waits for a drain that does not come
+    const reply = encodeControl({ t: 'reply', reply: Buffer.alloc(20_000) });
+    const sent = 24 * 1024 * 1024;
+    for (let bytes = 0; bytes < sent; bytes += reply.length) socket.write(reply);
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    // The context took at most its queue's 8 MiB, and the kernel's buffers a little more: the rest waits here.
+    expect(socket.writableLength).toBeGreaterThan(sent - 12 * 1024 * 1024);
+    const closing = Date.now();
+    await own.stop();
+    expect(Date.now() - closing).toBeLessThan(5_000);
+    socket.destroy();
   });
 
   it('handles empty buffers: malloc 0, htod 0 (with or without an empty data chunk), dtoh 0', async () => {
