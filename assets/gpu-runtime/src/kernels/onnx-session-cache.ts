@@ -3,7 +3,9 @@
  * building one parses and optimises the whole model (about a second for ResNet-50), so an
  * enclave that re-handshakes after a restart and uploads the same model again does not pay
  * it twice. A session can only use an entry by holding the model's bytes itself (the key is
- * the SHA-384 of the bytes in its own buffer), so sharing reveals nothing across enclaves.
+ * the SHA-384 of the bytes in its own buffer), so no session runs another's model; what
+ * sharing does reveal is timing: a session whose model loads at once learns that another
+ * loaded the same bytes recently (the README's threat model says so).
  *
  * Bounded: at most `maxModels` entries, least recently used evicted first; an evicted
  * model is released once no launch still uses it. A loaded model holds its weights in
