@@ -11,6 +11,7 @@ import { Match, Template } from 'aws-cdk-lib/assertions';
 import { Construct } from 'constructs';
 import { describe, expect, it } from 'vitest';
 import { EnclaveGpuFleet, EnclaveGpuInstance, EnclaveGpuInstanceProps, EnclaveImage, attestation_kms, observability as observability_module } from '../lib';
+import { readinessDeadlineSeconds } from '../lib/enclave-gpu-instance/enclave-host';
 import { cfnValueAsText } from '../scripts/template-text';
 import { expectedPcrs, placeholderSections, typicalSections, writeEif, writePlaceholderEif, writeTempFile } from './helpers/eif';
 import { hereDocument, runtimeInstallerOf, testStack, userDataOf } from './helpers/stack';
@@ -289,6 +290,13 @@ describe('EnclaveGpuInstance defaults', () => {
     expect(probe().stdout).toContain('does not listen on');
   });
 
+  // The script's clock starts after the instance booted and cloud-init ran; CloudFormation's
+  // at the instance's creation: the script gives up early enough for its FAILURE to arrive first.
+  it.each([[60, 30], [300, 180], [1200, 900], [3600, 3000], [12 * 3600, 12 * 3600 - 600]])(
+    'gives up waiting for readiness with bootTimeout %i s at %i s into the boot', (timeout, deadline) => {
+      expect(readinessDeadlineSeconds(timeout)).toBe(deadline);
+    });
+
   it('is created only once its boot signals ready, within 20 minutes', () => {
     const [id, instance] = Object.entries(template.findResources('AWS::EC2::Instance'))[0];
     expect(instance.CreationPolicy).toEqual({ ResourceSignal: { Timeout: 'PT20M' } });
@@ -296,7 +304,7 @@ describe('EnclaveGpuInstance defaults', () => {
     expect(lines.slice(-9)).toEqual([
       "echo '[enclave-gpu] waiting for the enclave to run, SGS to answer and the context to start'",
       'until /usr/local/libexec/enclave-gpu/health-check --probe; do',
-      '  if [ "$SECONDS" -ge 1140 ]; then echo "[enclave-gpu] not ready 1140 s into the boot"; false; fi',
+      '  if [ "$SECONDS" -ge 900 ]; then echo "[enclave-gpu] not ready 900 s into the boot"; false; fi',
       '  sleep 5',
       'done',
       'systemctl daemon-reload',
@@ -329,8 +337,8 @@ describe('EnclaveGpuInstance defaults', () => {
     expect(JSON.stringify(template.findResources('AWS::IAM::Policy'))).not.toContain('cloudformation:SignalResource');
   });
 
-  it('gives up waiting for readiness a minute before bootTimeout', () => {
-    expect(userDataOf(synth({ bootTimeout: Duration.minutes(45) }).template)).toContain('  if [ "$SECONDS" -ge 2640 ]; then');
+  it('renders the readiness deadline from bootTimeout', () => {
+    expect(userDataOf(synth({ bootTimeout: Duration.minutes(45) }).template)).toContain('  if [ "$SECONDS" -ge 2100 ]; then'); // 45 min less 10
   });
 
   it('signals ready once the probe passes, retries a refused signal, and signals FAILURE when it never gets ready', () => {
@@ -349,7 +357,7 @@ describe('EnclaveGpuInstance defaults', () => {
       fs.writeFileSync(log, '');
       stub('aws', awsBody);
       const script = ['set -euo pipefail', ...functions, ...ending].join('\n')
-        .replace(/\$\{AWS::Region\}/g, 'us-east-1').replace(/1140/g, String(deadline));
+        .replace(/\$\{AWS::Region\}/g, 'us-east-1').replace('-ge 900 ]', `-ge ${deadline} ]`).replace('not ready 900 s', `not ready ${deadline} s`);
       const result = spawnSync('bash', ['-c', script], { encoding: 'utf8', env: { ...process.env, PATH: `${dir}:${process.env.PATH}` } });
       return { ...result, calls: fs.readFileSync(log, 'utf8') };
     };

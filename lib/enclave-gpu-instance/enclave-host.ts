@@ -155,8 +155,7 @@ export class EnclaveHost {
       healthReporting,
       readiness: this.waitForReady ? {
         signal: { stackName: stack.stackName, logicalId: waiting.logicalId },
-        // A minute before CloudFormation gives up (the script starts some seconds after launch).
-        deadlineSeconds: Math.max(0, this.bootTimeout.toSeconds() - 60),
+        deadlineSeconds: readinessDeadlineSeconds(this.bootTimeout.toSeconds()),
       } : undefined,
       cloudWatchAgentConfig: observability?.cloudWatchAgentConfig(),
       runtime: {
@@ -210,4 +209,16 @@ function knownPcrs(scope: Construct, image: EnclaveImageConfig): ContextPcrs {
     throw propError(scope, 'enclaveImage', 'has no known PCR0, PCR1 and PCR2, which the key policy, SGS, the execution context and the metrics are bound to', 'Use EnclaveImage.fromEifFile(), which measures the file');
   }
   return { pcr0: pcrs.pcr0, pcr1: pcrs.pcr1, pcr2: pcrs.pcr2, ...(known(pcrs.pcr8) ? { pcr8: pcrs.pcr8 } : {}) };
+}
+
+/**
+ * When the boot script gives up waiting for readiness and signals FAILURE with its reason:
+ * early enough that the signal reaches CloudFormation before its own timeout, which counts
+ * from the instance's creation while the script's clock starts only after the instance has
+ * booted and cloud-init has run (often more than a minute on a GPU instance). A quarter of
+ * `bootTimeout` before it, at least 2 minutes and at most 10, and never more than half.
+ */
+export function readinessDeadlineSeconds(bootTimeoutSeconds: number): number {
+  const margin = Math.min(Math.max(120, bootTimeoutSeconds / 4), 600, bootTimeoutSeconds / 2);
+  return Math.floor(bootTimeoutSeconds - margin);
 }
