@@ -56,6 +56,10 @@ export function verifyAttestationDocument(bytes: Buffer, options: VerifyOptions 
     // An invalid date compares false both ways and would pass every validity check.
     throw new TypeError('verifyAttestationDocument: `at` is an invalid Date');
   }
+  if (options.maxAgeMs !== undefined && !(Number.isFinite(options.maxAgeMs) && options.maxAgeMs >= 0)) {
+    // NaN compares false both ways too: the freshness check would pass every document.
+    throw new TypeError(`verifyAttestationDocument: \`maxAgeMs\` must be a finite number of milliseconds, at least 0, got ${options.maxAgeMs}`);
+  }
   const doc = parseAttestationDocument(bytes);
   const leaf = verifyChain(resolveRoot(options.root ?? 'aws'), doc.cabundle, doc.certificate, at);
   if (!verifyEs384(doc.protectedHeader, doc.payload, doc.signature, leaf.publicKey)) {

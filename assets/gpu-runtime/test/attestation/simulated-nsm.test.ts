@@ -41,6 +41,10 @@ describe('simulated NSM documents', () => {
     verifyAttestationDocument(document, { root, at: later(-MAX_CLOCK_AHEAD_MS), maxAgeMs: 60_000 });
     expect(refusal(() => verifyAttestationDocument(document, { root, at: later(-MAX_CLOCK_AHEAD_MS - 1), maxAgeMs: 60_000 }), 'STALE')).toMatch(/ms after the verification time/);
     verifyAttestationDocument(document, { root, at: later(60_001) }); // unchecked without maxAgeMs
+    for (const maxAgeMs of [Number.NaN, -1, Number.POSITIVE_INFINITY]) {
+      expect(() => verifyAttestationDocument(document, { root, at: later(60_001), maxAgeMs })).toThrow(/`maxAgeMs` must be a finite number of milliseconds/);
+    }
+    expect(() => verifyAttestationDocument(document, { root, at: new Date(Number.NaN) })).toThrow(/`at` is an invalid Date/);
   });
 
   it('are never accepted under the AWS root, at any time', () => {
