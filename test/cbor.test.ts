@@ -41,6 +41,12 @@ describe('shared CBOR codec', () => {
     expect(() => decodeCbor(Buffer.from(hex, 'hex'))).toThrow(message);
   });
 
+  it('keeps a leading byte-order mark: two strings stay two', () => {
+    expect(decodeCbor(encodeCbor('\uFEFFabc'))).toBe('\uFEFFabc');
+    const map = decodeCbor(encodeCbor(new Map<any, any>([['\uFEFFa', 1], ['a', 2]]))) as Map<unknown, unknown>;
+    expect([...map.keys()]).toEqual(['\uFEFFa', 'a']);
+  });
+
   it('keeps keys that differ only in type apart', () => {
     const keys = [1, -2, '1', Buffer.from('1'), [1], 1n << 60n];
     const map = decodeCbor(encodeCbor(new Map<any, any>(keys.map((key) => [key, 0])))) as Map<unknown, unknown>;

@@ -292,7 +292,7 @@ describe('EnclaveGpuInstance defaults', () => {
 
   // The script's clock starts after the instance booted and cloud-init ran; CloudFormation's
   // at the instance's creation: the script gives up early enough for its FAILURE to arrive first.
-  it.each([[60, 30], [300, 180], [1200, 900], [3600, 3000], [12 * 3600, 12 * 3600 - 600]])(
+  it.each([[60, 30], [300, 150], [1200, 1020], [3600, 3150], [12 * 3600, 12 * 3600 - 600]])(
     'gives up waiting for readiness with bootTimeout %i s at %i s into the boot', (timeout, deadline) => {
       expect(readinessDeadlineSeconds(timeout)).toBe(deadline);
     });
@@ -304,7 +304,7 @@ describe('EnclaveGpuInstance defaults', () => {
     expect(lines.slice(-9)).toEqual([
       "echo '[enclave-gpu] waiting for the enclave to run, SGS to answer and the context to start'",
       'until /usr/local/libexec/enclave-gpu/health-check --probe; do',
-      '  if [ "$SECONDS" -ge 900 ]; then echo "[enclave-gpu] not ready 900 s into the boot"; false; fi',
+      '  if [ "$SECONDS" -ge 1020 ]; then echo "[enclave-gpu] not ready 1020 s into the boot"; false; fi',
       '  sleep 5',
       'done',
       'systemctl daemon-reload',
@@ -338,7 +338,7 @@ describe('EnclaveGpuInstance defaults', () => {
   });
 
   it('renders the readiness deadline from bootTimeout', () => {
-    expect(userDataOf(synth({ bootTimeout: Duration.minutes(45) }).template)).toContain('  if [ "$SECONDS" -ge 2100 ]; then'); // 45 min less 10
+    expect(userDataOf(synth({ bootTimeout: Duration.minutes(45) }).template)).toContain('  if [ "$SECONDS" -ge 2362 ]; then'); // 45 min less an eighth
   });
 
   it('signals ready once the probe passes, retries a refused signal, and signals FAILURE when it never gets ready', () => {
@@ -357,7 +357,7 @@ describe('EnclaveGpuInstance defaults', () => {
       fs.writeFileSync(log, '');
       stub('aws', awsBody);
       const script = ['set -euo pipefail', ...functions, ...ending].join('\n')
-        .replace(/\$\{AWS::Region\}/g, 'us-east-1').replace('-ge 900 ]', `-ge ${deadline} ]`).replace('not ready 900 s', `not ready ${deadline} s`);
+        .replace(/\$\{AWS::Region\}/g, 'us-east-1').replace('-ge 1020 ]', `-ge ${deadline} ]`).replace('not ready 1020 s', `not ready ${deadline} s`);
       const result = spawnSync('bash', ['-c', script], { encoding: 'utf8', env: { ...process.env, PATH: `${dir}:${process.env.PATH}` } });
       return { ...result, calls: fs.readFileSync(log, 'utf8') };
     };

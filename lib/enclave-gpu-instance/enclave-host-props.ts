@@ -176,7 +176,9 @@ export interface EnclaveHostProps {
    * A boot that fails, or does not finish in time, fails the deployment, which rolls back:
    * an `EnclaveGpuInstance` is created with this creation policy, and an `EnclaveGpuFleet`
    * waits for every instance it creates or replaces. The boot itself waits for readiness
-   * until a minute before this and then signals FAILURE. 1 minute to 12 hours for an
+   * until an eighth of this before it (at least 3 and at most 10 minutes, never more than
+   * half), then signals FAILURE with its reason, which reaches CloudFormation before its
+   * own timeout: with the default, a boot has 17 minutes to get ready. 1 minute to 12 hours for an
    * instance, at most 1 hour for a fleet (a rolling update's longest PauseTime). The
    * instance reaches CloudFormation's endpoint over HTTPS: without a NAT gateway, give its
    * subnets a `cloudformation` interface endpoint. Unused with `waitForReady: false`.

@@ -215,10 +215,10 @@ function knownPcrs(scope: Construct, image: EnclaveImageConfig): ContextPcrs {
  * When the boot script gives up waiting for readiness and signals FAILURE with its reason:
  * early enough that the signal reaches CloudFormation before its own timeout, which counts
  * from the instance's creation while the script's clock starts only after the instance has
- * booted and cloud-init has run (often more than a minute on a GPU instance). A quarter of
- * `bootTimeout` before it, at least 2 minutes and at most 10, and never more than half.
+ * booted and cloud-init has run (often more than a minute on a GPU instance). An eighth of
+ * `bootTimeout` before it, at least 3 minutes and at most 10, and never more than half.
  */
 export function readinessDeadlineSeconds(bootTimeoutSeconds: number): number {
-  const margin = Math.min(Math.max(120, bootTimeoutSeconds / 4), 600, bootTimeoutSeconds / 2);
+  const margin = Math.min(Math.max(180, bootTimeoutSeconds / 8), 600, bootTimeoutSeconds / 2);
   return Math.floor(bootTimeoutSeconds - margin);
 }

@@ -10,8 +10,8 @@ import { TextDecoder } from 'util';
 export type CborValue = number | bigint | boolean | null | undefined | string | Buffer | CborValue[] | Map<CborValue, CborValue>;
 
 const MAX_DEPTH = 16;
-/** Text strings must be valid UTF-8: a replacement character would make two encodings one string. */
-const UTF8 = new TextDecoder('utf-8', { fatal: true });
+/** Text strings must be valid UTF-8, decoded as they are: a replacement character, or a dropped byte-order mark, would make two encodings one string. */
+const UTF8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }); // a leading U+FEFF is kept, not dropped
 
 export class CborError extends Error {}
 

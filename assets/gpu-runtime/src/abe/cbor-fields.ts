@@ -20,8 +20,8 @@ export function decodeStrictMap(bytes: Buffer, maxBytes: number, keys: readonly 
     if (error instanceof CborError) throw new AbeError('MALFORMED', `${what} is not valid CBOR: ${error.message}`);
     throw error;
   }
-  // The head must announce exactly keys.length entries: decodeCbor keeps the last of
-  // duplicated keys, so a longer map with a repeated key would otherwise pass.
+  // The head must announce exactly keys.length entries (decodeCbor refuses a repeated key
+  // anyway; this also refuses a map of the right keys and more).
   if (!(value instanceof Map) || bytes[0] !== MAP_HEAD + keys.length) {
     throw new AbeError('MALFORMED', `${what} must be a CBOR map of ${keys.length} entries`);
   }

@@ -117,7 +117,7 @@ function unwrapResponse(
   recipient: KmsRecipient,
 ): RecipientPlaintext {
   if (response.Plaintext && response.Plaintext.byteLength > 0) {
-    response.Plaintext.fill(0); // refused, and not kept in memory either
+    response.Plaintext.fill(0); // refused, and not kept in this buffer (best effort: the SDK's parsed response is garbage-collected in its time)
     throw new KmsError('KMS_PLAINTEXT_RETURNED', `${operation} with Recipient returned Plaintext; refusing a key that left KMS unwrapped`);
   }
   if (!response.CiphertextForRecipient || response.CiphertextForRecipient.byteLength === 0) {

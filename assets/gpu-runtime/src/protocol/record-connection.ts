@@ -91,7 +91,7 @@ export class RecordConnection {
     return this.send(encodeControl(message));
   }
 
-  /** Sends an error message, then closes. Never rejects: callers void it, from handlers of peer input. */
+  /** Sends an error message, then closes. Never rejects while the onClose handler does not throw: callers void it, from handlers of peer input. */
   async fail(error: WireError, n?: number): Promise<void> {
     if (!this.closed) {
       let message: Buffer | undefined;
