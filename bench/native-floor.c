@@ -84,6 +84,19 @@ static double now_us(void) {
   return t.tv_sec * 1e6 + t.tv_nsec / 1e3;
 }
 
+/* Moves past `done` bytes of the parts left: whole parts are dropped, a partial one is shortened. */
+static void skip_done(struct iovec **part, int *count, size_t done) {
+  while (*count > 0 && done >= (*part)->iov_len) {
+    done -= (*part)->iov_len;
+    (*part)++;
+    (*count)--;
+  }
+  if (*count > 0) {
+    (*part)->iov_base = (char *)(*part)->iov_base + done;
+    (*part)->iov_len -= done;
+  }
+}
+
 /* Writes both parts whole, in as few system calls as the socket allows (usually one). */
 static void write_frame(int fd, const void *header, size_t header_bytes, const void *payload, size_t payload_bytes) {
   struct iovec parts[2] = { { (void *)header, header_bytes }, { (void *)payload, payload_bytes } };
@@ -95,15 +108,7 @@ static void write_frame(int fd, const void *header, size_t header_bytes, const v
       if (errno == EINTR) continue;
       fail_system("write");
     }
-    while (count > 0 && (size_t)put >= part->iov_len) {
-      put -= (ssize_t)part->iov_len;
-      part++;
-      count--;
-    }
-    if (count > 0) {
-      part->iov_base = (char *)part->iov_base + put;
-      part->iov_len -= (size_t)put;
-    }
+    skip_done(&part, &count, (size_t)put);
   }
 }
 
@@ -128,15 +133,7 @@ static int read_frame(int fd, struct frame_header *header, void *payload, size_t
       fail("a truncated frame");
     }
     total += (size_t)got;
-    while (count > 0 && (size_t)got >= part->iov_len) {
-      got -= (ssize_t)part->iov_len;
-      part++;
-      count--;
-    }
-    if (count > 0) {
-      part->iov_base = (char *)part->iov_base + got;
-      part->iov_len -= (size_t)got;
-    }
+    skip_done(&part, &count, (size_t)got);
   }
   return 1;
 }

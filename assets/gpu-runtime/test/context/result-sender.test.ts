@@ -4,26 +4,16 @@
  * comes, seals nothing more, and the answer's operation key is zeroised.
  */
 import { randomBytes } from 'node:crypto';
-import { createServer, connect, Socket } from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { FrameSealer } from '../../src/abe/frame';
 import { AbeSession } from '../../src/abe/session';
 import { sendOutcome } from '../../src/context/result-sender';
 import { RecordConnection } from '../../src/protocol/record-connection';
-
-async function socketPair(): Promise<{ ours: Socket; peer: Socket; close: () => void }> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const accepted = new Promise<Socket>((resolve) => server.once('connection', resolve));
-  const ours = connect((server.address() as { port: number }).port, '127.0.0.1');
-  await new Promise((resolve) => ours.once('connect', resolve));
-  const peer = await accepted;
-  return { ours, peer, close: () => server.close() };
-}
+import { loopbackPair } from '../protocol/socket-pair';
 
 describe('sendOutcome', () => {
   it('returns when the connection ends mid-answer, seals no more, and zeroises the operation key', async () => {
-    const { ours, peer, close } = await socketPair();
+    const { client: ours, peer, close } = await loopbackPair();
     peer.pause(); // the answer is not read
     const connection = new RecordConnection(ours, { onFrame: () => {}, onControl: () => {}, onClose: () => {} });
     const session = new AbeSession(randomBytes(16), randomBytes(32));
@@ -47,7 +37,6 @@ describe('sendOutcome', () => {
     expect(sealers[0].complete).toBe(false);
     expect(() => sealers[0].seal(1, Buffer.alloc(1), true)).toThrow(/key is gone/); // aborted: nothing more is sealed
     expect((sealers[0] as unknown as { key: Buffer }).key.equals(Buffer.alloc(32))).toBe(true);
-    peer.destroy();
-    close();
+    await close();
   });
 });

@@ -3,33 +3,26 @@
  * once the socket drains, with one 'drain' listener however many records wait for it; a
  * record refused with a long reason is answered with a bounded one, and nothing throws.
  */
-import { createServer, connect, Server, Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { RecordConnection } from '../../src/protocol/record-connection';
 import { ControlMessage, decodeControl, encodeControl } from '../../src/protocol/control';
 import type { WireError } from '../../src/protocol/wire-error';
 import { CborValue, encodeCbor } from '../../../../lib/shared/cbor';
+import { SocketPair, loopbackPair } from './socket-pair';
 import { eventually } from './vsock-helpers';
 
-const open: Array<{ server: Server; sockets: Socket[] }> = [];
+const open: SocketPair[] = [];
 
 afterEach(async () => {
-  for (const { server, sockets } of open.splice(0)) {
-    for (const socket of sockets) socket.destroy();
-    await new Promise((resolve) => server.close(resolve));
-  }
+  for (const pair of open.splice(0)) await pair.close();
 });
 
-/** Two connected sockets over loopback TCP. */
+/** Two connected sockets over loopback TCP, closed after the test. */
 async function socketPair(): Promise<[Socket, Socket]> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const accepted = new Promise<Socket>((resolve) => server.once('connection', resolve));
-  const client = connect((server.address() as { port: number }).port, '127.0.0.1');
-  await new Promise((resolve) => client.once('connect', resolve));
-  const peer = await accepted;
-  open.push({ server, sockets: [client, peer] });
-  return [client, peer];
+  const pair = await loopbackPair();
+  open.push(pair);
+  return [pair.client, pair.peer];
 }
 
 const ignore = { onFrame: () => {}, onControl: () => {}, onClose: () => {} };
