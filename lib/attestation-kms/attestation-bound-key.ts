@@ -1,6 +1,6 @@
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as kms from 'aws-cdk-lib/aws-kms';
-import { Annotations, Duration, RemovalPolicy, Stack, Token, TokenComparison } from 'aws-cdk-lib';
+import { Annotations, Duration, RemovalPolicy } from 'aws-cdk-lib';
 import { Construct } from 'constructs';
 import { attestationConditionEntries } from './attestation-conditions';
 import { givenPcrs, isDebugModePcr, pcrProblems } from './pcr-values';
@@ -72,14 +72,10 @@ const KEY_RELEASING_ACTIONS = ['kms:Decrypt', 'kms:GenerateDataKey', 'kms:Genera
  *   `StringNotEqualsIgnoreCase` on the `kms:RecipientAttestation:*` key), and denies
  *   `kms:ReEncryptFrom` outright, so nobody can move ciphertext to a key without these
  *   conditions;
- * - allows the principals of other accounts you grant with {@link grantEnclaveDecrypt} and
+ * - allows the principals you grant with {@link grantEnclaveDecrypt} and
  *   {@link grantEnclaveGenerateDataKey} those actions under `StringEqualsIgnoreCase` on the
- *   same condition keys.
- *
- * Principals of the key's own account get those grants in their IAM policy, under the same
- * conditions: KMS refuses a key policy naming a principal it cannot see yet, which a role
- * created in the same deployment may be ({@link grantEnclaveGenerateRandom} always goes
- * there: GenerateRandom uses no key). The Denies above hold for them either way.
+ *   same condition keys ({@link grantEnclaveGenerateRandom} adds the same conditions to an
+ *   IAM policy instead: GenerateRandom uses no key).
  *
  * An administrator can still rewrite the key policy (that is what administration means);
  * watch `PutKeyPolicy` in CloudTrail.
@@ -200,40 +196,30 @@ export class AttestationBoundKey extends Construct {
    * weights for the enclave. None of these return key material.
    */
   public grantEncrypt(grantee: iam.IGrantable): iam.Grant {
-    return this.grantOnKey(grantee, 'Encrypt', ['kms:Encrypt', 'kms:GenerateDataKeyWithoutPlaintext', 'kms:DescribeKey']);
-  }
-
-  /**
-   * The grants. A principal of the key's own account gets the statement in its IAM policy: the key
-   * policy's account statement lets IAM policies grant, and its Denies still apply to every
-   * principal. KMS refuses a key policy that names a principal it cannot see yet (CreateKey:
-   * "the principals in the key policy must exist and be visible to KMS"), which a role
-   * created in the same deployment may not be. A principal of another account needs the key
-   * policy to allow it as well, under the same conditions.
-   */
-  private grantToEnclave(grantee: iam.IGrantable, sid: string, actions: string[]): iam.Grant {
-    return this.grantOnKey(grantee, sid, actions, AttestationBoundKey.attestationConditions(this.pcrs));
-  }
-
-  private grantOnKey(grantee: iam.IGrantable, sid: string, actions: string[], conditions?: Record<string, Record<string, string>>): iam.Grant {
-    const principal = iam.Grant.addToPrincipal({ grantee, actions, resourceArns: [this.keyArn], conditions });
-    if (principal.success && this.isInKeyAccount(grantee)) return principal;
-    const resource = iam.Grant.addStatementToResourcePolicy({
+    const actions = ['kms:Encrypt', 'kms:GenerateDataKeyWithoutPlaintext', 'kms:DescribeKey'];
+    return iam.Grant.addStatementToResourcePolicy({
       grantee,
       actions,
       resourceArns: ['*'],
       resource: this.key,
-      statement: new iam.PolicyStatement({ sid, principals: [grantee.grantPrincipal], actions, resources: ['*'], conditions }),
+      statement: new iam.PolicyStatement({ principals: [grantee.grantPrincipal], actions, resources: ['*'] }),
     });
-    return principal.success ? principal.combine(resource) : resource;
   }
 
-  /** Whether the grantee is of this key's account, as aws-cdk-lib decides it for its own grants. */
-  private isInKeyAccount(grantee: iam.IGrantable): boolean {
-    const account = grantee.grantPrincipal.principalAccount;
-    if (account === undefined) return false;
-    const comparison = Token.compareStrings(Stack.of(this).account, account);
-    return comparison === TokenComparison.SAME || comparison === TokenComparison.BOTH_UNRESOLVED;
+  private grantToEnclave(grantee: iam.IGrantable, sid: string, actions: string[]): iam.Grant {
+    return iam.Grant.addStatementToResourcePolicy({
+      grantee,
+      actions,
+      resourceArns: ['*'],
+      resource: this.key,
+      statement: new iam.PolicyStatement({
+        sid,
+        principals: [grantee.grantPrincipal],
+        actions,
+        resources: ['*'],
+        conditions: AttestationBoundKey.attestationConditions(this.pcrs),
+      }),
+    });
   }
 }
 

@@ -150,7 +150,7 @@ export class EnclaveGpuFleet extends Construct implements ec2.IConnectable, iam.
     }
     this.connections = this.autoScalingGroup.connections;
     // Boot needs the parent policy from its first line.
-    host.startAfterPolicies(this.autoScalingGroup);
+    this.autoScalingGroup.node.addDependency(host.parentPolicy);
     this.grantReportHealth();
 
     this.observability = host.finish(undefined, this.autoScalingGroup.node.defaultChild as CfnResource, 'auto-scaling');

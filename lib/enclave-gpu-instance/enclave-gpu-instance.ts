@@ -119,7 +119,7 @@ export class EnclaveGpuInstance extends Construct implements ec2.IConnectable, i
     this.instanceId = this.instance.instanceId;
     this.connections = this.instance.connections;
     // The boot script needs these permissions from its first line: attach them before the instance starts.
-    host.startAfterPolicies(this.instance);
+    this.instance.node.addDependency(host.parentPolicy);
     this.observability = host.finish(this.instance.instanceId, this.instance.node.defaultChild as CfnResource, 'log');
 
     if (!props.terminationProtection) {

@@ -51,8 +51,6 @@ export class EnclaveHost {
   readonly image: EnclaveImageConfig;
   readonly role: iam.IRole;
   readonly parentPolicy: EnclaveParentPolicy;
-  /** The role's grants on the key (in the role's own policy when the key is of its account). */
-  private readonly keyGrants: iam.Grant[];
   readonly key: AttestationBoundKey;
   readonly securityGroup: ec2.ISecurityGroup;
   readonly rootVolume: ec2.BlockDevice;
@@ -108,19 +106,14 @@ export class EnclaveHost {
     this.runtimeInstaller = { asset: new s3_assets.Asset(scope, 'GpuRuntimeInstaller', { path: installer.path }), sha256: installer.sha256 };
     this.parentPolicy = new EnclaveParentPolicy(scope, 'Policy', this.role, this.image, this.runtime, this.runtimeInstaller.asset);
     this.key = props.key ?? this.createKey(props.role);
-    this.keyGrants = [this.key.grantEnclaveDecrypt(this.role), this.key.grantEnclaveGenerateDataKey(this.role)];
+    this.key.grantEnclaveDecrypt(this.role);
+    this.key.grantEnclaveGenerateDataKey(this.role);
     enclaveRandomPolicy(this.parentPolicy, this.role, this.key); // under the parent policy: what waits for it waits for this too
     this.securityGroup = props.securityGroup ?? httpsOnlySecurityGroup(scope, 'SecurityGroup', props.vpc, 'Enclave GPU parent instance: no inbound, outbound HTTPS only', 'Systems Manager, S3, KMS, CloudWatch, CloudFormation and the package repositories');
     this.rootVolume = {
       deviceName: '/dev/xvda',
       volume: ec2.BlockDeviceVolume.ebs(rootVolumeSize.toGibibytes(), { encrypted: true, volumeType: ec2.EbsDeviceVolumeType.GP3, deleteOnTermination: true }),
     };
-  }
-
-  /** Makes `launcher` (the instance, the Auto Scaling group) wait until every policy the boot and the enclave use is attached. */
-  startAfterPolicies(launcher: Construct): void {
-    launcher.node.addDependency(this.parentPolicy);
-    for (const grant of this.keyGrants) grant.applyBefore(launcher);
   }
 
   /** The subnets: private with egress unless given. */
