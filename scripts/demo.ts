@@ -103,14 +103,15 @@ function main(): number {
   }
 
   const keyPolicies = Object.values(resources).filter((r) => r.Type === 'AWS::KMS::Key').map((k) => k.Properties.KeyPolicy.Statement as any[]);
-  const unboundAllows = keyPolicies.flat().filter((s) => s.Effect === 'Allow' && !JSON.stringify(s.Principal).includes(':root')
+  const roleStatements = ofInstance.flatMap((policy) => policy.Properties.PolicyDocument.Statement as any[]);
+  const unboundAllows = [...keyPolicies.flat(), ...roleStatements].filter((s) => s.Effect === 'Allow' && !JSON.stringify(s.Principal ?? {}).includes(':root')
     && [s.Action].flat().some((a: string) => ['kms:Decrypt', 'kms:GenerateDataKey'].includes(a)) && !s.Condition?.StringEqualsIgnoreCase?.['kms:RecipientAttestation:ImageSha384']);
   const failures = [
     alarms.length === 4 && widgets.length > 0 ? undefined : 'the dashboard or the four alarms are missing',
     [...widgetNamespaces, ...alarmNamespaces].every((ns: string) => ns === 'EnclaveGPU') ? undefined : 'a dashboard or alarm metric is outside the EnclaveGPU namespace',
     gpuMeasurements.length > 0 && gpuMeasurements.every((m) => NVIDIA_GPU_MEASUREMENTS.includes(m)) ? undefined : 'the agent config has no or unknown nvidia_gpu measurements',
     keyPolicies.length === 1 ? undefined : 'no attestation-bound KMS key',
-    unboundAllows.length === 0 ? undefined : 'a key policy statement releases key material without the image measurement',
+    unboundAllows.length === 0 ? undefined : 'a key or role policy statement releases key material without the image measurement',
     p.EnclaveOptions?.Enabled === true ? undefined : 'EnclaveOptions.Enabled is not true',
     p.MetadataOptions?.HttpTokens === 'required' ? undefined : 'IMDSv2 is not required',
     root.Encrypted === true ? undefined : 'the root volume is not encrypted',

@@ -117,7 +117,7 @@ describe('EnclaveGpuFleet', () => {
   it('starts instances only once their policies are attached, health reporting included', () => {
     const [group] = Object.values(template.findResources('AWS::AutoScaling::AutoScalingGroup'));
     const ids = Object.keys(template.findResources('AWS::IAM::Policy'));
-    const policyIds = [/^InferencePolicy[0-9A-F]{8}$/, /^InferencePolicyEnclaveRandom/, /^InferenceReportHealth/].map((pattern) => ids.find((id) => pattern.test(id)));
+    const policyIds = [/^InferencePolicy[0-9A-F]{8}$/, /^InferencePolicyEnclaveKms/, /^InferenceReportHealth/].map((pattern) => ids.find((id) => pattern.test(id)));
     expect(policyIds.every((id) => id !== undefined)).toBe(true);
     for (const policyId of policyIds) expect(group.DependsOn).toContain(policyId);
   });

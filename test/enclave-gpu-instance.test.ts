@@ -6,7 +6,7 @@ import * as os from 'os';
 import * as path from 'path';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as iam from 'aws-cdk-lib/aws-iam';
-import { Duration, Size, Token, CfnParameter } from 'aws-cdk-lib';
+import { App, Duration, Size, Stack, Token, CfnParameter } from 'aws-cdk-lib';
 import { Match, Template } from 'aws-cdk-lib/assertions';
 import { Construct } from 'constructs';
 import { describe, expect, it } from 'vitest';
@@ -89,16 +89,14 @@ describe('EnclaveGpuInstance defaults', () => {
 
   it('grants exactly: Session Manager channels, the enclave image object, the runtime object, PutMetricData in the EnclaveGPU namespace, the attestation log, signals to its own stack; and GenerateRandom from the enclave alone', () => {
     const policies = template.findResources('AWS::IAM::Policy');
-    expect(Object.keys(policies)).toEqual([expect.stringMatching(/^InferencePolicy[0-9A-F]{8}$/), expect.stringMatching(/^InferencePolicyEnclaveRandom/)]);
-    const [parent, random] = Object.values(policies);
-    // GenerateRandom uses no key, so the key policy cannot allow it: the role does, from the enclave only.
-    expect(random.Properties.PolicyDocument.Statement).toEqual([{
-      Sid: 'EnclaveGenerateRandom',
-      Effect: 'Allow',
-      Action: 'kms:GenerateRandom',
-      Resource: '*',
-      Condition: { StringEqualsIgnoreCase: { 'kms:RecipientAttestation:ImageSha384': expect.stringMatching(/^[0-9a-f]{96}$/), 'kms:RecipientAttestation:PCR1': expect.stringMatching(/^[0-9a-f]{96}$/), 'kms:RecipientAttestation:PCR2': expect.stringMatching(/^[0-9a-f]{96}$/) } },
-    }]);
+    expect(Object.keys(policies)).toEqual([expect.stringMatching(/^InferencePolicy[0-9A-F]{8}$/), expect.stringMatching(/^InferencePolicyEnclaveKms/)]);
+    const [parent, kms] = Object.values(policies);
+    // The key and GenerateRandom (which uses no key, so no key policy can allow it), from the enclave only.
+    const attested = { StringEqualsIgnoreCase: { 'kms:RecipientAttestation:ImageSha384': expect.stringMatching(/^[0-9a-f]{96}$/), 'kms:RecipientAttestation:PCR1': expect.stringMatching(/^[0-9a-f]{96}$/), 'kms:RecipientAttestation:PCR2': expect.stringMatching(/^[0-9a-f]{96}$/) } };
+    expect(kms.Properties.PolicyDocument.Statement).toEqual([
+      { Sid: 'EnclaveKeyUse', Effect: 'Allow', Action: ['kms:Decrypt', 'kms:GenerateDataKey'], Resource: { 'Fn::GetAtt': [expect.stringMatching(/^InferenceKey/), 'Arn'] }, Condition: attested },
+      { Sid: 'EnclaveGenerateRandom', Effect: 'Allow', Action: 'kms:GenerateRandom', Resource: '*', Condition: attested },
+    ]);
     const statements = parent.Properties.PolicyDocument.Statement;
     expect(statements).toHaveLength(6);
     expect(statements[5]).toEqual({
@@ -671,6 +669,11 @@ describe('EnclaveGpuInstance attestation-bound key', () => {
     expect(keys).toHaveLength(1);
     return keys[0].Properties.KeyPolicy.Statement;
   };
+  /** The role's statement on the key, in its EnclaveKms policy. */
+  const keyUse = (template: Template): any => Object.entries(template.findResources('AWS::IAM::Policy'))
+    .filter(([id]) => id.startsWith('InferencePolicyEnclaveKms'))
+    .flatMap(([, policy]) => policy.Properties.PolicyDocument.Statement)
+    .find((statement) => statement.Sid === 'EnclaveKeyUse');
   const conditionsFor = (pcrs: Record<string, string>) => ({
     StringEqualsIgnoreCase: {
       'kms:RecipientAttestation:ImageSha384': pcrs.pcr0,
@@ -685,23 +688,25 @@ describe('EnclaveGpuInstance attestation-bound key', () => {
   it("binds a new key to the image's PCRs and grants the instance role through it", () => {
     const sections = typicalSections();
     const { template, construct } = synth({ enclaveImage: EnclaveImage.fromEifFile(writeEif(sections)) });
+    // The key policy names no principal but the account root (KMS refuses one it cannot see
+    // yet, as a role created in the same deployment may be): the role's own policy grants.
     const statements = keyStatements(template);
-    const nonRoot = statements.filter((s) => s.Effect === 'Allow' && decryptCapable(s) && !JSON.stringify(s.Principal).includes(':root'));
-    expect(nonRoot.map((s) => s.Sid)).toEqual(['EnclaveDecrypt', 'EnclaveGenerateDataKey']);
-    for (const statement of nonRoot) {
-      expect(statement.Principal).toEqual({ AWS: { 'Fn::GetAtt': [expect.stringMatching(/^InferenceRole/), 'Arn'] } });
-      expect(statement.Condition).toEqual(conditionsFor(expectedPcrs(sections)));
-    }
+    expect(statements.filter((s) => s.Effect === 'Allow' && decryptCapable(s) && !JSON.stringify(s.Principal).includes(':root'))).toEqual([]);
+    const use = keyUse(template);
+    expect(use.Action).toEqual(['kms:Decrypt', 'kms:GenerateDataKey']);
+    expect(use.Resource).toEqual({ 'Fn::GetAtt': [expect.stringMatching(/^InferenceKey/), 'Arn'] });
+    expect(use.Condition).toEqual(conditionsFor(expectedPcrs(sections)));
     expect(construct.key.pcrs).toEqual(expectedPcrs(sections));
     template.hasResourceProperties('AWS::KMS::Key', { EnableKeyRotation: true });
   });
 
   it("changes the key policy when the image's bytes change", () => {
-    const a = keyStatements(synth({ enclaveImage: EnclaveImage.fromEifFile(writePlaceholderEif(16)) }).template);
-    const b = keyStatements(synth({ enclaveImage: EnclaveImage.fromEifFile(writePlaceholderEif(17)) }).template);
-    const decrypt = (statements: any[]) => statements.find((s) => s.Sid === 'EnclaveDecrypt').Condition;
-    expect(decrypt(b)).not.toEqual(decrypt(a));
-    expect(decrypt(b)).toEqual(conditionsFor(expectedPcrs(placeholderSections(17))));
+    const a = synth({ enclaveImage: EnclaveImage.fromEifFile(writePlaceholderEif(16)) }).template;
+    const b = synth({ enclaveImage: EnclaveImage.fromEifFile(writePlaceholderEif(17)) }).template;
+    const deny = (template: Template) => keyStatements(template).find((s) => s.Sid === 'DenyWithoutImageSha384').Condition;
+    expect(deny(b)).not.toEqual(deny(a));
+    expect(keyUse(b).Condition).not.toEqual(keyUse(a).Condition);
+    expect(keyUse(b).Condition).toEqual(conditionsFor(expectedPcrs(placeholderSections(17))));
   });
 
   it('adds PCR3 when the role is fixed', () => {
@@ -709,10 +714,10 @@ describe('EnclaveGpuInstance attestation-bound key', () => {
     const { stack, vpc } = testStack();
     const role = iam.Role.fromRoleArn(stack, 'Existing', arn);
     new EnclaveGpuInstance(stack, 'Inference', { vpc, role, enclaveImage: EnclaveImage.fromEifFile(eifPath) });
-    const decrypt = keyStatements(Template.fromStack(stack)).find((s) => s.Sid === 'EnclaveDecrypt');
+    const template = Template.fromStack(stack);
     const pcr3 = crypto.createHash('sha384').update(Buffer.concat([Buffer.alloc(48), Buffer.from(arn)])).digest('hex');
-    expect(decrypt.Condition).toEqual(conditionsFor({ ...expectedPcrs(placeholderSections()), pcr3 }));
-    expect(decrypt.Principal).toEqual({ AWS: arn });
+    expect(keyUse(template).Condition).toEqual(conditionsFor({ ...expectedPcrs(placeholderSections()), pcr3 }));
+    template.hasResourceProperties('AWS::IAM::Policy', { Roles: ['inference-parent'], PolicyDocument: { Statement: Match.arrayWith([Match.objectLike({ Sid: 'EnclaveKeyUse' })]) } });
   });
 
   it('uses a key you pass and grants the role on it', () => {
@@ -720,7 +725,22 @@ describe('EnclaveGpuInstance attestation-bound key', () => {
     const key = new attestation_kms.AttestationBoundKey(stack, 'Shared', { pcrs: EnclaveImage.fromEifFile(eifPath).pcrs! });
     const construct = new EnclaveGpuInstance(stack, 'Inference', { vpc, key, enclaveImage: EnclaveImage.fromEifFile(eifPath) });
     expect(construct.key).toBe(key);
-    const statements = keyStatements(Template.fromStack(stack));
-    expect(statements.filter((s) => s.Sid?.startsWith('Enclave')).map((s) => s.Sid)).toEqual(['EnclaveDecrypt', 'EnclaveGenerateDataKey']);
+    const template = Template.fromStack(stack);
+    expect(keyUse(template).Resource).toEqual({ 'Fn::GetAtt': [expect.stringMatching(/^SharedKey/), 'Arn'] });
+    expect(keyStatements(template).filter((s) => s.Sid?.startsWith('Enclave'))).toEqual([]); // the role is of the key's account
+
+    // A role whose account cannot be told to be the key's (imported by ARN into a stack of no
+    // fixed account) is allowed in the key policy as well: it exists already, and if it is of
+    // another account, only the key policy can let it use the key.
+    const agnostic = new Stack(new App(), 'Agnostic');
+    const agnosticVpc = new ec2.Vpc(agnostic, 'Vpc', { maxAzs: 1, natGateways: 0, subnetConfiguration: [{ name: 'p', subnetType: ec2.SubnetType.PRIVATE_ISOLATED }] });
+    const imported = iam.Role.fromRoleArn(agnostic, 'Parent', 'arn:aws:iam::111122223333:role/inference-parent');
+    new EnclaveGpuInstance(agnostic, 'Inference', { vpc: agnosticVpc, vpcSubnets: { subnetType: ec2.SubnetType.PRIVATE_ISOLATED }, role: imported, enclaveImage: EnclaveImage.fromEifFile(eifPath) });
+    const agnosticTemplate = Template.fromStack(agnostic);
+    expect(keyStatements(agnosticTemplate).filter((s) => s.Sid?.startsWith('Enclave')).map((s) => [s.Sid, s.Principal])).toEqual([
+      ['EnclaveDecrypt', { AWS: 'arn:aws:iam::111122223333:role/inference-parent' }],
+      ['EnclaveGenerateDataKey', { AWS: 'arn:aws:iam::111122223333:role/inference-parent' }],
+    ]);
+    expect(keyUse(agnosticTemplate)).toBeDefined();
   });
 });

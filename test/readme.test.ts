@@ -57,7 +57,9 @@ describe('README', () => {
     const keys = ofType(template, 'AWS::KMS::Key');
     expect(keys).toHaveLength(1);
     const statements: any[] = keys[0].Properties.KeyPolicy.Statement;
-    expect(statements.find((s) => s.Sid === 'EnclaveDecrypt').Condition.StringEqualsIgnoreCase['kms:RecipientAttestation:ImageSha384']).toMatch(/^[0-9a-f]{96}$/);
+    // The instance's role, created in the same deployment, is granted in a policy of its own.
+    const keyUse = ofType(template, 'AWS::IAM::Policy').flatMap((policy) => policy.Properties.PolicyDocument.Statement).find((s: any) => s.Sid === 'EnclaveKeyUse');
+    expect(keyUse.Condition.StringEqualsIgnoreCase['kms:RecipientAttestation:ImageSha384']).toMatch(/^[0-9a-f]{96}$/);
     const publisher = statements.find((s) => JSON.stringify(s.Principal).includes('model-publisher'));
     expect(publisher.Action).toEqual(['kms:Encrypt', 'kms:GenerateDataKeyWithoutPlaintext', 'kms:DescribeKey']);
     expect(ofType(template, 'AWS::KMS::Alias')[0].Properties.AliasName).toBe('alias/inference/model-weights');

@@ -177,6 +177,24 @@ export class AttestationBoundKey extends Construct {
   }
 
   /**
+   * The IAM statement that allows `kms:Decrypt` and `kms:GenerateDataKey` on this key only
+   * from an enclave with the bound measurements (under {@link attestationConditions}): what
+   * {@link grantEnclaveDecrypt} and {@link grantEnclaveGenerateDataKey} allow in the key
+   * policy, for an IAM policy instead. Use it for a role created in the same deployment as
+   * the key: KMS refuses a key policy that names a principal it cannot see yet, and a new
+   * role may not be visible to it at once. The key policy allows the key's account to grant
+   * through IAM, and its Denies hold either way.
+   */
+  public enclaveKeyStatement(): iam.PolicyStatement {
+    return new iam.PolicyStatement({
+      sid: 'EnclaveKeyUse',
+      actions: ['kms:Decrypt', 'kms:GenerateDataKey'],
+      resources: [this.keyArn],
+      conditions: AttestationBoundKey.attestationConditions(this.pcrs),
+    });
+  }
+
+  /**
    * The IAM statement that allows `kms:GenerateRandom` only from an enclave with the bound
    * measurements: `Resource: "*"` (GenerateRandom takes no resource, and AWS accepts only
    * `*` for it) under {@link attestationConditions}.

@@ -18,7 +18,7 @@ import { EnclaveImageConfig } from './enclave-image';
 import { GpuRuntimeConfig, defaultGpuRuntime, stageFile } from './gpu-runtime';
 import { renderRuntimeInstaller } from './boot/runtime-install';
 import { resolveEnclaveResources } from './enclave-sizing';
-import { createParentRole, EnclaveParentPolicy, enclaveRandomPolicy } from './instance-role';
+import { createParentRole, EnclaveParentPolicy, enclaveKmsPolicy, isOfAccount } from './instance-role';
 import { checkInstanceType } from './instance-type-check';
 import { propError, requireWholeNumber } from './validation';
 
@@ -106,9 +106,13 @@ export class EnclaveHost {
     this.runtimeInstaller = { asset: new s3_assets.Asset(scope, 'GpuRuntimeInstaller', { path: installer.path }), sha256: installer.sha256 };
     this.parentPolicy = new EnclaveParentPolicy(scope, 'Policy', this.role, this.image, this.runtime, this.runtimeInstaller.asset);
     this.key = props.key ?? this.createKey(props.role);
-    this.key.grantEnclaveDecrypt(this.role);
-    this.key.grantEnclaveGenerateDataKey(this.role);
-    enclaveRandomPolicy(this.parentPolicy, this.role, this.key); // under the parent policy: what waits for it waits for this too
+    // The role's KMS permissions, under the parent policy: what waits for it waits for them too.
+    enclaveKmsPolicy(this.parentPolicy, this.role, this.key);
+    if (!isOfAccount(this.key, this.role)) {
+      // A key of another account must allow the role in its key policy as well.
+      this.key.grantEnclaveDecrypt(this.role);
+      this.key.grantEnclaveGenerateDataKey(this.role);
+    }
     this.securityGroup = props.securityGroup ?? httpsOnlySecurityGroup(scope, 'SecurityGroup', props.vpc, 'Enclave GPU parent instance: no inbound, outbound HTTPS only', 'Systems Manager, S3, KMS, CloudWatch, CloudFormation and the package repositories');
     this.rootVolume = {
       deviceName: '/dev/xvda',

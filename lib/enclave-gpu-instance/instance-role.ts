@@ -1,6 +1,6 @@
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as s3_assets from 'aws-cdk-lib/aws-s3-assets';
-import { Validations } from 'aws-cdk-lib';
+import { Stack, Token, TokenComparison, Validations } from 'aws-cdk-lib';
 import { Construct } from 'constructs';
 import { AttestationBoundKey } from '../attestation-kms/attestation-bound-key';
 import { EnclaveGpuMetrics } from '../observability/metric-namespace';
@@ -77,16 +77,28 @@ export class EnclaveParentPolicy extends Construct {
 }
 
 /**
- * The key's `kms:GenerateRandom` statement in a policy of its own on the parent's role:
- * GenerateRandom uses no KMS key, so only an IAM policy can allow it, with `Resource: "*"`.
- * Its own policy, so that the acknowledgement of that wildcard covers this statement alone.
+ * What the enclave may ask KMS for, with the parent's credentials, in a policy of its own on
+ * the parent's role: Decrypt and GenerateDataKey on the key, and GenerateRandom (which uses
+ * no key, so only an IAM policy can allow it, with `Resource: "*"`), each only from an
+ * enclave with the key's measurements. In an IAM policy rather than the key policy because
+ * KMS refuses a key policy naming a principal it cannot see yet, which a role created in the
+ * same deployment may not be. A policy of its own, so that the acknowledgement of the
+ * wildcard covers these statements alone.
  */
-export function enclaveRandomPolicy(scope: Construct, role: iam.IRole, key: AttestationBoundKey): iam.Policy {
-  const policy = new iam.Policy(scope, 'EnclaveRandom', { roles: [role], statements: [key.enclaveGenerateRandomStatement()] });
+export function enclaveKmsPolicy(scope: Construct, role: iam.IRole, key: AttestationBoundKey): iam.Policy {
+  const policy = new iam.Policy(scope, 'EnclaveKms', { roles: [role], statements: [key.enclaveKeyStatement(), key.enclaveGenerateRandomStatement()] });
   Validations.of(policy).acknowledge({
     id: 'AwsSolutions-IAM5[Resource::*]',
-    reason: 'kms:GenerateRandom takes no resource (it uses no KMS key), so AWS accepts only Resource "*" for it; '
-      + 'its kms:RecipientAttestation conditions allow it only from an enclave with the bound measurements.',
+    reason: 'Only the kms:GenerateRandom statement uses Resource "*": it takes no resource (it uses no KMS key), so AWS accepts only "*" for it; '
+      + 'its kms:RecipientAttestation conditions allow it only from an enclave with the bound measurements. The key statement names the key.',
   });
   return policy;
+}
+
+/** Whether a principal is of a construct's account, as aws-cdk-lib decides it for its own grants (unresolved on both sides: the same). */
+export function isOfAccount(scope: Construct, principal: iam.IPrincipal): boolean {
+  const account = principal.principalAccount;
+  if (account === undefined) return false;
+  const comparison = Token.compareStrings(Stack.of(scope).account, account);
+  return comparison === TokenComparison.SAME || comparison === TokenComparison.BOTH_UNRESOLVED;
 }
