@@ -77,8 +77,10 @@ export interface EnclaveHostProps {
 
   /**
    * The KMS key the enclave may use, bound to its measurements. Pass one to share it
-   * between instances or to set its alias and removal policy; the instance role is granted
-   * `grantEnclaveDecrypt` and `grantEnclaveGenerateDataKey` on it either way.
+   * between instances or to set its alias and removal policy. Either way the instance role
+   * may use it only from the enclave, through an IAM policy of its own
+   * (`enclaveKeyStatement()`); the key policy names the role too only when its account is
+   * not known at synth time to be the key's.
    *
    * @default - a new AttestationBoundKey bound to the enclave image's PCR0, PCR1 and PCR2
    * (and PCR8 for a signed image), plus PCR3 when `role` has a concrete ARN

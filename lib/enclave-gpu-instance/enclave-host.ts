@@ -109,7 +109,7 @@ export class EnclaveHost {
     // The role's KMS permissions, under the parent policy: what waits for it waits for them too.
     enclaveKmsPolicy(this.parentPolicy, this.role, this.key);
     if (!isOfAccount(this.key, this.role)) {
-      // A key of another account must allow the role in its key policy as well.
+      // Not known to be of the key's account: if it is of another, only the key policy lets it use the key.
       this.key.grantEnclaveDecrypt(this.role);
       this.key.grantEnclaveGenerateDataKey(this.role);
     }
