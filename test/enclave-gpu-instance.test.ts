@@ -709,6 +709,14 @@ describe('EnclaveGpuInstance attestation-bound key', () => {
     expect(keyUse(b).Condition).toEqual(conditionsFor(expectedPcrs(placeholderSections(17))));
   });
 
+  it('refuses a role of another account than the stack\'s, naming both', () => {
+    const { stack, vpc } = testStack();
+    const role = iam.Role.fromRoleArn(stack, 'Elsewhere', 'arn:aws:iam::999999999999:role/inference-parent');
+    expect(() => new EnclaveGpuInstance(stack, 'Inference', { vpc, role, enclaveImage: EnclaveImage.fromEifFile(eifPath) }))
+      .toThrow("TestStack/Inference: role is of account 999999999999, the stack deploys to 123456789012. An instance profile needs a role of its own account: pass a role of the stack's account");
+    expect(() => new EnclaveGpuFleet(stack, 'Fleet', { vpc, role, enclaveImage: EnclaveImage.fromEifFile(eifPath) })).toThrow(/role is of account 999999999999/);
+  });
+
   it('adds PCR3 when the role is fixed', () => {
     const arn = 'arn:aws:iam::123456789012:role/inference-parent';
     const { stack, vpc } = testStack();

@@ -69,7 +69,9 @@ export interface EnclaveHostProps {
    * to the enclave image object, the gpu-runtime archive object and its install script
    * object, `cloudwatch:PutMetricData` in
    * the `EnclaveGPU` namespace only, writing to the kernel-attestation log group (with
-   * observability on), and `cloudformation:SignalResource` on this stack.
+   * observability on), and `cloudformation:SignalResource` on this stack; and a second policy
+   * with the enclave's use of the key (see `key`). It must be a role of the stack's account
+   * (an instance profile takes no other): one known to be of another is refused.
    *
    * @default - a new role
    */

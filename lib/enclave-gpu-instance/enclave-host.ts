@@ -100,6 +100,7 @@ export class EnclaveHost {
     this.pcrs = knownPcrs(scope, this.image);
     this.resources = resolveEnclaveResources(scope, props.enclave, typeInfo, this.image.sizeBytes);
 
+    if (props.role !== undefined) checkRoleAccount(scope, props.role);
     this.role = props.role ?? createParentRole(scope, 'Role');
     this.runtime = (props.gpuRuntime ?? defaultGpuRuntime(scope)).bind(scope);
     const installer = stageFile('cdk-enclave-gpu-installer', 'sh', Buffer.from(renderRuntimeInstaller({ sha256: this.runtime.sha256, cudaProvider: this.runtime.onnxCudaProvider })));
@@ -225,4 +226,17 @@ function knownPcrs(scope: Construct, image: EnclaveImageConfig): ContextPcrs {
 export function readinessDeadlineSeconds(bootTimeoutSeconds: number): number {
   const margin = Math.min(Math.max(180, bootTimeoutSeconds / 8), 600, bootTimeoutSeconds / 2);
   return Math.floor(bootTimeoutSeconds - margin);
+}
+
+/**
+ * An instance profile takes a role of its own account: a role known to be of another would
+ * leave the instance without its policies (they are attached by role name, in this account).
+ */
+function checkRoleAccount(scope: Construct, role: iam.IRole): void {
+  const roleAccount = role.principalAccount;
+  const stackAccount = Stack.of(scope).account;
+  if (roleAccount === undefined || Token.isUnresolved(roleAccount) || Token.isUnresolved(stackAccount)) return;
+  if (roleAccount !== stackAccount) {
+    throw propError(scope, 'role', `is of account ${roleAccount}, the stack deploys to ${stackAccount}`, 'An instance profile needs a role of its own account: pass a role of the stack\'s account');
+  }
 }
