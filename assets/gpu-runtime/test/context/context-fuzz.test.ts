@@ -18,20 +18,19 @@
 import { randomBytes } from 'node:crypto';
 import { connect as netConnect } from 'node:net';
 import fc from 'fast-check';
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { afterAll, describe, expect, it, vi } from 'vitest';
 import { ENCLAVE_TO_HOST, HOST_TO_ENCLAVE } from '../../src/abe/frame-header';
 import { FrameReader } from '../../src/abe/frame-reader';
 import { BUILTIN_KERNELS } from '../../src/kernels/builtins';
 import { OPERATION_FAILURE_CODES } from '../../src/kernels/operation-error';
 import { onnxModelDigest } from '../../src/kernels/registry';
-import { ExecutionContext } from '../../src/context/execution-context';
 import { DataType, encodeModel, floatTensor } from '../../src/onnx/onnx-writer';
 import { ControlMessage, decodeControl } from '../../src/protocol/control';
 import { DESCRIPTOR_BUFFER, encodeRequest } from '../../src/protocol/op-descriptor';
 import { Address } from '../../src/protocol/transport';
 import { WIRE_ERROR_CODES } from '../../src/protocol/wire-error';
 import { FuzzOperation, SessionAttack, fuzzOperation, rawRecord, sessionAttack } from './fuzz-arbitraries';
-import { TestClient, TestEnclave, f32Bytes, randomF32, startContext } from './helpers';
+import { TestClient, TestEnclave, contextForTests, f32Bytes, randomF32 } from './helpers';
 
 const SCALE = Number(process.env.EGPU_FUZZ_SCALE ?? 1);
 const SEED = Number(process.env.EGPU_FUZZ_SEED ?? Math.floor(Math.random() * 2 ** 31));
@@ -59,25 +58,20 @@ const MODEL = encodeModel({
 });
 
 const enclave = new TestEnclave();
-let context: ExecutionContext;
-let stop: () => Promise<void>;
 const counted = { sealed: 0, sealedFrames: 0, raw: 0, rawRecords: 0, attacked: 0 };
 /** How the sealed operations came out, by done-message kernel and result: the run must reach the kernels, not just the decoders. */
 const outcomes = new Map<string, number>();
 /** How the raw connections and attacked sessions ended: an error code, or 'clean'. */
 const endings = new Map<string, number>();
 
-beforeAll(async () => {
-  ({ context, stop } = await startContext(enclave, { memoryCap: 1 << 20 }));
-});
-afterAll(async () => {
-  await stop();
+const shared = contextForTests(enclave, { memoryCap: 1 << 20 });
+afterAll(() => {
   console.log(`context fuzz (seed ${SEED}): ${counted.sealed} sealed operations in ${counted.sealedFrames} frames, ${counted.raw} raw connections fed ${counted.rawRecords} records, ${counted.attacked} attacked sessions`);
   console.log(`  sealed outcomes: ${[...outcomes].sort().map(([k, v]) => `${k} ${v}`).join(', ')}`);
   console.log(`  endings: ${[...endings].sort().map(([k, v]) => `${k} ${v}`).join(', ')}`);
 });
 
-const openSession = (): Promise<TestClient> => TestClient.open(context.address, enclave.identity());
+const { openSession } = shared;
 
 /**
  * Buffers 1-4 hold f32 data, 5 the model, 6-7 are empty outputs: most random launches find
@@ -170,7 +164,7 @@ describe('fuzzing the execution context', () => {
     await Promise.all(Array.from({ length: RAW_PARALLEL }, async () => {
       while (next < inputs.length) {
         const records = inputs[next++];
-        const replies = await exchange(context.address, Buffer.concat(records));
+        const replies = await exchange(shared.context.address, Buffer.concat(records));
         checkRefusal(replies, () => records.map((r) => r.toString('hex').slice(0, 120)).join(' | '));
         counted.raw++;
         counted.rawRecords += records.length;
@@ -205,7 +199,7 @@ describe('fuzzing the execution context', () => {
   }, 600_000);
 
   it('still serves a new session afterwards, and holds none of the old ones', async () => {
-    await vi.waitFor(() => expect(context.sessionCount).toBe(0));
+    await vi.waitFor(() => expect(shared.context.sessionCount).toBe(0));
     const client = await openSession();
     await client.call({ op: 'malloc', buffer: 1, size: 16 });
     expect((await client.call({ op: 'htod', buffer: 1, size: 16 }, { data: f32Bytes([1, -2, 3, -4]) })).result).toEqual({ ok: true });

@@ -7,22 +7,16 @@
  * and everything the other sessions do meanwhile must be answered before it is. In the main
  * thread (the default) the same steps would all wait for the inference.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { BUILTIN_KERNELS } from '../../src/kernels/builtins';
 import { onnxModelDigest } from '../../src/kernels/registry';
-import { ExecutionContext } from '../../src/context/execution-context';
-import { TestClient, TestEnclave, directRun, f32Bytes, f32Values, matMulChain, randomF32, startContext, uploadOnnxRun } from './helpers';
+import { TestEnclave, contextForTests, directRun, f32Bytes, f32Values, matMulChain, randomF32, uploadOnnxRun } from './helpers';
 
 const enclave = new TestEnclave();
-let context: ExecutionContext;
-let stop: () => Promise<void>;
 
-beforeAll(async () => {
-  ({ context, stop } = await startContext(enclave, { onnxWorker: true }));
-});
-afterAll(() => stop());
+const shared = contextForTests(enclave, { onnxWorker: true });
 
-const openSession = (): Promise<TestClient> => TestClient.open(context.address, enclave.identity());
+const { openSession } = shared;
 
 const SIDE = 1024; // 2 GFLOP per layer of matMulChain
 
@@ -39,7 +33,7 @@ describe('a context that runs onnx.run in a worker thread', () => {
       expect(launch.done.device).toBe('cpu');
     }
     const output = await client.call({ op: 'dtoh', buffer: 3 });
-    expect(output.data!.equals(await directRun(model, input, [SIDE, SIDE], context.onnx))).toBe(true);
+    expect(output.data!.equals(await directRun(model, input, [SIDE, SIDE], shared.context.onnx))).toBe(true);
     client.close();
   });
 

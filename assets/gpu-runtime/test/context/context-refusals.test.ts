@@ -5,7 +5,7 @@
  * However a session ends, its key and buffers are zeroised.
  */
 import { randomBytes } from 'node:crypto';
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { encodeCbor } from '../../../../lib/shared/cbor';
 import { ENCLAVE_TO_HOST } from '../../src/abe/frame-header';
 import { answerHello } from '../../src/abe/handshake';
@@ -17,19 +17,14 @@ import { DeviceMemory } from '../../src/context/device-memory';
 import { ExecutionContext } from '../../src/context/execution-context';
 import { BUILTIN_KERNELS } from '../../src/kernels/builtins';
 import { DESCRIPTOR_BUFFER, encodeRequest } from '../../src/protocol/op-descriptor';
-import { TestClient, TestEnclave, f32Bytes, sha384, startContext } from './helpers';
+import { TestClient, TestEnclave, contextForTests, f32Bytes, sha384, startContext } from './helpers';
 
 const enclave = new TestEnclave();
 const CAP = 1 << 20;
-let context: ExecutionContext;
-let stop: () => Promise<void>;
 
-beforeAll(async () => {
-  ({ context, stop } = await startContext(enclave, { memoryCap: CAP }));
-});
-afterAll(() => stop());
+const shared = contextForTests(enclave, { memoryCap: CAP });
 
-const openSession = (): Promise<TestClient> => TestClient.open(context.address, enclave.identity());
+const { openSession } = shared;
 
 const relu = (count: number, input = 1, out = 2) => ({ op: 'launch' as const, kernel: 'relu', args: new Map<string, number>([['input', input], ['out', out], ['count', count]]) });
 
@@ -126,7 +121,7 @@ describe('what ends the session', () => {
   });
 
   it('a frame before the handshake, a second hello-request, an unexpected message type: MALFORMED', async () => {
-    const early = await TestClient.connect(context.address);
+    const early = await TestClient.connect(shared.context.address);
     await early.connection.send(new AbeSession(randomBytes(16), randomBytes(32)).sealer(1, 0, Buffer.alloc(48)).seal(0, Buffer.alloc(4), true));
     expect(await early.refusal()).toMatchObject({ code: 'MALFORMED', closed: true });
 
@@ -134,7 +129,7 @@ describe('what ends the session', () => {
     await twice.connection.sendControl({ t: 'hello-request' });
     expect(await twice.refusal()).toMatchObject({ code: 'MALFORMED', closed: true });
 
-    const odd = await TestClient.connect(context.address);
+    const odd = await TestClient.connect(shared.context.address);
     await odd.connection.sendControl({ t: 'open' });
     expect(await odd.refusal()).toMatchObject({ code: 'MALFORMED', closed: true });
   });
@@ -186,16 +181,16 @@ describe('attestation', () => {
 
   it('refuses an enclave whose document chains to another root: UNAUTHORIZED', async () => {
     const stranger = new TestEnclave(SimulatedNsm.create());
-    expect(await handshakeRefusal(context, stranger.identity())).toMatchObject({ code: 'UNAUTHORIZED', closed: true });
+    expect(await handshakeRefusal(shared.context, stranger.identity())).toMatchObject({ code: 'UNAUTHORIZED', closed: true });
   });
 
   it('refuses an enclave whose PCRs are not the expected ones: UNAUTHORIZED', async () => {
     const otherImage = new TestEnclave(enclave.nsm, 'other-image');
-    expect(await handshakeRefusal(context, otherImage.identity())).toMatchObject({ code: 'UNAUTHORIZED', closed: true });
+    expect(await handshakeRefusal(shared.context, otherImage.identity())).toMatchObject({ code: 'UNAUTHORIZED', closed: true });
   });
 
   it('refuses a document made for another nonce: UNAUTHORIZED', async () => {
-    expect(await handshakeRefusal(context, enclave.identity(), (hello) => { (hello as { nonce: Buffer }).nonce = randomBytes(32); })).toMatchObject({ code: 'UNAUTHORIZED', closed: true });
+    expect(await handshakeRefusal(shared.context, enclave.identity(), (hello) => { (hello as { nonce: Buffer }).nonce = randomBytes(32); })).toMatchObject({ code: 'UNAUTHORIZED', closed: true });
   });
 
   it('refuses the AWS root for simulated documents, and accepts any image only when that is asked for', async () => {
@@ -253,7 +248,7 @@ describe('attestation', () => {
   });
 
   it('refuses a reply for another session: MALFORMED', async () => {
-    expect(await handshakeRefusal(context, enclave.identity(), (hello) => { (hello as { sessionId: Buffer }).sessionId = randomBytes(16); })).toMatchObject({ code: 'MALFORMED', closed: true });
+    expect(await handshakeRefusal(shared.context, enclave.identity(), (hello) => { (hello as { sessionId: Buffer }).sessionId = randomBytes(16); })).toMatchObject({ code: 'MALFORMED', closed: true });
   });
 });
 
@@ -296,8 +291,8 @@ describe('limits on connections', () => {
     const op = client.frames({ op: 'htod', buffer: 1, size: 4 * 1024 * 1024 }, { data: Buffer.alloc(4 * 1024 * 1024) });
     await client.connection.send(op.frames[0]);
     await client.connection.send(op.frames[1]);
-    const before = context.sessionCount;
+    const before = shared.context.sessionCount;
     client.close();
-    await vi.waitFor(() => expect(context.sessionCount).toBe(before - 1));
+    await vi.waitFor(() => expect(shared.context.sessionCount).toBe(before - 1));
   });
 });

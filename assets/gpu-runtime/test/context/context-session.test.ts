@@ -3,26 +3,20 @@
  * answerHello, sealed frames) against a real ExecutionContext, running malloc, htod,
  * launches (built-ins and onnx.run), dtoh and free, pipelined and in chunks.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { MAX_CHUNK_BYTES } from '../../src/abe/limits';
 import { BUILTIN_KERNELS } from '../../src/kernels/builtins';
 import { onnxModelDigest } from '../../src/kernels/registry';
 import { DataType, encodeModel, floatTensor } from '../../src/onnx/onnx-writer';
-import { ExecutionContext } from '../../src/context/execution-context';
 import { encodeControl } from '../../src/protocol/control';
-import { TestClient, TestEnclave, directRun, f32Bytes, f32Values, randomF32, startContext, uploadOnnxRun } from './helpers';
+import { TestClient, TestEnclave, contextForTests, directRun, f32Bytes, f32Values, randomF32, startContext, uploadOnnxRun } from './helpers';
 
 const enclave = new TestEnclave();
-let context: ExecutionContext;
-let stop: () => Promise<void>;
 const log: string[] = [];
 
-beforeAll(async () => {
-  ({ context, stop } = await startContext(enclave, { log: (line) => log.push(line) }));
-});
-afterAll(() => stop());
+const shared = contextForTests(enclave, { log: (line) => log.push(line) });
 
-const openSession = (): Promise<TestClient> => TestClient.open(context.address, enclave.identity());
+const { openSession } = shared;
 
 describe('a session', () => {
   it('runs malloc, htod, relu, dtoh and free, and reports what ran', async () => {
@@ -157,7 +151,7 @@ describe('a session', () => {
     }
     const output = await client.call({ op: 'dtoh', buffer: 3 });
 
-    expect(output.data!.equals(await directRun(model, input, [2, 64], context.onnx))).toBe(true);
+    expect(output.data!.equals(await directRun(model, input, [2, 64], shared.context.onnx))).toBe(true);
     client.close();
   });
 

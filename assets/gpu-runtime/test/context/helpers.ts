@@ -5,6 +5,7 @@
  * session's keys and opens the sealed answers.
  */
 import { createHash, randomBytes } from 'node:crypto';
+import { afterAll, beforeAll } from 'vitest';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -71,6 +72,22 @@ export async function startContext(enclave: TestEnclave, options: Partial<Execut
     ...options,
   });
   return { context, stop: async () => { await context.close(); sockets.remove(); } };
+}
+
+/**
+ * A context for a test file: started before its tests, closed after them, with a way to open
+ * a session on it for `enclave`.
+ */
+export function contextForTests(enclave: TestEnclave, options: Partial<ExecutionContextOptions> = {}): { readonly context: ExecutionContext; openSession(): Promise<TestClient> } {
+  let started: Awaited<ReturnType<typeof startContext>> | undefined;
+  beforeAll(async () => { started = await startContext(enclave, options); });
+  afterAll(() => started?.stop());
+  return {
+    get context() {
+      return started!.context;
+    },
+    openSession: () => TestClient.open(started!.context.address, enclave.identity()),
+  };
 }
 
 export type TestRecord = { frame: Buffer } | { control: ControlMessage } | { closed: WireError | undefined };
