@@ -14,6 +14,11 @@ export class RuntimeError extends Error {
   }
 }
 
+/** `reason` cut to at most `maxChars` characters, ending in '...' when cut: what a peer or a result field accepts. */
+export function fitReason(reason: string, maxChars: number): string {
+  return reason.length > maxChars ? `${reason.slice(0, maxChars - 3)}...` : reason;
+}
+
 /** Wrong command-line usage: printed with the command's usage line, exit status 2. */
 export class UsageError extends RuntimeError {
   constructor(reason: string) {

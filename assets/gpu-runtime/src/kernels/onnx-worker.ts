@@ -164,10 +164,7 @@ export class OnnxWorker {
       }
       this.stopped(thread, why);
     };
-    worker.on('message', (message: FromOnnxWorker) => {
-      if (message.t === 'ran') this.stopsSinceRun = 0;
-      this.receive(thread, message);
-    });
+    worker.on('message', (message: FromOnnxWorker) => this.receive(thread, message));
     worker.on('error', (error) => failed(error.message));
     worker.on('exit', (code) => failed(`it exited with code ${code}`));
     worker.unref(); // the context's server keeps the process alive, not this thread
@@ -178,6 +175,7 @@ export class OnnxWorker {
   private receive(thread: Thread, message: FromOnnxWorker): void {
     const waiting = thread.pending.get(message.id);
     thread.pending.delete(message.id);
+    if (message.t === 'ran') this.stopsSinceRun = 0; // a completed run ends any back-off
     if (message.t === 'failed') waiting?.reject(message.internal ? new Error(`the onnx worker thread failed: ${message.message}`) : new OperationError('KERNEL_FAILED', message.message));
     else waiting?.resolve(message.t === 'ran' ? message.run : undefined);
   }

@@ -1,4 +1,4 @@
-import { RuntimeError } from '../errors';
+import { RuntimeError, fitReason } from '../errors';
 
 /**
  * Why an operation failed cleanly: the enclave asked for something the context refuses, the
@@ -33,6 +33,6 @@ const MAX_REASON_CHARS = 480;
 
 export class OperationError extends RuntimeError {
   constructor(public readonly code: OperationFailureCode, reason: string) {
-    super(code, reason.length > MAX_REASON_CHARS ? `${reason.slice(0, MAX_REASON_CHARS - 3)}...` : reason);
+    super(code, fitReason(reason, MAX_REASON_CHARS));
   }
 }

@@ -4,6 +4,7 @@
  * length bounded). See PROTOCOL.md for who sends which, when.
  */
 import { CborValue, decodeCbor, encodeCbor } from '../../../../lib/shared/cbor';
+import { fitReason } from '../errors';
 import type { ComputeDevice } from '../kernels/kernel';
 import { WIRE_ERROR_CODES, WireError, WireErrorCode } from './wire-error';
 
@@ -39,9 +40,7 @@ export type ControlMessage =
  * quote what the peer sent), so an error can always be sent.
  */
 export function encodeControl(message: ControlMessage): Buffer {
-  const fitted = message.t === 'error' && message.reason.length > MAX_REASON_CHARS
-    ? { ...message, reason: `${message.reason.slice(0, MAX_REASON_CHARS - 3)}...` }
-    : message;
+  const fitted = message.t === 'error' ? { ...message, reason: fitReason(message.reason, MAX_REASON_CHARS) } : message;
   const map = new Map<CborValue, CborValue>(Object.entries(fitted).filter(([, v]) => v !== undefined));
   const body = encodeCbor(map);
   if (body.length > MAX_CONTROL_BYTES) {
