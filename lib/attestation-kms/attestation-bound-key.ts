@@ -145,14 +145,17 @@ export class AttestationBoundKey extends Construct {
 
   /**
    * Lets the grantee (the parent instance's role: the enclave calls KMS with its
-   * credentials) call `kms:Decrypt` from an enclave with the bound measurements.
+   * credentials) call `kms:Decrypt` from an enclave with the bound measurements, in the key
+   * policy. For a role created in the same deployment as the key, prefer
+   * {@link enclaveKeyStatement} in its own IAM policy (KMS may not see a new role yet).
    */
   public grantEnclaveDecrypt(grantee: iam.IGrantable): iam.Grant {
     return this.grantToEnclave(grantee, 'EnclaveDecrypt', ['kms:Decrypt']);
   }
 
   /**
-   * Lets the grantee call `kms:GenerateDataKey` from an enclave with the bound measurements.
+   * Lets the grantee call `kms:GenerateDataKey` from an enclave with the bound measurements,
+   * in the key policy (see {@link grantEnclaveDecrypt} on roles created with the key).
    */
   public grantEnclaveGenerateDataKey(grantee: iam.IGrantable): iam.Grant {
     return this.grantToEnclave(grantee, 'EnclaveGenerateDataKey', ['kms:GenerateDataKey']);
@@ -168,12 +171,8 @@ export class AttestationBoundKey extends Construct {
    * put the statement in a policy of its own and acknowledge it there.
    */
   public grantEnclaveGenerateRandom(grantee: iam.IGrantable): iam.Grant {
-    return iam.Grant.addToPrincipal({
-      grantee,
-      actions: [GENERATE_RANDOM],
-      resourceArns: ['*'],
-      conditions: AttestationBoundKey.attestationConditions(this.pcrs),
-    });
+    const statement = this.enclaveGenerateRandomStatement();
+    return iam.Grant.addToPrincipal({ grantee, actions: statement.actions, resourceArns: statement.resources, conditions: statement.conditions });
   }
 
   /**

@@ -18,7 +18,7 @@ import { EnclaveImageConfig } from './enclave-image';
 import { GpuRuntimeConfig, defaultGpuRuntime, stageFile } from './gpu-runtime';
 import { renderRuntimeInstaller } from './boot/runtime-install';
 import { resolveEnclaveResources } from './enclave-sizing';
-import { createParentRole, EnclaveParentPolicy, enclaveKmsPolicy, isOfAccount } from './instance-role';
+import { checkRoleAccount, createParentRole, EnclaveParentPolicy, enclaveKmsPolicy, isOfAccount } from './instance-role';
 import { checkInstanceType } from './instance-type-check';
 import { propError, requireWholeNumber } from './validation';
 
@@ -226,17 +226,4 @@ function knownPcrs(scope: Construct, image: EnclaveImageConfig): ContextPcrs {
 export function readinessDeadlineSeconds(bootTimeoutSeconds: number): number {
   const margin = Math.min(Math.max(180, bootTimeoutSeconds / 8), 600, bootTimeoutSeconds / 2);
   return Math.floor(bootTimeoutSeconds - margin);
-}
-
-/**
- * An instance profile takes a role of its own account: a role known to be of another would
- * leave the instance without its policies (they are attached by role name, in this account).
- */
-function checkRoleAccount(scope: Construct, role: iam.IRole): void {
-  const roleAccount = role.principalAccount;
-  const stackAccount = Stack.of(scope).account;
-  if (roleAccount === undefined || Token.isUnresolved(roleAccount) || Token.isUnresolved(stackAccount)) return;
-  if (roleAccount !== stackAccount) {
-    throw propError(scope, 'role', `is of account ${roleAccount}, the stack deploys to ${stackAccount}`, 'An instance profile needs a role of its own account: pass a role of the stack\'s account');
-  }
 }

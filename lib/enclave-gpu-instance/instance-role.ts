@@ -6,6 +6,7 @@ import { AttestationBoundKey } from '../attestation-kms/attestation-bound-key';
 import { EnclaveGpuMetrics } from '../observability/metric-namespace';
 import { EnclaveImageConfig } from './enclave-image';
 import { GpuRuntimeConfig } from './gpu-runtime';
+import { propError } from './validation';
 
 /**
  * The instance permissions Session Manager needs, and no more (the custom-policy minimum of
@@ -95,10 +96,24 @@ export function enclaveKmsPolicy(scope: Construct, role: iam.IRole, key: Attesta
   return policy;
 }
 
+/** How a principal's account compares with that of `scope`'s stack; undefined when the principal names none. */
+function accountComparison(scope: Construct, principal: iam.IPrincipal): TokenComparison | undefined {
+  const account = principal.principalAccount;
+  return account === undefined ? undefined : Token.compareStrings(Stack.of(scope).account, account);
+}
+
 /** Whether a principal is of a construct's account, as aws-cdk-lib decides it for its own grants (unresolved on both sides: the same). */
 export function isOfAccount(scope: Construct, principal: iam.IPrincipal): boolean {
-  const account = principal.principalAccount;
-  if (account === undefined) return false;
-  const comparison = Token.compareStrings(Stack.of(scope).account, account);
+  const comparison = accountComparison(scope, principal);
   return comparison === TokenComparison.SAME || comparison === TokenComparison.BOTH_UNRESOLVED;
+}
+
+/**
+ * Refuses a role known to be of another account than the stack's: an instance profile takes
+ * a role of its own account, and the construct's policies attach by role name in this one.
+ */
+export function checkRoleAccount(scope: Construct, role: iam.IRole): void {
+  if (accountComparison(scope, role) === TokenComparison.DIFFERENT) {
+    throw propError(scope, 'role', `is of account ${role.principalAccount}, the stack deploys to ${Stack.of(scope).account}`, 'An instance profile needs a role of its own account: pass a role of the stack\'s account');
+  }
 }

@@ -2,8 +2,8 @@
  * A small, strict CBOR (RFC 8949) codec shared by the constructs (the signature section of
  * an enclave image file) and the runtime (attestation documents, frames). Definite lengths
  * only, with a depth limit and lengths checked against the bytes that remain, so hostile
- * input cannot make it run away; text only as valid UTF-8, and map keys unique by value. Encoding is deterministic: shortest-form heads, map keys
- * in insertion order.
+ * input cannot make it run away; text only as valid UTF-8, and map keys unique by value.
+ * Encoding is deterministic: shortest-form heads, map keys in insertion order.
  */
 import { TextDecoder } from 'util';
 
@@ -77,10 +77,10 @@ function readItem(reader: Reader, depth: number): CborValue {
       return Buffer.from(take(reader, readLength(reader, info)));
     case 3: {
       const start = reader.offset - 1; // its head's first byte
+      const bytes = take(reader, readLength(reader, info));
       try {
-        return UTF8.decode(take(reader, readLength(reader, info)));
-      } catch (error) {
-        if (error instanceof CborError) throw error;
+        return UTF8.decode(bytes);
+      } catch {
         throw new CborError(`a text string at offset ${start} is not valid UTF-8`);
       }
     }
