@@ -113,12 +113,12 @@ static void write_frame(int fd, const void *header, size_t header_bytes, const v
 }
 
 /*
- * Reads a header and exactly payload_bytes after it (the receiver knows each frame's size),
+ * Reads exactly header_bytes and payload_bytes after them (the receiver knows each frame's size),
  * in one system call when they are there. Returns 0 at a clean end of stream before the
  * header, fails on one inside a frame.
  */
-static int read_frame(int fd, struct frame_header *header, void *payload, size_t payload_bytes) {
-  struct iovec parts[2] = { { header, sizeof *header }, { payload, payload_bytes } };
+static int read_parts(int fd, void *header, size_t header_bytes, void *payload, size_t payload_bytes) {
+  struct iovec parts[2] = { { header, header_bytes }, { payload, payload_bytes } };
   struct iovec *part = parts;
   int count = payload_bytes > 0 ? 2 : 1;
   size_t total = 0;
@@ -136,6 +136,10 @@ static int read_frame(int fd, struct frame_header *header, void *payload, size_t
     skip_done(&part, &count, (size_t)got);
   }
   return 1;
+}
+
+static int read_frame(int fd, struct frame_header *header, void *payload, size_t payload_bytes) {
+  return read_parts(fd, header, sizeof *header, payload, payload_bytes);
 }
 
 /* A fresh key for a route, set up once in both contexts (the route's children inherit them). */
@@ -327,17 +331,7 @@ static void serve_echo(int fd, const void *context) {
       seal(&header, message);
       write_frame(fd, &header, sizeof header, message, SMALL_BYTES);
     } else {
-      size_t got = 0;
-      while (got < SMALL_BYTES) {
-        ssize_t r = read(fd, message + got, SMALL_BYTES - got);
-        if (r < 0 && errno == EINTR) continue;
-        if (r < 0) fail_system("read");
-        if (r == 0) {
-          if (got == 0) return;
-          fail("a truncated message");
-        }
-        got += (size_t)r;
-      }
+      if (!read_parts(fd, message, SMALL_BYTES, NULL, 0)) return;
       write_frame(fd, message, SMALL_BYTES, NULL, 0);
     }
   }
@@ -463,12 +457,7 @@ static double measure_round_trips(int relayed, int sealed, int calls, int warmup
       open_sealed(&header, back, &last_in);
     } else {
       write_frame(route.fd, message, SMALL_BYTES, NULL, 0);
-      for (size_t got = 0; got < SMALL_BYTES;) {
-        ssize_t r = read(route.fd, back + got, SMALL_BYTES - got);
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) fail("no answer");
-        got += (size_t)r;
-      }
+      if (!read_parts(route.fd, back, SMALL_BYTES, NULL, 0)) fail("no answer");
     }
     if (i >= warmup) times[i - warmup] = now_us() - start;
     if (memcmp(back, expected, SMALL_BYTES) != 0) fail("an echo that differs from its message");
