@@ -120,8 +120,8 @@ describe('runtime on the instance', () => {
     ]);
     expect(installer).toContain('aws s3 cp "$archive_url" "$staging/runtime.tar" --region "$archive_region" --only-show-errors');
     expect(installer).toContain(`echo "${runtime.sha256}  $staging/runtime.tar" | sha256sum --check --strict -`);
-    expect(installer).toContain('test -x /usr/bin/node-20 || dnf install -y nodejs20\ntest -x /usr/bin/npm-20 || dnf install -y nodejs20-npm\n');
-    expect(installer).toContain('npm-20 ci --omit=dev --ignore-scripts');
+    expect(installer).toContain('test -x /usr/bin/node-24 || dnf install -y nodejs24\ntest -x /usr/bin/npm-24 || dnf install -y nodejs24-npm\n');
+    expect(installer).toContain('npm-24 ci --omit=dev --ignore-scripts');
   });
 
   it('writes sgs.json and the context PCRs from the enclave image, and starts the runtime before the enclave', () => {
@@ -168,8 +168,8 @@ describe('runtime on the instance', () => {
     const sgs = hereDocument(installer, '/etc/systemd/system/egpu-sgs.service', 'EGPU_UNIT_EOF');
     expect(context).toBe(renderContextService());
     expect(sgs).toBe(renderSgsService());
-    expect(context).toContain('ExecStart=/usr/bin/node-20 /opt/enclave-gpu/runtime/current/egpu.js context --listen unix:/run/enclave-gpu/context.sock --root aws $EGPU_CONTEXT_ARGS\n');
-    expect(sgs).toContain('ExecStart=/usr/bin/node-20 /opt/enclave-gpu/runtime/current/egpu.js sgs --config /etc/enclave-gpu/sgs.json\n');
+    expect(context).toContain('ExecStart=/usr/bin/node-24 /opt/enclave-gpu/runtime/current/egpu.js context --listen unix:/run/enclave-gpu/context.sock --root aws $EGPU_CONTEXT_ARGS\n');
+    expect(sgs).toContain('ExecStart=/usr/bin/node-24 /opt/enclave-gpu/runtime/current/egpu.js sgs --config /etc/enclave-gpu/sgs.json\n');
     expect(sgs).toContain('Requires=egpu-context.service\nAfter=egpu-context.service network-online.target\n');
     expect(sgs).toContain('LogsDirectory=enclave-gpu\n');
     expect(context).toContain('RuntimeDirectory=enclave-gpu\n');
@@ -200,7 +200,7 @@ describe('systemd', () => {
     }
     const result = spawnSync('systemd-analyze', ['verify', '--man=no', path.join(dir, 'egpu-context.service'), path.join(dir, 'egpu-sgs.service')], { encoding: 'utf8' });
     const complaints = `${result.stdout}\n${result.stderr}`.split('\n')
-      // This machine has neither Node 20's namespaced binary nor the runtime nor the users: only syntax is checked here.
+      // This machine has neither Node 24's namespaced binary nor the runtime nor the users: only syntax is checked here.
       .filter((line) => /Unknown (key|section)|Failed to parse|Invalid|ignoring|Unknown lvalue/i.test(line));
     expect(complaints).toEqual([]);
   });
@@ -209,7 +209,7 @@ describe('systemd', () => {
 describe('install script, run in a sandbox', () => {
   /**
    * Runs the install script with its absolute paths moved under a temporary root and the
-   * system commands (aws, dnf, useradd, npm-20, systemctl...) replaced by stubs that log
+   * system commands (aws, dnf, useradd, npm-24, systemctl...) replaced by stubs that log
    * their calls; `aws s3 cp` copies `archive`.
    */
   function sandbox() {
@@ -220,7 +220,7 @@ describe('install script, run in a sandbox', () => {
     const stub = (name: string, body = '') => fs.writeFileSync(path.join(bin, name), `#!/bin/bash\necho "${name} $*" >> ${log}\n${body}\n`, { mode: 0o755 });
     stub('aws', 'cp "$FAKE_ARCHIVE" "$4"');
     stub('curl', 'while [ $# -gt 0 ]; do if [ "$1" = -o ]; then cp "$FAKE_NUPKG" "$2"; fi; shift; done');
-    stub('npm-20', 'mkdir -p node_modules/onnxruntime-node && echo "$*" > .npm-args');
+    stub('npm-24', 'mkdir -p node_modules/onnxruntime-node && echo "$*" > .npm-args');
     for (const name of ['dnf', 'groupadd', 'useradd', 'systemctl']) stub(name);
     stub('getent', 'exit 2');
     stub('id', 'exit 1');
@@ -256,8 +256,8 @@ describe('install script, run in a sandbox', () => {
     expect(fs.readdirSync(path.join(box.root, 'etc/systemd/system')).sort()).toEqual(['egpu-context.service', 'egpu-sgs.service']);
     expect(fs.statSync(path.join(box.root, 'usr/local/bin/egpu')).mode & 0o777).toBe(0o755);
     const calls = box.calls();
-    expect(calls).toContain('dnf install -y nodejs20\n');
-    expect(calls).toContain('dnf install -y nodejs20-npm\n');
+    expect(calls).toContain('dnf install -y nodejs24\n');
+    expect(calls).toContain('dnf install -y nodejs24-npm\n');
     expect(calls).toContain('groupadd --system egpu\n');
     expect(calls).toMatch(/useradd --system --gid egpu .* egpu-context\n/);
     expect(calls).toMatch(/useradd --system --gid egpu .* egpu-sgs\n/);
@@ -269,7 +269,7 @@ describe('install script, run in a sandbox', () => {
     const second = box.run(script, stagedArchive(runtime));
     expect(second.status).toBe(0);
     expect(box.calls().match(/^aws /gm)).toHaveLength(1);
-    expect(box.calls().match(/^npm-20 /gm)).toHaveLength(1);
+    expect(box.calls().match(/^npm-24 /gm)).toHaveLength(1);
   });
 
   it('refuses an archive whose SHA-256 differs, and leaves nothing behind', () => {
@@ -280,7 +280,7 @@ describe('install script, run in a sandbox', () => {
     expect(result.status).not.toBe(0);
     expect(result.stdout + result.stderr).toMatch(/FAILED/);
     expect(fs.readdirSync(path.join(box.root, 'opt/enclave-gpu/runtime'))).toEqual([]);
-    expect(box.calls()).not.toContain('npm-20');
+    expect(box.calls()).not.toContain('npm-24');
   });
 
   /** A stand-in for the CUDA provider package: a zip with the three libraries where the real one has them (and another file). */

@@ -5,7 +5,7 @@ import * as imagebuilder from 'aws-cdk-lib/aws-imagebuilder';
 import { Aws, Stack, Tags, Validations } from 'aws-cdk-lib';
 import { Construct } from 'constructs';
 import { httpsOnlySecurityGroup } from './https-only-security-group';
-import { HOST_PACKAGE_INSTALLS } from './boot/host-packages';
+import { HOST_PACKAGE_INSTALLS, NODE_MAJOR } from './boot/host-packages';
 import { RuntimeArchiveLocation, RuntimeInstallerSettings, runtimeCheckCommands, runtimeInstallCommands } from './boot/runtime-install';
 import { DEFAULT_MACHINE_IMAGE_PARAMETER } from './enclave-host';
 import { GpuRuntime, defaultGpuRuntime } from './gpu-runtime';
@@ -66,7 +66,7 @@ export interface EnclaveGpuImageProps {
 
 /**
  * An AMI for enclave GPU parents, baked by EC2 Image Builder at deployment: the base GPU AMI
- * plus the Nitro Enclaves CLI, the CloudWatch agent, Node.js 20 and the gpu-runtime (SGS and
+ * plus the Nitro Enclaves CLI, the CloudWatch agent, Node.js 24 and the gpu-runtime (SGS and
  * the execution context, with their systemd units), installed by the same commands and the
  * same install script the boot script runs (so a baked instance skips them). Use it as the
  * `machineImage` of an `EnclaveGpuInstance` or `EnclaveGpuFleet`.
@@ -108,7 +108,7 @@ export class EnclaveGpuImage extends Construct implements ec2.IMachineImage {
       platform: 'Linux',
       version: this.componentVersion,
       data: componentDocument,
-      description: 'Nitro Enclaves CLI, CloudWatch agent, Node.js 20 and the gpu-runtime for enclave GPU parents (cdk-enclave-gpu)',
+      description: COMPONENT_DESCRIPTION,
     });
 
     const parentImageParameter = props.parentImageParameter ?? DEFAULT_MACHINE_IMAGE_PARAMETER;
@@ -199,6 +199,8 @@ export class EnclaveGpuImage extends Construct implements ec2.IMachineImage {
   }
 }
 
+const COMPONENT_DESCRIPTION = `Nitro Enclaves CLI, CloudWatch agent, Node.js ${NODE_MAJOR} and the gpu-runtime for enclave GPU parents (cdk-enclave-gpu)`;
+
 /**
  * The Image Builder component document: install the host packages, then the runtime with
  * the very install script the boot script fetches (carried inline here), on the same
@@ -208,7 +210,7 @@ function renderHostComponent(runtime: RuntimeInstallerSettings, archive: Runtime
   const yamlList = (lines: string[]) => lines.map((line) => `              - ${JSON.stringify(line)}`).join('\n');
   return [
     'name: enclave-gpu-host',
-    'description: Nitro Enclaves CLI, CloudWatch agent, Node.js 20 and the gpu-runtime for enclave GPU parents (cdk-enclave-gpu)',
+    `description: ${COMPONENT_DESCRIPTION}`,
     'schemaVersion: 1.0',
     'phases:',
     '  - name: build',

@@ -1,11 +1,10 @@
 import type { OnnxCudaProviderPackage } from '../gpu-runtime';
-import { installCommand } from './host-packages';
+import { NODE_EXECUTABLE, NODE_MAJOR, NPM_COMMAND, installCommand } from './host-packages';
 import { CheckedS3Object, dirname, s3CopyCommand, sha256CheckCommand, shellQuote, writeFileCommands } from './boot-script';
 import {
   CONTEXT_SERVICE,
   CONTEXT_USER,
   EGPU_ENTRY,
-  NODE_EXECUTABLE,
   RUNTIME_CURRENT,
   RUNTIME_GROUP,
   RUNTIME_ROOT,
@@ -26,8 +25,8 @@ const INSTALLER_DELIMITER = 'ENCLAVE_GPU_EOF';
 /** The delimiter of the here-documents inside the install script. */
 const UNIT_DELIMITER = 'EGPU_UNIT_EOF';
 
-/** The Node.js packages of Amazon Linux 2023 the runtime runs on (node-20 and npm-20). */
-export const NODE_PACKAGES = ['nodejs20', 'nodejs20-npm'];
+/** The Node.js packages of Amazon Linux 2023 the runtime runs on (host-packages.ts NODE_MAJOR). */
+export const NODE_PACKAGES = [`nodejs${NODE_MAJOR}`, `nodejs${NODE_MAJOR}-npm`];
 
 /** What the install script is rendered from: nothing deploy-time, so it can ship as a file asset. */
 export interface RuntimeInstallerSettings {
@@ -92,7 +91,7 @@ function cudaProviderLines(runtimeDir: string, provider: OnnxCudaProviderPackage
 }
 
 /**
- * The install script of the runtime: Node.js 20 from the distribution, the system users,
+ * The install script of the runtime: Node.js (NODE_MAJOR) from the distribution, the system users,
  * the archive from S3 (checked against its SHA-256, unpacked to
  * `/opt/enclave-gpu/runtime/<sha256>`, its pinned dependencies installed with `npm ci`, no
  * install scripts run, so nothing is installed that the lockfile's hashes do not cover), the
@@ -134,7 +133,7 @@ export function renderRuntimeInstaller(settings: RuntimeInstallerSettings): stri
     // The lockfile pins onnxruntime-node and its dependencies with their integrity hashes, and
     // no dependency's install script runs: onnxruntime-node's would fetch its CUDA provider
     // libraries from NuGet with no integrity check, into the process that holds plaintext.
-    '  (cd "$staging/runtime" && npm-20 ci --omit=dev --ignore-scripts --no-audit --no-fund --cache "$staging/npm-cache")',
+    `  (cd "$staging/runtime" && ${NPM_COMMAND} ci --omit=dev --ignore-scripts --no-audit --no-fund --cache "$staging/npm-cache")`,
     '  touch "$staging/runtime/.installed"',
     '  rm -rf "$runtime_dir"',
     '  mv "$staging/runtime" "$runtime_dir"',

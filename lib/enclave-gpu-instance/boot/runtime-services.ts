@@ -1,10 +1,8 @@
 import { givenPcrs, pcrIndex } from '../../attestation-kms/pcr-values';
 import { KERNEL_ATTESTATION_LOG_PATH } from '../../observability/metric-catalogue';
 import { dirname } from './boot-script';
+import { NODE_EXECUTABLE } from './host-packages';
 import { renderSystemdUnit } from './systemd-unit';
-
-/** Node.js 20 from Amazon Linux 2023's own repository (package nodejs20): the namespaced executable stays 20 whatever `node` points to. */
-export const NODE_EXECUTABLE = '/usr/bin/node-20';
 
 /** Where the installed runtimes live, one directory per archive SHA-256, and the link to the active one. */
 export const RUNTIME_ROOT = '/opt/enclave-gpu/runtime';
