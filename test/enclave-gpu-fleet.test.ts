@@ -4,7 +4,7 @@ import { App, Duration, Stack, Validations } from 'aws-cdk-lib';
 import { Annotations, Match, Template } from 'aws-cdk-lib/assertions';
 import { AwsSolutionsChecks } from 'cdk-nag';
 import { describe, expect, it } from 'vitest';
-import { EnclaveGpuFleet, EnclaveGpuFleetProps, EnclaveGpuInstance, EnclaveImage, FleetScaling } from '../lib';
+import { EnclaveGpuFleet, EnclaveGpuFleetProps, EnclaveGpuInstance, EnclaveImage, FleetScaling, observability as observability_module } from '../lib';
 import { cfnValueAsText } from '../scripts/template-text';
 import { expectedPcrs, placeholderSections, writePlaceholderEif } from './helpers/eif';
 import { FIXTURE_RUNTIME_DIR, hereDocument, testStack, userDataOf } from './helpers/stack';
@@ -233,6 +233,14 @@ describe('EnclaveGpuFleet', () => {
     [{ enclave: { cpuCount: 3 } }, /enclave\.cpuCount must be even/],
   ])('refuses %j', (props, message) => {
     expect(() => synth(props as Partial<EnclaveGpuFleetProps>)).toThrow(message);
+  });
+
+  it('refuses an observability construct built for one instance', () => {
+    const { stack, vpc } = testStack();
+    const observability = new observability_module.EnclaveGpuObservability(stack, 'Shared', { enclaveImage: ENCLAVE_IMAGE, instanceId: 'i-0123456789abcdef0' });
+    expect(() => new EnclaveGpuFleet(stack, 'Inference', { vpc, observability, enclaveImage: EnclaveImage.fromEifFile(eifPath) })).toThrow(
+      /TestStack\/Inference: observability watches one other instance \(instanceId i-0123456789abcdef0\), but a fleet's instances come and go: build it without instanceId/,
+    );
   });
 
   it('is clean under cdk-nag AwsSolutions', () => {

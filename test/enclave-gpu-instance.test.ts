@@ -106,10 +106,13 @@ describe('EnclaveGpuInstance defaults', () => {
       Resource: { Ref: 'AWS::StackId' },
     });
     expect(statements[4]).toEqual({
-      Sid: 'ShipKernelAttestationLog',
+      Sid: 'ShipLogs',
       Effect: 'Allow',
       Action: ['logs:CreateLogStream', 'logs:PutLogEvents', 'logs:DescribeLogStreams'],
-      Resource: { 'Fn::GetAtt': [expect.stringMatching(/^InferenceObservabilityKernelAttestationLog/), 'Arn'] },
+      Resource: [
+        { 'Fn::GetAtt': [expect.stringMatching(/^InferenceObservabilityKernelAttestationLog/), 'Arn'] },
+        { 'Fn::GetAtt': [expect.stringMatching(/^InferenceObservabilityBootLog/), 'Arn'] },
+      ],
     });
     expect(statements[0]).toEqual({
       Sid: 'SessionManager',
@@ -155,6 +158,10 @@ describe('EnclaveGpuInstance defaults', () => {
     const config = JSON.parse(/enclave-gpu.json' <<'ENCLAVE_GPU_EOF'\n([\s\S]*?)ENCLAVE_GPU_EOF/.exec(userData)![1]);
     expect(config.metrics.namespace).toBe('EnclaveGPU');
     expect(config.logs.logs_collected.files.collect_list[0].log_group_name).toMatch(/^\$\{InferenceObservabilityKernelAttestationLog[0-9A-F]+\}$/);
+    // The file the boot script tees its output into is the one the agent ships.
+    const bootLog = config.logs.logs_collected.files.collect_list[1];
+    expect(bootLog.log_group_name).toMatch(/^\$\{InferenceObservabilityBootLog[0-9A-F]+\}$/);
+    expect(userData).toContain(`exec > >(tee -a ${bootLog.file_path}) 2>&1`);
   });
 
   it('creates a dashboard and four alarms for the instance', () => {
@@ -196,15 +203,16 @@ describe('EnclaveGpuInstance defaults', () => {
       `cat > '/etc/nitro_enclaves/vsock-proxy.yaml' <<'ENCLAVE_GPU_EOF'\nallowlist:\n- {address: ${KMS_ENDPOINT}, port: 443}\nENCLAVE_GPU_EOF`,
     );
     expect(userData).toContain(
-      `[Service]\nExecStart=\nExecStart=/usr/bin/vsock-proxy 8000 ${KMS_ENDPOINT} 443 --config /etc/nitro_enclaves/vsock-proxy.yaml\n`,
+      `[Service]\nExecStart=\nExecStart=/usr/bin/vsock-proxy 8000 ${KMS_ENDPOINT} 443 --num_workers 32 --config /etc/nitro_enclaves/vsock-proxy.yaml\nRestartSec=5s\n`,
     );
   });
 
   it('installs nitro-cli and starts the allocator, the proxy and the enclave', () => {
     expect(userData).toContain('command -v nitro-cli >/dev/null 2>&1 || dnf install -y aws-nitro-enclaves-cli');
-    const enable = userData.split('\n').filter((line) => line.startsWith('systemctl enable --now'));
+    const enable = userData.split('\n').filter((line) => /^systemctl (enable --now|restart nitro)/.test(line));
     expect(enable).toEqual([
-      'systemctl enable --now nitro-enclaves-allocator.service',
+      // Restarted: an allocator already active would keep its earlier sizing.
+      'systemctl restart nitro-enclaves-allocator.service',
       'systemctl enable --now nitro-enclaves-vsock-proxy.service',
       'systemctl enable --now enclave-gpu-enclave.service',
       'systemctl enable --now enclave-gpu-health.timer',
@@ -237,7 +245,8 @@ describe('EnclaveGpuInstance defaults', () => {
     expect(userData).not.toContain('autoscaling');
     expect(userData).toContain("chmod 0755 '/usr/local/libexec/enclave-gpu/health-check'");
     expect(userData).toContain('[Timer]\nOnBootSec=120s\nOnUnitActiveSec=30s\nAccuracySec=1s\n');
-    expect(userData).toContain('[Service]\nType=oneshot\nExecStart=/usr/local/libexec/enclave-gpu/health-check\n');
+    // Bounded: a oneshot has no start timeout of its own, and one hung run would stop every later one.
+    expect(userData).toContain('[Service]\nType=oneshot\nExecStart=/usr/local/libexec/enclave-gpu/health-check\nTimeoutStartSec=60s\n');
   });
 
   /** The rendered health check in a temporary directory, its state and the context's socket moved there too. */
@@ -249,13 +258,14 @@ describe('EnclaveGpuInstance defaults', () => {
     return path.join(dir, 'health-check');
   }
 
-  it('finds the instance healthy only with the enclave RUNNING, SGS answering and the context listening', () => {
-    // The rendered check, run with nitro-cli, curl and ss stubbed: --probe only checks; without it failures are counted.
+  it('finds the instance healthy only with the enclave RUNNING, the KMS proxy running, SGS answering and the context listening', () => {
+    // The rendered check, run with nitro-cli, systemctl, curl and ss stubbed: --probe only checks; without it failures are counted.
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'egpu-health-'));
     const healthCheck = healthCheckIn(dir);
     const socket = path.join(dir, 'context.sock');
-    const check = (state: { enclave: string; sgs: boolean; context: boolean }, probe: boolean) => {
+    const check = (state: { enclave: string; proxy?: boolean; sgs: boolean; context: boolean }, probe: boolean) => {
       fs.writeFileSync(path.join(dir, 'nitro-cli'), `#!/bin/bash\necho '[{"EnclaveName": "enclave-gpu", "State": "${state.enclave}"}]'\n`, { mode: 0o755 });
+      fs.writeFileSync(path.join(dir, 'systemctl'), `#!/bin/bash\n[ "$*" = "is-active --quiet nitro-enclaves-vsock-proxy.service" ] && exit ${state.proxy === false ? 3 : 0}\nexit 1\n`, { mode: 0o755 });
       fs.writeFileSync(path.join(dir, 'curl'), `#!/bin/bash\nexit ${state.sgs ? 0 : 7}\n`, { mode: 0o755 });
       fs.writeFileSync(path.join(dir, 'ss'), `#!/bin/bash\n[ "$*" = "-xlH src ${socket}" ] && ${state.context ? `echo "u_str LISTEN 0 511 ${socket} 1 * 0"` : 'true'}\n`, { mode: 0o755 });
       return spawnSync(healthCheck, probe ? ['--probe'] : [], { encoding: 'utf8', env: { ...process.env, PATH: `${dir}:${process.env.PATH}` } });
@@ -267,6 +277,7 @@ describe('EnclaveGpuInstance defaults', () => {
     expect(down.status).toBe(1);
     expect(down.stdout).toBe(`${noContext}\n`);
     expect(check({ ...healthy, enclave: 'TERMINATING', sgs: false }, true).stdout).toBe('enclave enclave-gpu is TERMINATING; SGS does not answer http://127.0.0.1:7411/health\n');
+    expect(check({ ...healthy, proxy: false }, true).stdout).toBe('the KMS vsock-proxy (nitro-enclaves-vsock-proxy.service) is not running\n');
     expect(fs.existsSync(path.join(dir, 'state', 'failures'))).toBe(false); // a probe counts nothing
     expect(check({ ...healthy, context: false }, false).stdout).toBe(`${noContext} (failed check 1)\n`);
     expect(check(healthy, false).status).toBe(0);
@@ -276,7 +287,7 @@ describe('EnclaveGpuInstance defaults', () => {
   it.skipIf(spawnSync('ss', ['-V']).status !== 0)('tells a listening context from a stale socket file with the real ss', async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'egpu-health-ss-'));
     const healthCheck = healthCheckIn(dir);
-    for (const [name, body] of [['nitro-cli', `echo '[{"EnclaveName": "enclave-gpu", "State": "RUNNING"}]'`], ['curl', 'exit 0']]) {
+    for (const [name, body] of [['nitro-cli', `echo '[{"EnclaveName": "enclave-gpu", "State": "RUNNING"}]'`], ['systemctl', 'exit 0'], ['curl', 'exit 0']]) {
       fs.writeFileSync(path.join(dir, name), `#!/bin/bash\n${body}\n`, { mode: 0o755 });
     }
     const probe = () => spawnSync(healthCheck, ['--probe'], { encoding: 'utf8', env: { ...process.env, PATH: `${dir}:${process.env.PATH}` } });
@@ -485,12 +496,27 @@ describe('EnclaveGpuInstance options', () => {
 
   it('uses an observability construct you pass, and grants the agent on its log group', () => {
     const { stack, vpc } = testStack();
-    const observability = new observability_module.EnclaveGpuObservability(stack, 'Shared', { enclaveImage: 'ab'.repeat(8) });
-    new EnclaveGpuInstance(stack, 'Inference', { vpc, observability, enclaveImage: EnclaveImage.fromEifFile(eifPath) });
+    const enclaveImage = EnclaveImage.fromEifFile(eifPath);
+    const observability = new observability_module.EnclaveGpuObservability(stack, 'Shared', { enclaveImage: observability_module.EnclaveGpuMetrics.enclaveImageDimension(enclaveImage.pcrs!.pcr0!) });
+    new EnclaveGpuInstance(stack, 'Inference', { vpc, observability, enclaveImage });
     const template = Template.fromStack(stack);
     template.resourceCountIs('AWS::CloudWatch::Dashboard', 1);
     const [policy] = Object.values(template.findResources('AWS::IAM::Policy'));
     expect(JSON.stringify(policy.Properties.PolicyDocument)).toMatch(/SharedKernelAttestationLog/);
+  });
+
+  it('refuses an observability construct that watches another enclave image or another instance', () => {
+    const enclaveImage = EnclaveImage.fromEifFile(eifPath);
+    const published = observability_module.EnclaveGpuMetrics.enclaveImageDimension(enclaveImage.pcrs!.pcr0!);
+    const withObservability = (props: Partial<observability_module.EnclaveGpuObservabilityProps>) => () => {
+      const { stack, vpc } = testStack();
+      const observability = new observability_module.EnclaveGpuObservability(stack, 'Shared', { enclaveImage: published, ...props });
+      new EnclaveGpuInstance(stack, 'Inference', { vpc, observability, enclaveImage });
+    };
+    expect(withObservability({ enclaveImage: 'ab'.repeat(8) })).toThrow(
+      new RegExp(`TestStack/Inference: observability watches enclave image 'abababababababab', but this enclave image's metrics are published as '${published}'`),
+    );
+    expect(withObservability({ instanceId: 'i-0123456789abcdef0' })).toThrow(/observability watches one other instance \(instanceId i-0123456789abcdef0\).*build it without instanceId/);
   });
 
   it('waits bootTimeout for the ready signal', () => {

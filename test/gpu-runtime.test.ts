@@ -140,10 +140,10 @@ describe('runtime on the instance', () => {
     expect(hereDocument(userData, CONTEXT_ENV_PATH)).toContain(`EGPU_CONTEXT_ARGS=--expect-pcr 0=${pcrs.pcr0} --expect-pcr 1=${pcrs.pcr1} --expect-pcr 2=${pcrs.pcr2}\n`);
     expect(hereDocument(instanceUserData(undefined, { onnxWorkerThread: true }), CONTEXT_ENV_PATH))
       .toContain(`EGPU_CONTEXT_ARGS=--expect-pcr 0=${pcrs.pcr0} --expect-pcr 1=${pcrs.pcr1} --expect-pcr 2=${pcrs.pcr2} --onnx-worker\n`);
-    const order = ["\n/usr/local/libexec/enclave-gpu/install-runtime 's3://", 'enable --now nitro-enclaves-allocator.service', 'systemctl restart --no-block egpu-context.service egpu-sgs.service', 'enable --now enclave-gpu-enclave.service'].map((s) => userData.indexOf(s));
+    const order = ["\n/usr/local/libexec/enclave-gpu/install-runtime 's3://", 'systemctl restart nitro-enclaves-allocator.service', 'systemctl restart --no-block egpu-context.service egpu-sgs.service', 'enable --now enclave-gpu-enclave.service'].map((s) => userData.indexOf(s));
     expect(order.every((at) => at > 0)).toBe(true);
     expect([...order].sort((a, b) => a - b)).toEqual(order);
-    expect(hereDocument(userData, '/etc/systemd/system/enclave-gpu-enclave.service')).toContain('Wants=egpu-sgs.service network-online.target\nAfter=nitro-enclaves-allocator.service egpu-sgs.service network-online.target\n');
+    expect(hereDocument(userData, '/etc/systemd/system/enclave-gpu-enclave.service')).toContain('Wants=egpu-sgs.service nitro-enclaves-vsock-proxy.service network-online.target\nAfter=nitro-enclaves-allocator.service egpu-sgs.service nitro-enclaves-vsock-proxy.service network-online.target\n');
   });
 
   it('honours the SGS ports and leaves metrics off without observability', () => {

@@ -386,22 +386,36 @@ describe('EnclaveGpuObservability alarms', () => {
 
 describe('EnclaveGpuObservability kernel-attestation log', () => {
   it('keeps records a year and retains the group by default, unencrypted by a customer key', () => {
-    const { template } = build();
-    template.resourceCountIs('AWS::Logs::LogGroup', 1);
-    template.hasResource('AWS::Logs::LogGroup', {
-      Properties: { RetentionInDays: 365, KmsKeyId: Match.absent() },
+    const { stack, obs, template } = build();
+    template.resourceCountIs('AWS::Logs::LogGroup', 2);
+    expect(resourceOf(template, logicalId(stack, obs.kernelAttestationLogGroup))).toMatchObject({
+      Properties: { RetentionInDays: 365 },
       DeletionPolicy: 'Retain',
       UpdateReplacePolicy: 'Retain',
     });
+    expect(resourceOf(template, logicalId(stack, obs.kernelAttestationLogGroup)).Properties.KmsKeyId).toBeUndefined();
   });
 
   it('uses a custom retention and removal policy', () => {
-    const { template } = build({ logRetention: logs.RetentionDays.ONE_MONTH, logRemovalPolicy: RemovalPolicy.DESTROY });
-    template.hasResource('AWS::Logs::LogGroup', {
+    const { stack, obs, template } = build({ logRetention: logs.RetentionDays.ONE_MONTH, logRemovalPolicy: RemovalPolicy.DESTROY });
+    expect(resourceOf(template, logicalId(stack, obs.kernelAttestationLogGroup))).toMatchObject({
       Properties: { RetentionInDays: 30 },
       DeletionPolicy: 'Delete',
       UpdateReplacePolicy: 'Delete',
     });
+  });
+
+  it('keeps boot logs a month by default, deleted with the stack, encrypted with the same key', () => {
+    const { stack, obs, template } = build();
+    expect(resourceOf(template, logicalId(stack, obs.bootLogGroup))).toMatchObject({
+      Properties: { RetentionInDays: 30 },
+      DeletionPolicy: 'Delete',
+      UpdateReplacePolicy: 'Delete',
+    });
+    const custom = build({ bootLogRetention: logs.RetentionDays.ONE_WEEK }, (s) => ({ logEncryptionKey: new kms.Key(s, 'LogKey') }));
+    const bootLog = resourceOf(custom.template, logicalId(custom.stack, custom.obs.bootLogGroup));
+    expect(bootLog.Properties.RetentionInDays).toBe(7);
+    expect(bootLog.Properties.KmsKeyId).toEqual({ 'Fn::GetAtt': [expect.stringMatching(/^LogKey/), 'Arn'] });
   });
 
   it('encrypts with the given key and lets CloudWatch Logs of the region use it', () => {
@@ -429,6 +443,18 @@ describe('EnclaveGpuObservability kernel-attestation log', () => {
     const condition = forLogs[0].Condition?.ArnLike?.['kms:EncryptionContext:aws:logs:arn'];
     expect(condition, JSON.stringify(forLogs[0].Condition)).toBeDefined();
     expect(cfnValueAsText(condition)).toBe('arn:${AWS::Partition}:logs:us-east-1:123456789012:log-group:*');
+  });
+
+  it.each([
+    ['a China region', { region: 'cn-north-1' }, 'logs.cn-north-1.amazonaws.com.cn'],
+    ['an environment-agnostic stack', undefined, 'logs.${AWS::Region}.${AWS::URLSuffix}'],
+  ])('names the CloudWatch Logs principal of %s with its domain', (_label, env, principal) => {
+    const stack = new Stack(new App(), 'ObsStack', env && { env });
+    const key = new kms.Key(stack, 'LogKey');
+    new EnclaveGpuObservability(stack, 'Obs', { enclaveImage: IMAGE, logEncryptionKey: key });
+    const statements: any[] = resourceOf(Template.fromStack(stack), logicalId(stack, key)).Properties.KeyPolicy.Statement;
+    const services = statements.map((s) => s.Principal?.Service).filter((service) => service !== undefined).map(cfnValueAsText);
+    expect(services).toEqual([principal]);
   });
 
   it('counts records with the codeSha384 field, once per dimension set the runtime publishes', () => {
@@ -510,11 +536,15 @@ describe('EnclaveGpuObservability CloudWatch agent config', () => {
     expect(config.metrics.metrics_collected.disk).toEqual({ measurement: ['used_percent'], resources: ['/'] });
   });
 
-  it('ships the kernel-attestation log to its group, one stream per instance', () => {
+  it('ships the kernel-attestation log and the boot log to their groups, one stream per instance', () => {
     const collectList = config.logs.logs_collected.files.collect_list;
     expect(collectList).toEqual([{
       file_path: '/var/log/enclave-gpu/kernel-attestation.jsonl',
       log_group_name: `\${${logicalId(stack, obs.kernelAttestationLogGroup)}}`,
+      log_stream_name: '{instance_id}',
+    }, {
+      file_path: '/var/log/enclave-gpu-boot.log',
+      log_group_name: `\${${logicalId(stack, obs.bootLogGroup)}}`,
       log_stream_name: '{instance_id}',
     }]);
   });
@@ -555,6 +585,19 @@ describe('EnclaveGpuObservability validation', () => {
 
   it('rejects an unknown GPU measurement, naming it', () => {
     expect(make({ gpuMeasurements: [NvidiaGpuMeasurement.UTILIZATION_GPU, 'gpu_util' as any] })).toThrow(/gpuMeasurements.*'gpu_util'/);
+  });
+
+  it.each([
+    ['zero', Duration.seconds(0)],
+    ['a fraction of a second', Duration.millis(1500)],
+    ['more than two days', Duration.seconds(172_801)],
+  ])('rejects an agentCollectionInterval of %s, naming the bounds', (_label, agentCollectionInterval) => {
+    expect(make({ agentCollectionInterval })).toThrow(/agentCollectionInterval must be whole seconds from 1 to 172800/);
+  });
+
+  it('accepts agentCollectionInterval at its bounds', () => {
+    expect(make({ agentCollectionInterval: Duration.seconds(1) })).not.toThrow();
+    expect(make({ agentCollectionInterval: Duration.days(2) })).not.toThrow();
   });
 
   it('rejects an empty GPU measurement list', () => {
@@ -620,13 +663,16 @@ describe('EnclaveGpuObservability metric helpers', () => {
 describe('EnclaveGpuObservability agent permissions', () => {
   const AGENT_ACTIONS = ['logs:CreateLogStream', 'logs:DescribeLogStreams', 'logs:PutLogEvents'];
 
-  it('agentPolicyStatements writes to the kernel-attestation log group only', () => {
+  it('agentPolicyStatements writes to the kernel-attestation and boot log groups only', () => {
     const { stack, obs } = build();
     const statements = obs.agentPolicyStatements().map((s) => stack.resolve(s.toStatementJson()));
     expect(statements).toHaveLength(1);
     expect(statements[0].Effect).toBe('Allow');
     expect([statements[0].Action].flat().sort()).toEqual(AGENT_ACTIONS);
-    expect(statements[0].Resource).toEqual({ 'Fn::GetAtt': [logicalId(stack, obs.kernelAttestationLogGroup), 'Arn'] });
+    expect(statements[0].Resource).toEqual([
+      { 'Fn::GetAtt': [logicalId(stack, obs.kernelAttestationLogGroup), 'Arn'] },
+      { 'Fn::GetAtt': [logicalId(stack, obs.bootLogGroup), 'Arn'] },
+    ]);
   });
 
   it('grantAgent adds them to the role', () => {
@@ -641,7 +687,10 @@ describe('EnclaveGpuObservability agent permissions', () => {
     const statements: any[] = policies[0].Properties.PolicyDocument.Statement;
     expect(statements).toHaveLength(1);
     expect([statements[0].Action].flat().sort()).toEqual(AGENT_ACTIONS);
-    expect(statements[0].Resource).toEqual({ 'Fn::GetAtt': [logicalId(stack, obs.kernelAttestationLogGroup), 'Arn'] });
+    expect(statements[0].Resource).toEqual([
+      { 'Fn::GetAtt': [logicalId(stack, obs.kernelAttestationLogGroup), 'Arn'] },
+      { 'Fn::GetAtt': [logicalId(stack, obs.bootLogGroup), 'Arn'] },
+    ]);
     expect(JSON.stringify(statements)).not.toContain('"*"');
   });
 });

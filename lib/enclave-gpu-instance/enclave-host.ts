@@ -189,12 +189,34 @@ export class EnclaveHost {
 
   private resolveObservability(option: boolean | EnclaveGpuObservability, instanceId: string | undefined): EnclaveGpuObservability | undefined {
     if (typeof option !== 'boolean') {
-      return option;
+      return this.checkObservability(option, instanceId);
     }
     if (!option) {
       return undefined;
     }
     return new EnclaveGpuObservability(this.scope, 'Observability', { enclaveImage: enclaveImageDimension(this.pcrs.pcr0), instanceId });
+  }
+
+  /**
+   * One built elsewhere must watch what this host publishes: the runtime reports under this
+   * image's dimension (and the instance's), so alarms on another would never fire.
+   */
+  private checkObservability(observability: EnclaveGpuObservability, instanceId: string | undefined): EnclaveGpuObservability {
+    const published = enclaveImageDimension(this.pcrs.pcr0);
+    if (!Token.isUnresolved(observability.enclaveImage) && !Token.isUnresolved(published) && observability.enclaveImage !== published) {
+      throw new Error(
+        `${this.scope.node.path}: observability watches enclave image '${observability.enclaveImage}', but this enclave image's metrics are published as '${published}': `
+        + 'its alarms would never fire. Build it with enclaveImage: EnclaveGpuMetrics.enclaveImageDimension(<the image\'s PCR0>).',
+      );
+    }
+    if (observability.instanceId !== undefined && observability.instanceId !== instanceId) {
+      const why = instanceId === undefined ? 'a fleet\'s instances come and go' : 'this instance has an id of its own only once deployed';
+      throw new Error(
+        `${this.scope.node.path}: observability watches one other instance (instanceId ${observability.instanceId}), but ${why}: `
+        + 'build it without instanceId, so that it covers every instance running the image.',
+      );
+    }
+    return observability;
   }
 
   /** A key bound to the image's measurements, and to the role's when its ARN is known at synth. */

@@ -4,11 +4,16 @@ import { AGENT_HOST_METRICS, DIMENSIONS, KERNEL_ATTESTATION_LOG_PATH, NAMESPACE,
 export const AGENT_CONFIG_PATH = '/opt/aws/amazon-cloudwatch-agent/etc/enclave-gpu.json';
 export const AGENT_CTL = '/opt/aws/amazon-cloudwatch-agent/bin/amazon-cloudwatch-agent-ctl';
 
+/** Where the instances' boot script keeps its output; the agent ships it to the boot log group. */
+export const BOOT_LOG_PATH = '/var/log/enclave-gpu-boot.log';
+
 export interface AgentConfigSettings {
   readonly gpuMeasurements: readonly string[];
   readonly collectionIntervalSeconds: number;
   /** The kernel-attestation log group's name (may be a token, resolved by CloudFormation). */
   readonly kernelAttestationLogGroupName: string;
+  /** The boot log group's name (may be a token). */
+  readonly bootLogGroupName: string;
 }
 
 /** Names among `measurements` that the agent would not accept. */
@@ -19,7 +24,8 @@ export function unknownGpuMeasurements(measurements: readonly string[]): string[
 /**
  * The CloudWatch agent configuration: GPU, memory and root-disk metrics into the
  * `EnclaveGPU` namespace, tagged with the instance id and also aggregated to it, and the
- * kernel-attestation log shipped to its log group.
+ * kernel-attestation log and the boot script's output shipped to their log groups, one
+ * stream per instance.
  */
 export function renderAgentConfig(settings: AgentConfigSettings): string {
   const config = {
@@ -40,11 +46,10 @@ export function renderAgentConfig(settings: AgentConfigSettings): string {
     logs: {
       logs_collected: {
         files: {
-          collect_list: [{
-            file_path: KERNEL_ATTESTATION_LOG_PATH,
-            log_group_name: settings.kernelAttestationLogGroupName,
-            log_stream_name: '{instance_id}',
-          }],
+          collect_list: [
+            { file_path: KERNEL_ATTESTATION_LOG_PATH, log_group_name: settings.kernelAttestationLogGroupName, log_stream_name: '{instance_id}' },
+            { file_path: BOOT_LOG_PATH, log_group_name: settings.bootLogGroupName, log_stream_name: '{instance_id}' },
+          ],
         },
       },
     },

@@ -5,6 +5,7 @@ import * as kms from 'aws-cdk-lib/aws-kms';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import * as sns from 'aws-cdk-lib/aws-sns';
 import { ArnFormat, Duration, RemovalPolicy, Stack, Token } from 'aws-cdk-lib';
+import { RegionInfo } from 'aws-cdk-lib/region-info';
 import { Construct } from 'constructs';
 import { renderAgentConfig, unknownGpuMeasurements } from './cloudwatch-agent-config';
 import {
@@ -82,7 +83,16 @@ export interface EnclaveGpuObservabilityProps {
   readonly logRemovalPolicy?: RemovalPolicy;
 
   /**
-   * A KMS key to encrypt the kernel-attestation log group with. When it is a key this
+   * How long the instances' boot logs are kept (the boot script's output, one stream per
+   * instance: what failed when an instance did not become ready). The log group is deleted
+   * with the stack.
+   *
+   * @default logs.RetentionDays.ONE_MONTH
+   */
+  readonly bootLogRetention?: logs.RetentionDays;
+
+  /**
+   * A KMS key to encrypt the kernel-attestation and boot log groups with. When it is a key this
    * stack owns, its policy lets the CloudWatch Logs service of the stack's region use it for
    * this account's log groups; for an imported key, add that statement yourself. Not an
    * `AttestationBoundKey`: its policy refuses everyone without an enclave attestation.
@@ -99,7 +109,9 @@ export interface EnclaveGpuObservabilityProps {
   readonly gpuMeasurements?: NvidiaGpuMeasurement[];
 
   /**
-   * How often the CloudWatch agent collects host and GPU metrics.
+   * How often the CloudWatch agent collects host and GPU metrics: whole seconds from 1 to
+   * 172800 (the agent's own bounds). Under 60 seconds the agent publishes high-resolution
+   * metrics, which CloudWatch prices higher.
    *
    * @default Duration.seconds(60)
    */
@@ -122,8 +134,17 @@ const DEFAULT_GPU_MEASUREMENTS = [
  * helpers for your own alarms, and the CloudWatch agent configuration the instances run.
  */
 export class EnclaveGpuObservability extends Construct {
+  /** The `EnclaveImage` dimension value its metrics, dashboard and alarms use. */
+  public readonly enclaveImage: string;
+
+  /** The instance its metrics are for; undefined when they cover every instance running the image. */
+  public readonly instanceId?: string;
+
   /** The kernel-attestation log group (one JSON record per kernel launch). */
   public readonly kernelAttestationLogGroup: logs.LogGroup;
+
+  /** The instances' boot logs (the boot script's output), one stream per instance. */
+  public readonly bootLogGroup: logs.LogGroup;
 
   /** The dashboard. */
   public readonly dashboard: cloudwatch.Dashboard;
@@ -156,15 +177,22 @@ export class EnclaveGpuObservability extends Construct {
     if (props.instanceId !== undefined && !Token.isUnresolved(props.instanceId) && !/^i-[0-9a-f]{8,17}$/.test(props.instanceId)) {
       throw new Error(`${this.node.path}: instanceId must be an EC2 instance id (i-...), got '${props.instanceId}'. Leave it out to cover every instance that runs the image.`);
     }
+    this.enclaveImage = props.enclaveImage;
+    this.instanceId = props.instanceId;
     this.dimensions = {
       ...(props.instanceId !== undefined ? { [DIMENSIONS.instanceId]: props.instanceId } : {}),
       [DIMENSIONS.enclaveImage]: props.enclaveImage,
     };
     this.period = props.period ?? Duration.minutes(5);
     this.gpuMeasurements = checkGpuMeasurements(this, props.gpuMeasurements ?? DEFAULT_GPU_MEASUREMENTS);
-    this.agentCollectionInterval = props.agentCollectionInterval ?? Duration.seconds(60);
+    this.agentCollectionInterval = checkAgentCollectionInterval(this, props.agentCollectionInterval ?? Duration.seconds(60));
 
     this.kernelAttestationLogGroup = this.createKernelAttestationLog(props);
+    this.bootLogGroup = new logs.LogGroup(this, 'BootLog', {
+      retention: props.bootLogRetention ?? logs.RetentionDays.ONE_MONTH,
+      removalPolicy: RemovalPolicy.DESTROY,
+      encryptionKey: props.logEncryptionKey,
+    });
 
     this.attestationFailuresAlarm = this.anyAboveZeroAlarm('AttestationFailuresAlarm', this.metricAttestationFailures(),
       'A session was refused because its attestation document did not verify or its PCRs were not allowed.');
@@ -214,25 +242,26 @@ export class EnclaveGpuObservability extends Construct {
 
   /**
    * The CloudWatch agent configuration (JSON) for the instances: GPU, memory and disk
-   * metrics into `EnclaveGPU`, and the kernel-attestation log shipped to its group.
+   * metrics into `EnclaveGPU`, and the kernel-attestation and boot logs shipped to their groups.
    */
   public cloudWatchAgentConfig(): string {
     return renderAgentConfig({
       gpuMeasurements: this.gpuMeasurements,
       collectionIntervalSeconds: this.agentCollectionInterval.toSeconds(),
       kernelAttestationLogGroupName: this.kernelAttestationLogGroup.logGroupName,
+      bootLogGroupName: this.bootLogGroup.logGroupName,
     });
   }
 
   /**
    * What the CloudWatch agent needs beyond `cloudwatch:PutMetricData` in the `EnclaveGPU`
-   * namespace: writing to the kernel-attestation log group.
+   * namespace: writing to the kernel-attestation and boot log groups.
    */
   public agentPolicyStatements(): iam.PolicyStatement[] {
     return [new iam.PolicyStatement({
-      sid: 'ShipKernelAttestationLog',
+      sid: 'ShipLogs',
       actions: ['logs:CreateLogStream', 'logs:PutLogEvents', 'logs:DescribeLogStreams'],
-      resources: [this.kernelAttestationLogGroup.logGroupArn],
+      resources: [this.kernelAttestationLogGroup.logGroupArn, this.bootLogGroup.logGroupArn],
     })];
   }
 
@@ -315,7 +344,7 @@ export class EnclaveGpuObservability extends Construct {
       const stack = Stack.of(this);
       props.logEncryptionKey.addToResourcePolicy(new iam.PolicyStatement({
         sid: 'CloudWatchLogsKernelAttestation',
-        principals: [new iam.ServicePrincipal(`logs.${stack.region}.amazonaws.com`)],
+        principals: [new iam.ServicePrincipal(`logs.${stack.region}.${domainSuffix(stack)}`)],
         actions: ['kms:Encrypt*', 'kms:Decrypt*', 'kms:ReEncrypt*', 'kms:GenerateDataKey*', 'kms:Describe*'],
         resources: ['*'],
         conditions: {
@@ -379,6 +408,28 @@ export class EnclaveGpuObservability extends Construct {
     rows.push([new cloudwatch.AlarmStatusWidget({ title: 'Alarms', alarms: this.alarms(), width: 24, height: 3 })]);
     return rows;
   }
+}
+
+/** amazonaws.com, or amazonaws.com.cn in China: the region's where it is known at synth time, else the deployment's. */
+function domainSuffix(stack: Stack): string {
+  return (Token.isUnresolved(stack.region) ? undefined : RegionInfo.get(stack.region).domainSuffix) ?? stack.urlSuffix;
+}
+
+/** The CloudWatch agent's bounds on metrics_collection_interval: it refuses its configuration outside them. */
+const AGENT_INTERVAL_SECONDS = { min: 1, max: 172_800 };
+
+function checkAgentCollectionInterval(scope: Construct, interval: Duration): Duration {
+  if (interval.isUnresolved()) {
+    throw new Error(`${scope.node.path}: agentCollectionInterval must be known at synth time (it is written into the CloudWatch agent's configuration)`);
+  }
+  const seconds = interval.toMilliseconds() / 1000;
+  if (!Number.isInteger(seconds) || seconds < AGENT_INTERVAL_SECONDS.min || seconds > AGENT_INTERVAL_SECONDS.max) {
+    throw new Error(
+      `${scope.node.path}: agentCollectionInterval must be whole seconds from ${AGENT_INTERVAL_SECONDS.min} to ${AGENT_INTERVAL_SECONDS.max} ` +
+      `(the CloudWatch agent refuses its configuration otherwise), got ${interval.toHumanString()}. Use for example Duration.seconds(60).`,
+    );
+  }
+  return interval;
 }
 
 function checkGpuMeasurements(scope: Construct, measurements: NvidiaGpuMeasurement[]): NvidiaGpuMeasurement[] {

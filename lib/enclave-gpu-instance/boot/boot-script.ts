@@ -1,3 +1,5 @@
+import { BOOT_LOG_PATH } from '../../observability/cloudwatch-agent-config';
+
 /** A file the boot script writes, with its octal mode. */
 export interface BootFile {
   readonly path: string;
@@ -18,8 +20,8 @@ const HEREDOC_DELIMITER = 'ENCLAVE_GPU_EOF';
 export class BootScript {
   private readonly lines: string[] = [
     'set -euo pipefail',
-    // Keep a copy of the boot output on the instance; cloud-init's log has it too.
-    'exec > >(tee -a /var/log/enclave-gpu-boot.log) 2>&1',
+    // Keep a copy of the boot output on the instance (the CloudWatch agent ships it); cloud-init's log has it too.
+    `exec > >(tee -a ${BOOT_LOG_PATH}) 2>&1`,
   ];
 
   /** Prints a progress line to the boot log. */

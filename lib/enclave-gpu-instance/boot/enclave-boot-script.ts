@@ -176,7 +176,10 @@ export function renderEnclaveBootScript(settings: EnclaveBootSettings): string[]
     .step('starting the allocator, the KMS vsock-proxy, the execution context, SGS and the enclave')
     .run(
       'systemctl daemon-reload',
-      `systemctl enable --now ${ALLOCATOR_SERVICE}`,
+      // Restarted, not `enable --now`: an allocator already active (an AMI that enabled it; some
+      // packagings keep it active once it ran) would otherwise keep its earlier sizing.
+      `systemctl enable ${ALLOCATOR_SERVICE}`,
+      `systemctl restart ${ALLOCATOR_SERVICE}`,
       `systemctl enable --now ${VSOCK_PROXY_SERVICE}`,
       // Without blocking: a runtime that fails to start must not keep the enclave down; the health check reports it.
       `systemctl enable ${CONTEXT_SERVICE} ${SGS_SERVICE}`,

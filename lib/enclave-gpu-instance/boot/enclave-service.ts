@@ -1,4 +1,4 @@
-import { ALLOCATOR_SERVICE } from './nitro-cli-services';
+import { ALLOCATOR_SERVICE, VSOCK_PROXY_SERVICE } from './nitro-cli-services';
 import { SGS_SERVICE } from './runtime-services';
 import { renderSystemdUnit } from './systemd-unit';
 
@@ -31,7 +31,8 @@ export function runEnclaveArguments(settings: EnclaveServiceSettings): string[] 
 
 /**
  * Renders the systemd unit that starts the enclave once the allocator has reserved its
- * CPUs and memory (and after SGS, which it offloads to), and terminates it on stop.
+ * CPUs and memory (and after SGS, which it offloads to, and the KMS vsock-proxy), and
+ * terminates it on stop.
  */
 export function renderEnclaveService(settings: EnclaveServiceSettings): string {
   return renderSystemdUnit([
@@ -39,14 +40,15 @@ export function renderEnclaveService(settings: EnclaveServiceSettings): string {
       name: 'Unit',
       entries: [
         ['Description', `Nitro enclave ${settings.enclaveName} (cdk-enclave-gpu)`],
-        // Ordered after the allocator, not pulling it in: its unit is a oneshot without
-        // RemainAfterExit (aws-nitro-enclaves-cli bootstrap/nitro-enclaves-allocator.service),
-        // so Requires= or Wants= would run it again at every start of the enclave, releasing
-        // and reserving the enclave's memory after the execution context has started. The
-        // allocator runs at boot on its own (enabled, WantedBy=multi-user.target).
+        // Ordered after the allocator, not pulling it in: its unit is a oneshot, without
+        // RemainAfterExit upstream (aws-nitro-enclaves-cli bootstrap/nitro-enclaves-allocator.service;
+        // some packagings add it), so Requires= or Wants= could run it again at a start of the
+        // enclave, releasing and reserving the enclave's memory after the execution context
+        // has started. The allocator runs at boot on its own (enabled, WantedBy=multi-user.target).
         // SGS listens before the enclave starts; the enclave runs without it (KMS needs no SGS).
-        ['Wants', `${SGS_SERVICE} network-online.target`], // ordering After= on a target nothing pulls in would order nothing
-        ['After', `${ALLOCATOR_SERVICE} ${SGS_SERVICE} network-online.target`],
+        // The vsock-proxy is the enclave's only way to KMS: up before the enclave asks for keys.
+        ['Wants', `${SGS_SERVICE} ${VSOCK_PROXY_SERVICE} network-online.target`], // ordering After= on a target nothing pulls in would order nothing
+        ['After', `${ALLOCATOR_SERVICE} ${SGS_SERVICE} ${VSOCK_PROXY_SERVICE} network-online.target`],
       ],
     },
     {

@@ -1,4 +1,5 @@
 import { INSTANCE_ID_FUNCTION, instanceIdCommands } from './instance-metadata';
+import { VSOCK_PROXY_SERVICE } from './nitro-cli-services';
 import { signalCommand } from './readiness-signal';
 import { CONTEXT_SERVICE, CONTEXT_SOCKET } from './runtime-services';
 import { renderSystemdUnit } from './systemd-unit';
@@ -19,9 +20,12 @@ export const HEALTH_STATE_DIR = '/run/enclave-gpu-health';
  */
 export type HealthReporting = 'auto-scaling' | 'log';
 
+/** How long one run of the check may take (systemd stops it then; the next run starts on time). */
+const HEALTH_CHECK_TIMEOUT_SECONDS = 60;
+
 /**
- * A check, run every 30 s by a systemd timer, that the enclave is RUNNING, that SGS answers
- * its health endpoint and that the execution context listens on its socket (SGS answers
+ * A check, run every 30 s by a systemd timer, that the enclave is RUNNING, that the KMS
+ * vsock-proxy runs, that SGS answers its health endpoint and that the execution context listens on its socket (SGS answers
  * without a context, but serves nothing; a unit can be `active` before its process listens,
  * or between the crashes of a start that keeps failing). After three failures in a row it reports the instance
  * unhealthy (see {@link HealthReporting}). With `--probe` it only checks: exit status 0 when
@@ -37,9 +41,10 @@ export function renderHealthCheckScript(enclaveName: string, region: string, sgs
     'set -u',
     `state_file=${HEALTH_STATE_DIR}/failures`,
     `install -d -m 0700 ${HEALTH_STATE_DIR}`,
-    `state=$(nitro-cli describe-enclaves 2>/dev/null | python3 -c 'import json,sys; print(next((e.get("State","") for e in json.load(sys.stdin) if e.get("EnclaveName")=="${enclaveName}"), "ABSENT"))' 2>/dev/null || echo UNKNOWN)`,
+    `state=$(timeout 20 nitro-cli describe-enclaves 2>/dev/null | python3 -c 'import json,sys; print(next((e.get("State","") for e in json.load(sys.stdin) if e.get("EnclaveName")=="${enclaveName}"), "ABSENT"))' 2>/dev/null || echo UNKNOWN)`,
     `problem=""`,
     `[ "$state" = "RUNNING" ] || problem="enclave ${enclaveName} is $state"`,
+    `systemctl is-active --quiet ${VSOCK_PROXY_SERVICE} || problem="\${problem:+$problem; }the KMS vsock-proxy (${VSOCK_PROXY_SERVICE}) is not running"`,
     `curl -sf --max-time 5 -o /dev/null ${sgsHealthUrl} || problem="\${problem:+$problem; }SGS does not answer ${sgsHealthUrl}"`,
     `[ -n "$(ss -xlH src ${CONTEXT_SOCKET} 2>/dev/null)" ] || problem="\${problem:+$problem; }the execution context (${CONTEXT_SERVICE}) does not listen on ${CONTEXT_SOCKET}"`,
     'if [ "${1:-}" = --probe ]; then [ -z "$problem" ] || { echo "$problem"; exit 1; }; exit 0; fi',
@@ -101,7 +106,8 @@ export function bootFailureTrapCommands(region: string, reporting: HealthReporti
 export function renderHealthService(): string {
   return renderSystemdUnit([
     { name: 'Unit', entries: [['Description', 'Enclave GPU health check (cdk-enclave-gpu)']] },
-    { name: 'Service', entries: [['Type', 'oneshot'], ['ExecStart', HEALTH_SCRIPT_PATH]] },
+    // A oneshot has no start timeout by default: one run hung on nitro-cli or the AWS CLI would stop every later one.
+    { name: 'Service', entries: [['Type', 'oneshot'], ['ExecStart', HEALTH_SCRIPT_PATH], ['TimeoutStartSec', `${HEALTH_CHECK_TIMEOUT_SECONDS}s`]] },
   ]);
 }
 

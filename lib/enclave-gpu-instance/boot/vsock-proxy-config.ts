@@ -6,6 +6,13 @@ export const VSOCK_PROXY_CONFIG_PATH = '/etc/nitro_enclaves/vsock-proxy.yaml';
 /** systemd drop-in that pins the packaged vsock-proxy service to our endpoint and allowlist. */
 export const VSOCK_PROXY_DROP_IN_PATH = '/etc/systemd/system/nitro-enclaves-vsock-proxy.service.d/enclave-gpu.conf';
 
+/**
+ * Connections the proxy serves at once (`--num_workers`): each holds a worker thread until it
+ * closes, and a connection beyond them is accepted but waits. vsock-proxy's default is 4,
+ * fewer than an SDK client's pool of keep-alive connections.
+ */
+export const VSOCK_PROXY_WORKERS = 32;
+
 /** A host and port the enclave may reach through the parent's vsock-proxy. */
 export interface ProxyEndpoint {
   readonly address: string;
@@ -23,7 +30,10 @@ export function renderVsockProxyAllowlist(endpoints: readonly ProxyEndpoint[]): 
 /**
  * Renders the drop-in that replaces the packaged service's ExecStart (which derives the
  * region from instance metadata and assumes the `amazonaws.com` suffix) with the endpoint
- * the stack computed, so the proxy target and the allowlist always agree.
+ * the stack computed, so the proxy target and the allowlist always agree; serves
+ * VSOCK_PROXY_WORKERS connections at once, and waits 5 s between restarts (a failure such as
+ * an unresolvable endpoint while the network comes up would otherwise exhaust systemd's
+ * start limit within a second).
  */
 export function renderVsockProxyDropIn(localVsockPort: number, target: ProxyEndpoint): string {
   return renderSystemdUnit([
@@ -31,7 +41,8 @@ export function renderVsockProxyDropIn(localVsockPort: number, target: ProxyEndp
       name: 'Service',
       entries: [
         ['ExecStart', ''],
-        ['ExecStart', `/usr/bin/vsock-proxy ${localVsockPort} ${target.address} ${target.port} --config ${VSOCK_PROXY_CONFIG_PATH}`],
+        ['ExecStart', `/usr/bin/vsock-proxy ${localVsockPort} ${target.address} ${target.port} --num_workers ${VSOCK_PROXY_WORKERS} --config ${VSOCK_PROXY_CONFIG_PATH}`],
+        ['RestartSec', '5s'],
       ],
     },
   ]);
