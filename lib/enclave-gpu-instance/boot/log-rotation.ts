@@ -3,14 +3,15 @@ import { KERNEL_ATTESTATION_LOG_PATH } from '../../observability/metric-catalogu
 /** logrotate's configuration for the runtime's logs. */
 export const LOG_ROTATION_PATH = '/etc/logrotate.d/enclave-gpu';
 
-/** The most the kernel-attestation log may grow between rotations, and how many rotated copies are kept. */
+/** The size past which a run of logrotate rotates the kernel-attestation log even within a day, and how many rotated copies are kept. */
 export const KERNEL_LOG_MAX_SIZE = '256M';
 export const KERNEL_LOG_ROTATIONS = 7;
 
 /**
  * Rotation of SGS's kernel-attestation log (one line per launch, appended for as long as SGS
- * runs): daily, or sooner once it passes KERNEL_LOG_MAX_SIZE, a week of compressed copies
- * kept. copytruncate, because SGS keeps the file open in append mode (its next line lands at
+ * runs): daily, a week of compressed copies kept. logrotate runs once a day on Amazon Linux
+ * 2023 (logrotate.timer), so KERNEL_LOG_MAX_SIZE rotates early only at a run started
+ * otherwise (`logrotate /etc/logrotate.d/enclave-gpu`). copytruncate, because SGS keeps the file open in append mode (its next line lands at
  * the start of the emptied file) and the CloudWatch agent follows a truncated file.
  */
 export function renderLogRotation(): string {
