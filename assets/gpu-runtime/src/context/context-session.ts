@@ -18,6 +18,7 @@ import { AttestationCheck, AttestedIdentity, ContextHandshake } from '../abe/han
 import { decodeEnclaveReply, encodeContextHello } from '../abe/handshake-messages';
 import { AbeSession } from '../abe/session';
 import { RuntimeError } from '../errors';
+import { KernelCaller, imageOf } from '../kernels/kernel';
 import type { KernelRegistry } from '../kernels/registry';
 import { ControlMessage } from '../protocol/control';
 import { RecordConnection } from '../protocol/record-connection';
@@ -49,6 +50,8 @@ export class ContextSession {
   private state: State = 'await-hello-request';
   private handshake?: ContextHandshake;
   private session?: AbeSession;
+  /** The attested enclave's image, once the handshake is done. */
+  private caller?: KernelCaller;
   private inbound?: InboundOperation;
   /** The operation the last frame named, for the n of an error message. */
   private lastN?: number;
@@ -122,6 +125,7 @@ export class ContextSession {
           return;
         }
         this.session = session;
+        this.caller = { image: imageOf(identity!.pcrs) }; // set by the check, which finish() ran
         this.state = 'ready';
         clearTimeout(this.handshakeTimer);
         this.env.log(`session ${this.label()} ready: enclave PCR0 ${identity?.pcrs[0]?.slice(0, 16) ?? '?'}...`);
@@ -153,7 +157,7 @@ export class ContextSession {
     this.inbound = undefined;
     const { sessionId } = this.session;
     mark('ctx', 'arrived', sessionId, operation.n);
-    const outcome = await executeOperation(operation, this.memory, this.env.kernels);
+    const outcome = await executeOperation(operation, this.memory, this.env.kernels, this.caller!);
     mark('ctx', 'executed', sessionId, operation.n, `computeUs=${outcome.computeUs}`);
     if (this.ended) return;
     await sendOutcome(this.connection, this.session, operation.n, operation.digest, outcome);

@@ -138,6 +138,11 @@ export class ExecutionContext {
     return this.sessions.size;
   }
 
+  /** onnx.run's models loaded and cached, one per enclave image and model (at most maxModels). */
+  get loadedModelCount(): number {
+    return this.models.size;
+  }
+
   /** Stops listening, ends every session (zeroising its keys and buffers) and releases cached models. */
   close(): Promise<void> {
     this.closing ??= (async () => {

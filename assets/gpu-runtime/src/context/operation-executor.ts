@@ -8,7 +8,7 @@
  * operation runs no code and must carry 48 zero bytes: InboundOperation checks that before
  * an htod writes anything.)
  */
-import type { ComputeDevice } from '../kernels/kernel';
+import type { ComputeDevice, KernelCaller } from '../kernels/kernel';
 import type { KernelRegistry } from '../kernels/registry';
 import { OperationError } from '../kernels/operation-error';
 import { OperationRequest, OperationResult } from '../protocol/op-descriptor';
@@ -38,7 +38,7 @@ const DIGEST_BYTES = 48;
 /** The done message's kernel name for a request that did not decode. */
 const UNDECODED = 'invalid';
 
-export async function executeOperation(operation: CompleteOperation, memory: DeviceMemory, kernels: KernelRegistry): Promise<OperationOutcome> {
+export async function executeOperation(operation: CompleteOperation, memory: DeviceMemory, kernels: KernelRegistry, caller: KernelCaller): Promise<OperationOutcome> {
   const { request } = operation;
   const kernel = request === undefined ? UNDECODED : request.op === 'launch' ? request.kernel : request.op;
   const refused = (error: OperationError): OperationOutcome => ({
@@ -54,7 +54,7 @@ export async function executeOperation(operation: CompleteOperation, memory: Dev
     if (request.op === 'launch') {
       const implementation = kernels.get(request.kernel);
       if (!implementation) throw new OperationError('UNKNOWN_KERNEL', `no kernel named '${request.kernel}' (this context has ${[...kernels.keys()].join(', ')})`);
-      const launch = implementation.prepare(request.args, memory);
+      const launch = implementation.prepare(request.args, memory, caller);
       if (!launch.codeSha384.equals(operation.digest)) {
         throw new OperationError('DIGEST_MISMATCH', `the frames name code ${operation.digest.toString('hex').slice(0, 16)}..., ${request.kernel} here is ${launch.codeSha384.toString('hex').slice(0, 16)}...`);
       }

@@ -38,10 +38,21 @@ export interface PreparedLaunch {
   run(): Promise<number> | number;
 }
 
+/** Who launches: state a kernel keeps across sessions (onnx.run's loaded models) is kept apart per enclave image. */
+export interface KernelCaller {
+  /** The session's enclave image: its attested PCR0, PCR1 and PCR2 (imageOf()). */
+  readonly image: string;
+}
+
+/** The image key of an attested enclave: its PCR0, PCR1 and PCR2 (hex), which measure its code. */
+export function imageOf(pcrs: Readonly<Record<number, string>>): string {
+  return [0, 1, 2].map((index) => pcrs[index] ?? '').join(':');
+}
+
 export interface Kernel {
   readonly name: string;
   /** Checks `args` (OperationError BAD_ARGS, NO_SUCH_BUFFER, ...) without running anything. */
-  prepare(args: KernelArgs, memory: KernelMemory): PreparedLaunch;
+  prepare(args: KernelArgs, memory: KernelMemory, caller: KernelCaller): PreparedLaunch;
 }
 
 /** Microseconds since `start` (a process.hrtime.bigint() reading), rounded to a whole number. */

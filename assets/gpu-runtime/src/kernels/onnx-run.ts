@@ -18,7 +18,7 @@
  */
 import type { KernelArgs } from '../protocol/op-descriptor';
 import { ArgsReader, MAX_F32_ELEMENTS, checkedProduct, f32View } from './kernel-args';
-import { Kernel, KernelMemory, PreparedLaunch } from './kernel';
+import { Kernel, KernelCaller, KernelMemory, PreparedLaunch } from './kernel';
 import { ModelFeed } from './onnx-model';
 import { OnnxSessionCache } from './onnx-session-cache';
 
@@ -30,7 +30,7 @@ const MAX_RANK = 8;
 export function createOnnxRunKernel(cache: OnnxSessionCache): Kernel {
   return {
     name: ONNX_RUN_KERNEL,
-    prepare(args: KernelArgs, memory: KernelMemory): PreparedLaunch {
+    prepare(args: KernelArgs, memory: KernelMemory, caller: KernelCaller): PreparedLaunch {
       const reader = new ArgsReader(args, ONNX_RUN_KERNEL);
       const refuse = reader.bad.bind(reader);
       const model = reader.buffer('model');
@@ -61,17 +61,17 @@ export function createOnnxRunKernel(cache: OnnxSessionCache): Kernel {
       return {
         codeSha384,
         device: cache.device,
-        run: () => runModel(cache, codeSha384, modelBytes, feeds, outputNames, outputBuffers, memory),
+        run: () => runModel(cache, caller.image, codeSha384, modelBytes, feeds, outputNames, outputBuffers, memory),
       };
     },
   };
 }
 
 async function runModel(
-  cache: OnnxSessionCache, digest: Buffer, model: Buffer, feeds: readonly ModelFeed[],
+  cache: OnnxSessionCache, image: string, digest: Buffer, model: Buffer, feeds: readonly ModelFeed[],
   outputNames: readonly string[], outputBuffers: readonly number[], memory: KernelMemory,
 ): Promise<number> {
-  const lease = await cache.acquire(digest, model);
+  const lease = await cache.acquire(image, digest, model);
   try {
     const { outputs, computeUs } = await lease.model.run(feeds, outputNames);
     try {

@@ -1,11 +1,12 @@
 /**
- * Loaded models (onnxruntime sessions) by model digest, shared by all sessions of a context:
- * building one parses and optimises the whole model (about a second for ResNet-50), so an
- * enclave that re-handshakes after a restart and uploads the same model again does not pay
- * it twice. A session can only use an entry by holding the model's bytes itself (the key is
- * the SHA-384 of the bytes in its own buffer), so no session runs another's model; what
- * sharing does reveal is timing: a session whose model loads at once learns that another
- * loaded the same bytes recently (the README's threat model says so).
+ * Loaded models (onnxruntime sessions) by enclave image and model digest, shared by the
+ * sessions of one image: building one parses and optimises the whole model (about a second
+ * for ResNet-50), so an enclave that re-handshakes after a restart and uploads the same model
+ * again does not pay it twice. A session can only use an entry by holding the model's bytes
+ * itself (the key is the SHA-384 of the bytes in its own buffer), so no session runs another's
+ * model. Sessions of different images (a context that serves several, by PCR8 or
+ * --allow-any-image) never share one: a model that loads at once would tell a session that
+ * another image's enclave loaded the same bytes recently.
  *
  * Bounded: at most `maxModels` entries, least recently used evicted first; an evicted
  * model is released once no launch still uses it. A loaded model holds its weights in
@@ -58,9 +59,12 @@ export class OnnxSessionCache {
     return this.settings.provider === 'cuda' ? 'gpu' : 'cpu';
   }
 
-  /** The loaded model whose SHA-384 is `digest`, loaded from `model` when not cached (or no longer alive). */
-  async acquire(digest: Buffer, model: Uint8Array): Promise<LoadedModelLease> {
-    const key = digest.toString('hex');
+  /**
+   * The loaded model whose SHA-384 is `digest`, for sessions of enclave image `image`
+   * (KernelCaller), loaded from `model` when that image has none cached (or it is no longer alive).
+   */
+  async acquire(image: string, digest: Buffer, model: Uint8Array): Promise<LoadedModelLease> {
+    const key = `${image}/${digest.toString('hex')}`;
     let entry = this.entries.get(key);
     if (entry?.loaded !== undefined && !entry.loaded.alive) {
       this.entries.delete(key);

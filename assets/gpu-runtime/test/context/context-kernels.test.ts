@@ -9,7 +9,7 @@ import { DeviceMemory } from '../../src/context/device-memory';
 import { BUILTIN_KERNELS, BuiltinKernelName } from '../../src/kernels/builtins';
 import { MAX_GEMM_MACS } from '../../src/kernels/gemm';
 import { OperationError } from '../../src/kernels/operation-error';
-import { randomF32 } from './helpers';
+import { CALLER, randomF32 } from './helpers';
 
 function memoryWith(buffers: Record<number, Float32Array | number>, cap = 1 << 26): DeviceMemory {
   const memory = new DeviceMemory(cap);
@@ -31,7 +31,7 @@ function args(entries: Record<string, CborValue>): Map<string, CborValue> {
 }
 
 async function launch(name: BuiltinKernelName, memory: DeviceMemory, entries: Record<string, CborValue>): Promise<number> {
-  return BUILTIN_KERNELS[name].prepare(args(entries), memory).run();
+  return BUILTIN_KERNELS[name].prepare(args(entries), memory, CALLER).run();
 }
 
 function refusedWith(action: () => unknown, code: string): string {
@@ -167,10 +167,10 @@ describe('gemm', () => {
 
   it('refuses c aliasing a or b, and work beyond MAX_GEMM_MACS', () => {
     const memory = memoryWith({ 1: 64, 2: 64, 3: 64 });
-    refusedWith(() => BUILTIN_KERNELS.gemm.prepare(args({ a: 1, b: 2, c: 1, m: 2, n: 2, k: 2 }), memory), 'BAD_ARGS');
-    refusedWith(() => BUILTIN_KERNELS.gemm.prepare(args({ a: 1, b: 2, c: 2, m: 2, n: 2, k: 2 }), memory), 'BAD_ARGS');
+    refusedWith(() => BUILTIN_KERNELS.gemm.prepare(args({ a: 1, b: 2, c: 1, m: 2, n: 2, k: 2 }), memory, CALLER), 'BAD_ARGS');
+    refusedWith(() => BUILTIN_KERNELS.gemm.prepare(args({ a: 1, b: 2, c: 2, m: 2, n: 2, k: 2 }), memory, CALLER), 'BAD_ARGS');
     const side = Math.ceil(Math.cbrt(MAX_GEMM_MACS)) + 1;
-    expect(refusedWith(() => BUILTIN_KERNELS.gemm.prepare(args({ a: 1, b: 2, c: 3, m: side, n: side, k: side }), memory), 'BAD_ARGS')).toMatch(/work/);
+    expect(refusedWith(() => BUILTIN_KERNELS.gemm.prepare(args({ a: 1, b: 2, c: 3, m: side, n: side, k: side }), memory, CALLER), 'BAD_ARGS')).toMatch(/work/);
   });
 });
 
@@ -194,6 +194,6 @@ describe('argument checks', () => {
     ['gemm', { a: 1, b: 2, c: 3, m: 1, n: 2, k: 3 }, 'BAD_ARGS', /b buffer 2 has 16 bytes/],
   ];
   it.each(cases)('%s %j is refused %s', (name, entries, code, reason) => {
-    expect(refusedWith(() => BUILTIN_KERNELS[name].prepare(args(entries), memory), code)).toMatch(reason);
+    expect(refusedWith(() => BUILTIN_KERNELS[name].prepare(args(entries), memory, CALLER), code)).toMatch(reason);
   });
 });

@@ -13,7 +13,7 @@ import { OnnxSessionCache } from '../../src/kernels/onnx-session-cache';
 import { OperationError } from '../../src/kernels/operation-error';
 import { onnxModelDigest } from '../../src/kernels/registry';
 import { DataType, ModelProto, OnnxWriterError, encodeModel, encodeTensor, floatTensor, int64Tensor } from '../../src/onnx/onnx-writer';
-import { randomF32 } from './helpers';
+import { CALLER, randomF32 } from './helpers';
 
 const SETTINGS = { threads: 1, provider: 'cpu' as const };
 
@@ -94,10 +94,10 @@ describe('onnx.run', () => {
   it('gives outputs identical to a direct onnxruntime run with the exported options, in resized buffers', async () => {
     const input = randomF32(24, 2);
     const memory = loaded({ 1: MODEL, 2: bytesOf(input), 3: 0, 4: 1 });
-    const launch = createOnnxRunKernel(cache()).prepare(runArgs(), memory);
+    const launch = createOnnxRunKernel(cache()).prepare(runArgs(), memory, CALLER);
     expect(launch.codeSha384.equals(onnxModelDigest(MODEL))).toBe(true);
     expect(launch.device).toBe('cpu');
-    expect(createOnnxRunKernel(new OnnxSessionCache({ ...SETTINGS, provider: 'cuda' })).prepare(runArgs(), memory).device).toBe('gpu');
+    expect(createOnnxRunKernel(new OnnxSessionCache({ ...SETTINGS, provider: 'cuda' })).prepare(runArgs(), memory, CALLER).device).toBe('gpu');
     const computeUs = await launch.run();
     expect(Number.isSafeInteger(computeUs) && computeUs >= 0).toBe(true);
 
@@ -113,23 +113,23 @@ describe('onnx.run', () => {
     const sessions = cache(1);
     const kernel = createOnnxRunKernel(sessions);
     const memory = loaded({ 1: MODEL, 2: bytesOf(randomF32(8)), 3: 0, 4: 0 });
-    await kernel.prepare(runArgs({ inputShapes: [[1, 8]] }), memory).run();
-    await kernel.prepare(runArgs({ inputShapes: [[1, 8]] }), memory).run();
+    await kernel.prepare(runArgs({ inputShapes: [[1, 8]] }), memory, CALLER).run();
+    await kernel.prepare(runArgs({ inputShapes: [[1, 8]] }), memory, CALLER).run();
     expect(sessions.size).toBe(1);
     const other = encodeModel({ ...tinyModel(), producerName: 'another' });
     memory.resize(1, other.length).set(other);
-    await kernel.prepare(runArgs({ inputShapes: [[1, 8]] }), memory).run();
+    await kernel.prepare(runArgs({ inputShapes: [[1, 8]] }), memory, CALLER).run();
     expect(sessions.size).toBe(1);
   });
 
   it('fails cleanly (KERNEL_FAILED) when onnxruntime refuses the model or the inputs', async () => {
     const kernel = createOnnxRunKernel(cache());
     const garbage = loaded({ 1: Buffer.from('not a model'), 2: bytesOf(randomF32(8)), 3: 0, 4: 0 });
-    await expect(kernel.prepare(runArgs({ inputShapes: [[1, 8]] }), garbage).run()).rejects.toMatchObject({ code: 'KERNEL_FAILED' });
+    await expect(kernel.prepare(runArgs({ inputShapes: [[1, 8]] }), garbage, CALLER).run()).rejects.toMatchObject({ code: 'KERNEL_FAILED' });
     const memory = loaded({ 1: MODEL, 2: bytesOf(randomF32(16)), 3: 0, 4: 0 });
-    await expect(kernel.prepare(runArgs({ inputShapes: [[2, 4]] }), memory).run()).rejects.toMatchObject({ code: 'KERNEL_FAILED' });
-    await expect(kernel.prepare(runArgs({ inputNames: ['nope'], inputShapes: [[2, 8]] }), memory).run()).rejects.toMatchObject({ code: 'KERNEL_FAILED' });
-    await expect(kernel.prepare(runArgs({ outputNames: ['z', 'nope'], inputShapes: [[2, 8]] }), memory).run()).rejects.toMatchObject({ code: 'KERNEL_FAILED' });
+    await expect(kernel.prepare(runArgs({ inputShapes: [[2, 4]] }), memory, CALLER).run()).rejects.toMatchObject({ code: 'KERNEL_FAILED' });
+    await expect(kernel.prepare(runArgs({ inputNames: ['nope'], inputShapes: [[2, 8]] }), memory, CALLER).run()).rejects.toMatchObject({ code: 'KERNEL_FAILED' });
+    await expect(kernel.prepare(runArgs({ outputNames: ['z', 'nope'], inputShapes: [[2, 8]] }), memory, CALLER).run()).rejects.toMatchObject({ code: 'KERNEL_FAILED' });
   });
 
   it('keeps outputs within the memory cap', async () => {
@@ -139,7 +139,7 @@ describe('onnx.run', () => {
     memory.allocate(2, 3 * 32);
     memory.allocate(3, 0);
     memory.allocate(4, 0);
-    await expect(createOnnxRunKernel(cache()).prepare(runArgs(), memory).run()).rejects.toMatchObject({ code: 'OUT_OF_MEMORY' });
+    await expect(createOnnxRunKernel(cache()).prepare(runArgs(), memory, CALLER).run()).rejects.toMatchObject({ code: 'OUT_OF_MEMORY' });
   });
 
   const refusals: [string, Record<string, CborValue>, string, RegExp][] = [
@@ -162,7 +162,7 @@ describe('onnx.run', () => {
   it.each(refusals)('refuses %s before running anything', (_what, overrides, code, reason) => {
     const memory = loaded({ 1: MODEL, 2: 3 * 32, 3: 0, 4: 0 });
     try {
-      createOnnxRunKernel(cache()).prepare(runArgs(overrides), memory);
+      createOnnxRunKernel(cache()).prepare(runArgs(overrides), memory, CALLER);
       throw new Error('not refused');
     } catch (error) {
       expect(error).toBeInstanceOf(OperationError);
@@ -173,6 +173,6 @@ describe('onnx.run', () => {
 
   it('refuses an empty model buffer', () => {
     const memory = loaded({ 1: 0, 2: 96, 3: 0, 4: 0 });
-    expect(() => createOnnxRunKernel(cache()).prepare(runArgs(), memory)).toThrow(/model buffer 1 is empty/);
+    expect(() => createOnnxRunKernel(cache()).prepare(runArgs(), memory, CALLER)).toThrow(/model buffer 1 is empty/);
   });
 });

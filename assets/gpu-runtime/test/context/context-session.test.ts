@@ -9,7 +9,7 @@ import { BUILTIN_KERNELS } from '../../src/kernels/builtins';
 import { onnxModelDigest } from '../../src/kernels/registry';
 import { DataType, encodeModel, floatTensor } from '../../src/onnx/onnx-writer';
 import { encodeControl } from '../../src/protocol/control';
-import { TestClient, TestEnclave, contextForTests, directRun, f32Bytes, f32Values, randomF32, startContext, uploadOnnxRun } from './helpers';
+import { TestClient, TestEnclave, contextForTests, directRun, f32Bytes, f32Values, matMulChain, randomF32, startContext, uploadOnnxRun } from './helpers';
 
 const enclave = new TestEnclave();
 const log: string[] = [];
@@ -153,6 +153,27 @@ describe('a session', () => {
 
     expect(output.data!.equals(await directRun(model, input, [2, 64], shared.context.onnx))).toBe(true);
     client.close();
+  });
+
+  it('loads a model once per enclave image: sessions of one image share it, another image\'s load their own', async () => {
+    const other = new TestEnclave(enclave.nsm, 'other-image');
+    const { context, stop } = await startContext(enclave, { expectedPcrs: undefined, allowAnyImage: true });
+    try {
+      const model = matMulChain(1, 4);
+      const run = async (image: TestEnclave) => {
+        const client = await TestClient.open(context.address, image.identity());
+        const args = await uploadOnnxRun(client, model, randomF32(16), [4, 4]);
+        expect((await client.call({ op: 'launch', kernel: 'onnx.run', args }, { digest: onnxModelDigest(model) })).result).toEqual({ ok: true });
+        client.close();
+      };
+      await run(enclave);
+      await run(enclave); // a new session of the same image (a re-handshake) finds the model loaded
+      expect(context.loadedModelCount).toBe(1);
+      await run(other); // the same bytes from another image load apart: no timing tells it what the first loaded
+      expect(context.loadedModelCount).toBe(2);
+    } finally {
+      await stop();
+    }
   });
 
   it('logs one line when a session is ready and one when it ends, with no key material', async () => {

@@ -22,6 +22,7 @@ import { ExecutionContext, ExecutionContextOptions } from '../../src/context/exe
 import { OnnxSettings, onnxSessionOptions } from '../../src/kernels/onnx-runtime';
 import { DataType, encodeModel, floatTensor } from '../../src/onnx/onnx-writer';
 import { noCodeDigest } from '../../src/kernels/registry';
+import { KernelCaller, imageOf } from '../../src/kernels/kernel';
 import { ControlMessage } from '../../src/protocol/control';
 import { DESCRIPTOR_BUFFER, OperationRequest, OperationResult, decodeResult, encodeRequest } from '../../src/protocol/op-descriptor';
 import { RecordConnection } from '../../src/protocol/record-connection';
@@ -303,3 +304,8 @@ function describe(record: TestRecord): string {
   if ('control' in record) return JSON.stringify(record.control, (_k, v: unknown) => (v && typeof v === 'object' && 'type' in v && (v as { type: string }).type === 'Buffer' ? '<bytes>' : v));
   return `the close (${record.closed?.code ?? 'clean'})`;
 }
+
+/** Two enclave images, as kernels see their callers (imageOf their PCR0-2). */
+export const IMAGE_A = imageOf({ 0: 'a0'.repeat(48), 1: 'a1'.repeat(48), 2: 'a2'.repeat(48) });
+export const IMAGE_B = imageOf({ 0: 'b0'.repeat(48), 1: 'a1'.repeat(48), 2: 'a2'.repeat(48) });
+export const CALLER: KernelCaller = { image: IMAGE_A };

@@ -25,7 +25,7 @@ import { MAX_RESTART_BACKOFF_MS, OnnxWorker, RESTART_BACKOFF_MS, restartBackoff 
 import { FromOnnxWorker, ToOnnxWorker, serveOnnxWorker } from '../../src/kernels/onnx-worker-thread';
 import { OperationError } from '../../src/kernels/operation-error';
 import { DataType, NodeProto, TensorProto, encodeModel, floatTensor } from '../../src/onnx/onnx-writer';
-import { matMulChain, randomF32 } from './helpers';
+import { CALLER, IMAGE_A, IMAGE_B, matMulChain, randomF32 } from './helpers';
 
 const SETTINGS = { threads: 1, provider: 'cpu' as const };
 
@@ -387,7 +387,7 @@ describe('onnx.run with a loader of its own', () => {
     const kernel = createOnnxRunKernel(new OnnxSessionCache(SETTINGS, 4, async () => model));
     const launch = kernel.prepare(new Map<string, CborValue>(Object.entries({
       model: 1, inputNames: ['x'], inputBuffers: [2], inputShapes: [[2]], outputNames: ['y'], outputBuffers: [3],
-    })), memory);
+    })), memory, CALLER);
     expect(await launch.run()).toBe(7);
     expect([...new Float32Array(Uint8Array.from(memory.read(3)).buffer)]).toEqual([1.5, -2, 3]);
     expect(returned.every((byte) => byte === 0)).toBe(true);
@@ -395,17 +395,33 @@ describe('onnx.run with a loader of its own', () => {
 });
 
 describe('OnnxSessionCache with a loader of its own', () => {
+  it('keeps the models of different enclave images apart: the same bytes load once per image', async () => {
+    const loads: FakeModel[] = [];
+    const cache = new OnnxSessionCache(SETTINGS, 4, async () => loads[loads.push(new FakeModel()) - 1]);
+    const digest = Buffer.alloc(48, 7);
+    const a = await cache.acquire(IMAGE_A, digest, TINY);
+    const b = await cache.acquire(IMAGE_B, digest, TINY);
+    expect(loads.length).toBe(2); // no image learns from a quick load that another loaded these bytes
+    expect(b.model).not.toBe(a.model);
+    const again = await cache.acquire(IMAGE_A, digest, TINY);
+    expect(again.model).toBe(a.model); // a re-handshake of the same image reuses its model
+    expect(loads.length).toBe(2);
+    expect(cache.size).toBe(2);
+    [a, b, again].forEach((lease) => lease.release());
+    cache.close();
+  });
+
   it('loads a digest once, loads it again once it is no longer alive, and releases the dead one when unused', async () => {
     const loads: FakeModel[] = [];
     const cache = new OnnxSessionCache(SETTINGS, 4, async () => loads[loads.push(new FakeModel()) - 1]);
     const digest = Buffer.alloc(48, 7);
-    const a = await cache.acquire(digest, TINY);
-    const b = await cache.acquire(digest, TINY);
+    const a = await cache.acquire(IMAGE_A, digest, TINY);
+    const b = await cache.acquire(IMAGE_A, digest, TINY);
     expect(loads.length).toBe(1);
     expect(b.model).toBe(a.model);
 
     loads[0].alive = false; // its worker thread stopped, say; `a` and `b` still hold it
-    const c = await cache.acquire(digest, TINY);
+    const c = await cache.acquire(IMAGE_A, digest, TINY);
     expect(loads.length).toBe(2);
     expect(c.model).toBe(loads[1]);
     expect(cache.size).toBe(1);
@@ -416,7 +432,7 @@ describe('OnnxSessionCache with a loader of its own', () => {
     await settled();
     expect(loads[0].releases).toBe(1);
 
-    const d = await cache.acquire(digest, TINY);
+    const d = await cache.acquire(IMAGE_A, digest, TINY);
     expect(d.model).toBe(loads[1]);
     expect(loads.length).toBe(2);
     c.release();
