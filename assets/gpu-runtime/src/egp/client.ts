@@ -283,6 +283,14 @@ export class EgpClient {
     };
   }
 
+  /**
+   * The size of buffer `buffer` as this client knows it: undefined when it is not allocated,
+   * or a kernel may have resized it since (known again after its next memcpyHtoD of its size).
+   */
+  knownSize(buffer: number): number | undefined {
+    return this.buffers.get(buffer)?.size;
+  }
+
   /** Copies device buffer `buffer` back into the enclave. */
   async memcpyDtoH(buffer: number): Promise<Buffer> {
     const record = this.bufferRecord(buffer);

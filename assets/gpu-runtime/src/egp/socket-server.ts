@@ -10,7 +10,9 @@
  * Hard limits: a request line of at most maxLineBytes, at most maxPendingRequests unanswered
  * per connection (answers not yet written to the socket included; reading pauses beyond it),
  * reading paused while more than maxBufferedBytes of answers wait for a client that does not
- * read, at most maxHeldLineBytes of unfinished lines across connections, and at most
+ * read or are still to come from the memcpyDtoH calls in flight (so a client that asks for a
+ * large buffer many times without reading holds about maxBufferedBytes plus one answer, not
+ * maxPendingRequests answers), at most maxHeldLineBytes of unfinished lines across connections, and at most
  * maxConnections connections. The connections' clients share one buffer pool of
  * limits.poolBytes, so pooled memory does not grow with the number of connections.
  */
@@ -49,6 +51,8 @@ export const DEFAULT_MAX_LINE_BYTES = 192 * 1024 * 1024; // a ResNet-50 (102 MB)
 const DEFAULT_MAX_PENDING = 1024;
 const DEFAULT_MAX_BUFFERED_BYTES = 16 * 1024 * 1024;
 const DEFAULT_MAX_CONNECTIONS = 64;
+/** A memcpyDtoH answer line beyond its base64 data: {"id":...,"result":{"data":"..."}} and the newline. */
+const DTOH_LINE_OVERHEAD = 64;
 /** The socket file's mode: only the user egpu egp runs as may connect. */
 const SOCKET_MODE = 0o600;
 
@@ -157,6 +161,10 @@ class SocketConnection {
   private outstanding = 0;
   /** Calls passed to the client that have not settled. */
   private inFlight = 0;
+  /** The answer bytes the memcpyDtoH calls in flight will bring (see blocked()). */
+  private dtohAnswerBytes = 0;
+  /** The connection's client, once connected (its buffer sizes estimate memcpyDtoH answers). */
+  private connected?: EgpClient;
   /** The client has shut down its write side: no more requests come. */
   private ended = false;
   private closed = false;
@@ -219,7 +227,17 @@ class SocketConnection {
   }
 
   private blocked(): boolean {
-    return this.outstanding >= this.maxPending || this.socket.writableLength > this.maxBuffered;
+    return this.outstanding >= this.maxPending || this.socket.writableLength + this.dtohAnswerBytes > this.maxBuffered;
+  }
+
+  /**
+   * The bytes of a memcpyDtoH's answer line: its buffer in base64 and the line around it. A
+   * buffer whose size the client does not know counts as more than maxBufferedBytes: no
+   * other request is read until it is answered.
+   */
+  private dtohAnswerEstimate(buffer: number): number {
+    const size = this.connected?.knownSize(buffer);
+    return size === undefined ? this.maxBuffered + 1 : 4 * Math.ceil(size / 3) + DTOH_LINE_OVERHEAD;
   }
 
   /** Handles the complete lines received while not blocked; pauses or resumes reading to match. */
@@ -272,15 +290,19 @@ class SocketConnection {
     }
     const { id, call } = request;
     this.inFlight++;
+    const expected = call.method === 'memcpyDtoH' ? this.dtohAnswerEstimate(call.buffer) : 0;
+    this.dtohAnswerBytes += expected;
     this.invoke(call).then(
-      (result) => this.answer(resultLine(id, result)),
-      (error: unknown) => this.answer(errorLine(id, error)),
+      (result) => this.answer(resultLine(id, result), expected),
+      (error: unknown) => this.answer(errorLine(id, error), expected),
     );
   }
 
-  private answer(line: string): void {
+  private answer(line: string, expected: number): void {
     this.inFlight--;
+    this.dtohAnswerBytes -= expected; // what it brought now waits in the socket instead (send)
     this.send(line);
+    this.pump();
   }
 
   /** Writes an answer; its request stops counting as outstanding once the socket has taken it. */
@@ -304,6 +326,7 @@ class SocketConnection {
       throw error;
     });
     const client = await this.client;
+    this.connected = client;
     switch (call.method) {
       case 'malloc': return { buffer: await client.malloc(call.size) };
       case 'memcpyHtoD': await client.memcpyHtoD(call.buffer, call.data); return {};

@@ -100,6 +100,36 @@ function collect(socket: net.Socket): { text: string; ended: boolean; closed: bo
   return seen;
 }
 
+/**
+ * A client that allocates a 64 KiB buffer, then stops reading and asks for it 300 times with
+ * memcpyDtoH; allAnswered() reads again and checks every answer came, in order.
+ */
+async function unreadDtohs(stack: LocalStack, options: Partial<EgpSocketServerOptions>) {
+  const { server, path, accepted } = await daemon(options, stack);
+  const client = await open(path);
+  const seen = collect(client);
+  const size = 64 * 1024;
+  const count = 300;
+  client.write(`${JSON.stringify({ id: 0, method: 'malloc', params: { size } })}\n`);
+  await until(() => seen.text.includes('\n'));
+  const buffer = JSON.parse(seen.text).result.buffer as number;
+  seen.text = '';
+  client.pause();
+  client.write(Array.from({ length: count }, (_, i) => `${JSON.stringify({ id: i + 1, method: 'memcpyDtoH', params: { buffer } })}\n`).join(''));
+  return {
+    server,
+    side: accepted[0],
+    answerBytes: `${JSON.stringify({ id: count, result: { data: Buffer.alloc(size).toString('base64') } })}\n`.length,
+    async allAnswered() {
+      client.resume();
+      await until(() => seen.text.split('\n').length > count);
+      const answers = seen.text.trimEnd().split('\n').map((line) => JSON.parse(line) as { id: number; result?: { data: string } });
+      expect(answers.map((answer) => answer.id)).toEqual(Array.from({ length: count }, (_, i) => i + 1));
+      expect(answers.every((answer) => Buffer.from(answer.result!.data, 'base64').length === size)).toBe(true);
+    },
+  };
+}
+
 describe('EGP socket daemon at maxConnections', () => {
   it('answers a connection beyond the limit and closes it on its side, whether the peer reads or not', async () => {
     const { server, path, accepted } = await daemon({ maxConnections: 1 });
@@ -130,27 +160,19 @@ describe('EGP socket daemon toward a client that does not read', () => {
   it('stops reading requests while answers are waiting to be sent, and serves them all once the client reads', async () => {
     const maxBufferedBytes = 256 * 1024;
     const maxPendingRequests = 4;
-    const { server, path, accepted } = await daemon({ maxBufferedBytes, maxPendingRequests }, stack());
-    const client = await open(path);
-    const seen = collect(client);
-    const size = 64 * 1024;
-    client.write(`${JSON.stringify({ id: 0, method: 'malloc', params: { size } })}\n`);
-    await until(() => seen.text.includes('\n'));
-    const buffer = JSON.parse(seen.text).result.buffer as number;
-    seen.text = '';
-    client.pause();
-    const count = 300;
-    client.write(Array.from({ length: count }, (_, i) => `${JSON.stringify({ id: i + 1, method: 'memcpyDtoH', params: { buffer } })}\n`).join(''));
-    const answerBytes = `${JSON.stringify({ id: count, result: { data: Buffer.alloc(size).toString('base64') } })}\n`.length;
-    const bound = maxBufferedBytes + maxPendingRequests * answerBytes;
-    const side = accepted[0];
-    expect(await stalled(server, side, bound)).toBeLessThanOrEqual(bound);
+    const reads = await unreadDtohs(stack(), { maxBufferedBytes, maxPendingRequests });
+    const bound = maxBufferedBytes + maxPendingRequests * reads.answerBytes;
+    expect(await stalled(reads.server, reads.side, bound)).toBeLessThanOrEqual(bound);
+    await reads.allAnswered();
+  });
 
-    client.resume();
-    await until(() => seen.text.split('\n').length > count);
-    const answers = seen.text.trimEnd().split('\n').map((line) => JSON.parse(line) as { id: number; result?: { data: string } });
-    expect(answers.map((answer) => answer.id)).toEqual(Array.from({ length: count }, (_, i) => i + 1));
-    expect(answers.every((answer) => Buffer.from(answer.result!.data, 'base64').length === size)).toBe(true);
+  it('counts the answers memcpyDtoH calls in flight will bring: many reads of a large buffer stay bounded however many may be pending', async () => {
+    const maxBufferedBytes = 256 * 1024;
+    const reads = await unreadDtohs(stack(), { maxBufferedBytes, maxPendingRequests: 1024 });
+    // Before, up to maxPendingRequests (1024) answers could pile up: all 300 here, about 26 MB.
+    const bound = maxBufferedBytes + 2 * reads.answerBytes;
+    expect(await stalled(reads.server, reads.side, bound)).toBeLessThanOrEqual(bound);
+    await reads.allAnswered();
   });
 
   it('counts refused lines as unanswered: a flood of garbage from a client that does not read stays bounded', async () => {
