@@ -203,7 +203,7 @@ describe('EnclaveGpuInstance defaults', () => {
       `cat > '/etc/nitro_enclaves/vsock-proxy.yaml' <<'ENCLAVE_GPU_EOF'\nallowlist:\n- {address: ${KMS_ENDPOINT}, port: 443}\nENCLAVE_GPU_EOF`,
     );
     expect(userData).toContain(
-      `[Service]\nExecStart=\nExecStart=/usr/bin/vsock-proxy 8000 ${KMS_ENDPOINT} 443 --num_workers 32 --config /etc/nitro_enclaves/vsock-proxy.yaml\nRestartSec=5s\n`,
+      `[Service]\nExecStart=\nExecStart=/usr/bin/vsock-proxy 8000 ${KMS_ENDPOINT} 443 --num_workers 32 --config /etc/nitro_enclaves/vsock-proxy.yaml\nRestart=always\nRestartSec=5s\n`,
     );
   });
 
@@ -217,6 +217,8 @@ describe('EnclaveGpuInstance defaults', () => {
       'systemctl enable --now enclave-gpu-enclave.service',
       'systemctl enable --now enclave-gpu-health.timer',
     ]);
+    // Enabled as well: the enclave unit only follows it, so a reboot needs it to run on its own.
+    expect(userData).toContain('systemctl enable nitro-enclaves-allocator.service\nsystemctl restart nitro-enclaves-allocator.service\n');
     expect(userData.indexOf('systemctl daemon-reload')).toBeLessThan(userData.indexOf('systemctl enable'));
   });
 
@@ -311,7 +313,7 @@ describe('EnclaveGpuInstance defaults', () => {
     expect(instance.CreationPolicy).toEqual({ ResourceSignal: { Timeout: 'PT20M' } });
     const lines = userData.split('\n');
     expect(lines.slice(-9)).toEqual([
-      "echo '[enclave-gpu] waiting for the enclave to run, SGS to answer and the context to start'",
+      "echo '[enclave-gpu] waiting for the enclave and the KMS proxy to run, SGS to answer and the context to start'",
       'until /usr/local/libexec/enclave-gpu/health-check --probe; do',
       '  if [ "$SECONDS" -ge 1020 ]; then echo "[enclave-gpu] not ready 1020 s into the boot"; false; fi',
       '  sleep 5',

@@ -343,7 +343,7 @@ export class EnclaveGpuObservability extends Construct {
       // As the CloudWatch Logs guide asks: the regional service may use the key, for this account's log groups only.
       const stack = Stack.of(this);
       props.logEncryptionKey.addToResourcePolicy(new iam.PolicyStatement({
-        sid: 'CloudWatchLogsKernelAttestation',
+        sid: 'CloudWatchLogsEnclaveGpu',
         principals: [new iam.ServicePrincipal(`logs.${stack.region}.${domainSuffix(stack)}`)],
         actions: ['kms:Encrypt*', 'kms:Decrypt*', 'kms:ReEncrypt*', 'kms:GenerateDataKey*', 'kms:Describe*'],
         resources: ['*'],

@@ -198,7 +198,7 @@ export function renderEnclaveBootScript(settings: EnclaveBootSettings): string[]
     return script.run('systemctl daemon-reload', `systemctl enable --now ${HEALTH_TIMER}`).step('boot done').render();
   }
   return script
-    .step('waiting for the enclave to run, SGS to answer and the context to start')
+    .step('waiting for the enclave and the KMS proxy to run, SGS to answer and the context to start')
     .run(...waitUntilReadyCommands(`${HEALTH_SCRIPT_PATH} --probe`, readiness.deadlineSeconds))
     // Only now: a check that counted failures during the wait could report a booting instance unhealthy.
     .run('systemctl daemon-reload', `systemctl enable --now ${HEALTH_TIMER}`)

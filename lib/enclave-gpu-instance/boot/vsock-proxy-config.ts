@@ -31,9 +31,9 @@ export function renderVsockProxyAllowlist(endpoints: readonly ProxyEndpoint[]): 
  * Renders the drop-in that replaces the packaged service's ExecStart (which derives the
  * region from instance metadata and assumes the `amazonaws.com` suffix) with the endpoint
  * the stack computed, so the proxy target and the allowlist always agree; serves
- * VSOCK_PROXY_WORKERS connections at once, and waits 5 s between restarts (a failure such as
- * an unresolvable endpoint while the network comes up would otherwise exhaust systemd's
- * start limit within a second).
+ * VSOCK_PROXY_WORKERS connections at once, and is restarted whenever it stops, 5 s apart (a
+ * failure such as an unresolvable endpoint while the network comes up would otherwise exhaust
+ * systemd's start limit within a second and leave it failed).
  */
 export function renderVsockProxyDropIn(localVsockPort: number, target: ProxyEndpoint): string {
   return renderSystemdUnit([
@@ -42,6 +42,7 @@ export function renderVsockProxyDropIn(localVsockPort: number, target: ProxyEndp
       entries: [
         ['ExecStart', ''],
         ['ExecStart', `/usr/bin/vsock-proxy ${localVsockPort} ${target.address} ${target.port} --num_workers ${VSOCK_PROXY_WORKERS} --config ${VSOCK_PROXY_CONFIG_PATH}`],
+        ['Restart', 'always'],
         ['RestartSec', '5s'],
       ],
     },

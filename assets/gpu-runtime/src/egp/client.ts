@@ -285,7 +285,8 @@ export class EgpClient {
 
   /**
    * The size of buffer `buffer` as this client knows it: undefined when it is not allocated,
-   * or a kernel may have resized it since (known again after its next memcpyHtoD of its size).
+   * or a kernel launched since its malloc may have resized it (onnx.run's outputs, any kernel
+   * this client has no effects for).
    */
   knownSize(buffer: number): number | undefined {
     return this.buffers.get(buffer)?.size;

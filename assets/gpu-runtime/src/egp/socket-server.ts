@@ -163,6 +163,8 @@ class SocketConnection {
   private inFlight = 0;
   /** The answer bytes the memcpyDtoH calls in flight will bring (see blocked()). */
   private dtohAnswerBytes = 0;
+  /** launchKernel calls read and not yet answered: until they are, a kernel may resize any buffer. */
+  private launchesInFlight = 0;
   /** The connection's client, once connected (its buffer sizes estimate memcpyDtoH answers). */
   private connected?: EgpClient;
   /** The client has shut down its write side: no more requests come. */
@@ -232,11 +234,13 @@ class SocketConnection {
 
   /**
    * The bytes of a memcpyDtoH's answer line: its buffer in base64 and the line around it. A
-   * buffer whose size the client does not know counts as more than maxBufferedBytes: no
-   * other request is read until it is answered.
+   * buffer whose size the client does not know (a kernel may have resized it, or a launch read
+   * before it and not yet answered may: the client learns of a launch only once it is passed
+   * on, after this estimate) counts as more than maxBufferedBytes: no other request is read
+   * until it is answered.
    */
   private dtohAnswerEstimate(buffer: number): number {
-    const size = this.connected?.knownSize(buffer);
+    const size = this.launchesInFlight > 0 ? undefined : this.connected?.knownSize(buffer);
     return size === undefined ? this.maxBuffered + 1 : 4 * Math.ceil(size / 3) + DTOH_LINE_OVERHEAD;
   }
 
@@ -292,14 +296,17 @@ class SocketConnection {
     this.inFlight++;
     const expected = call.method === 'memcpyDtoH' ? this.dtohAnswerEstimate(call.buffer) : 0;
     this.dtohAnswerBytes += expected;
+    const launch = call.method === 'launchKernel' ? 1 : 0;
+    this.launchesInFlight += launch;
     this.invoke(call).then(
-      (result) => this.answer(resultLine(id, result), expected),
-      (error: unknown) => this.answer(errorLine(id, error), expected),
+      (result) => this.answer(resultLine(id, result), expected, launch),
+      (error: unknown) => this.answer(errorLine(id, error), expected, launch),
     );
   }
 
-  private answer(line: string, expected: number): void {
+  private answer(line: string, expected: number, launch: number): void {
     this.inFlight--;
+    this.launchesInFlight -= launch;
     this.dtohAnswerBytes -= expected; // what it brought now waits in the socket instead (send)
     this.send(line);
     this.pump();

@@ -175,6 +175,27 @@ describe('EGP socket daemon toward a client that does not read', () => {
     await reads.allAnswered();
   });
 
+  it('counts a read behind a launch not yet answered as of unknown size: the launch may resize its buffer', async () => {
+    const { server, path, accepted } = await daemon({ maxBufferedBytes: 256 * 1024, maxPendingRequests: 1024 }, stack());
+    const client = await open(path);
+    const seen = collect(client);
+    client.write(`${JSON.stringify({ id: 0, method: 'malloc', params: { size: 4 } })}\n`);
+    await until(() => seen.text.includes('\n'));
+    const buffer = JSON.parse(seen.text).result.buffer as number;
+    // A kernel the client has no effects for may resize every buffer it names; its 4-byte size
+    // is out of date from the launch on, though the client hears of the launch only once the
+    // line has been passed on, after the reads behind it in the same chunk were counted.
+    const launch = { id: 1, method: 'launchKernel', params: { kernel: 'custom.grow', args: { x: buffer }, digest: 'ab'.repeat(48) } };
+    const count = 50;
+    client.write([launch, ...Array.from({ length: count }, (_, i) => ({ id: i + 2, method: 'memcpyDtoH', params: { buffer } }))].map((line) => `${JSON.stringify(line)}\n`).join(''));
+    let most = 0;
+    await until(() => {
+      if (accepted[0] !== undefined) most = Math.max(most, connectionOf(server, accepted[0]).inFlight);
+      return seen.text.split('\n').length > count + 2;
+    });
+    expect(most).toBeLessThanOrEqual(2); // the launch and one read; before, all 51 at once
+  });
+
   it('counts refused lines as unanswered: a flood of garbage from a client that does not read stays bounded', async () => {
     const maxBufferedBytes = 64 * 1024;
     const maxPendingRequests = 4;
