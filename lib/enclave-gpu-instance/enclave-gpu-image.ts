@@ -16,7 +16,9 @@ import { GpuRuntime, defaultGpuRuntime } from './gpu-runtime';
 export interface EnclaveGpuImageProps {
   /**
    * The VPC the build instance runs in. It needs outbound HTTPS (package repositories,
-   * Systems Manager, Image Builder).
+   * Systems Manager, Image Builder). With a VPC given, the build instance gets a security
+   * group that allows outbound HTTPS only; without, Image Builder uses the default VPC's
+   * default security group.
    *
    * @default - the region's default VPC
    */

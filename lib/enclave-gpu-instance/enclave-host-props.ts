@@ -68,7 +68,7 @@ export interface EnclaveHostProps {
    * with exactly what the instance needs: the Session Manager channel actions, read access
    * to the enclave image object, the gpu-runtime archive object and its install script
    * object, `cloudwatch:PutMetricData` in
-   * the `EnclaveGPU` namespace only, writing to the kernel-attestation log group (with
+   * the `EnclaveGPU` namespace only, writing to the kernel-attestation and boot log groups (with
    * observability on), and `cloudformation:SignalResource` on this stack; and a second policy
    * with the enclave's use of the key (see `key`). It must be a role of the stack's account
    * (an instance profile takes no other): one known to be of another is refused.
@@ -91,8 +91,9 @@ export interface EnclaveHostProps {
 
   /**
    * CloudWatch: `true` creates an `EnclaveGpuObservability` (dashboard, alarms,
-   * kernel-attestation log group) for this instance or fleet, `false` creates none and skips
-   * the CloudWatch agent, or pass one you built (for example to share it between stacks).
+   * kernel-attestation and boot log groups) for this instance or fleet, `false` creates none
+   * and skips the CloudWatch agent, or pass one you built (for example to share it between
+   * stacks): it must watch this host's enclave image, and no other instance.
    *
    * @default true
    */
