@@ -79,7 +79,7 @@ describe('EnclaveGpuFleet', () => {
   });
 
   it('has no creation policy with minCapacity 0 (no instance to signal), but still gates rolling updates', () => {
-    const [group] = Object.values(synth({ minCapacity: 0, bootTimeout: Duration.minutes(30) }).template.findResources('AWS::AutoScaling::AutoScalingGroup'));
+    const [group] = Object.values(synth({ minCapacity: 0, bootTimeout: Duration.minutes(30), scaling: FleetScaling.none() }).template.findResources('AWS::AutoScaling::AutoScalingGroup'));
     expect(group.CreationPolicy).toBeUndefined();
     expect(group.UpdatePolicy.AutoScalingRollingUpdate).toMatchObject({ WaitOnResourceSignals: true, PauseTime: 'PT30M', MinInstancesInService: 0 });
   });
@@ -101,7 +101,7 @@ describe('EnclaveGpuFleet', () => {
       Object.values(synth(props).template.findResources('AWS::AutoScaling::AutoScalingGroup'))[0].UpdatePolicy.AutoScalingRollingUpdate.MinInstancesInService;
     expect(inService({ minCapacity: 2, maxCapacity: 3 })).toBe(2);
     expect(inService({ minCapacity: 2, maxCapacity: 2 })).toBe(1);
-    expect(inService({ minCapacity: 0, maxCapacity: 2 })).toBe(0);
+    expect(inService({ minCapacity: 0, maxCapacity: 2, scaling: FleetScaling.none() })).toBe(0);
   });
 
   it('reports an instance that fails its health check, or its boot, unhealthy to Auto Scaling', () => {
@@ -229,10 +229,19 @@ describe('EnclaveGpuFleet', () => {
     [{ scaling: FleetScaling.queueDepth(Infinity) }, /scaling target Infinity for QueueDepth must be above 0/],
     [{ bootTimeout: Duration.minutes(61) }, /TestStack\/Inference: bootTimeout 1 hour 1 minute is above 1 hour, the longest a rolling update waits for an instance/],
     [{ scaling: FleetScaling.queueDepth(4), observability: false }, /TestStack\/Inference: scaling tracks an EnclaveGPU metric, but observability is off/],
+    [{ minCapacity: 0 }, /TestStack\/Inference: minCapacity 0 with scaling on QueueDepth: only running instances publish it, so a fleet of none would never scale out/],
     [{ instanceType: new ec2.InstanceType('t3.large') }, /instanceType 't3.large' is not a GPU instance type/],
     [{ enclave: { cpuCount: 3 } }, /enclave\.cpuCount must be even/],
   ])('refuses %j', (props, message) => {
     expect(() => synth(props as Partial<EnclaveGpuFleetProps>)).toThrow(message);
+  });
+
+  it('lets a new instance warm up for its boot before it counts in the scaling metrics', () => {
+    const warmup = (props: Partial<EnclaveGpuFleetProps>) =>
+      Object.values(synth(props).template.findResources('AWS::AutoScaling::AutoScalingGroup'))[0].Properties.DefaultInstanceWarmup;
+    expect(warmup({})).toBe(1200); // the default bootTimeout, 20 minutes
+    expect(warmup({ bootTimeout: Duration.minutes(45) })).toBe(2700);
+    expect(warmup({ bootTimeout: Duration.hours(3), waitForReady: false })).toBe(3600); // Auto Scaling's most
   });
 
   it('refuses an observability construct built for one instance', () => {

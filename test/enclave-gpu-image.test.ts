@@ -1,5 +1,5 @@
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
-import { Validations } from 'aws-cdk-lib';
+import { Tags, Validations } from 'aws-cdk-lib';
 import { Match, Template } from 'aws-cdk-lib/assertions';
 import { AwsSolutionsChecks } from 'cdk-nag';
 import { describe, expect, it } from 'vitest';
@@ -15,14 +15,18 @@ import { hereDocument, runtimeInstallerOf, testStack, userDataOf } from './helpe
 
 const eifPath = writePlaceholderEif();
 
-function synth(props: EnclaveGpuImageProps = {}) {
+function synth(props: EnclaveGpuImageProps = {}, tags: Record<string, string> = {}) {
   const { app, stack, vpc } = testStack();
   const image = new EnclaveGpuImage(stack, 'Ami', { vpc, ...props });
-  return { app, stack, vpc, image, template: Template.fromStack(stack) };
+  for (const [key, value] of Object.entries(tags)) Tags.of(app).add(key, value);
+  const template = Template.fromStack(stack);
+  // The versions are resolved at synth, from the content and tags CloudFormation receives.
+  const versions = { component: stack.resolve(image.componentVersion) as string, recipe: stack.resolve(image.recipeVersion) as string };
+  return { app, stack, vpc, image, template, versions };
 }
 
 describe('EnclaveGpuImage', () => {
-  const { template, image } = synth();
+  const { template, image, versions } = synth();
   const [component] = Object.values(template.findResources('AWS::ImageBuilder::Component'));
 
   it('bakes the host packages with the very commands the boot script runs', () => {
@@ -67,24 +71,34 @@ describe('EnclaveGpuImage', () => {
       fs.writeFileSync(path.join(dir, 'egpu.js'), text);
       return dir;
     };
-    const a = synth({ gpuRuntime: GpuRuntime.fromDirectory(runtimeDir('console.log("a")')) }).image;
-    const sameAsA = synth({ gpuRuntime: GpuRuntime.fromDirectory(runtimeDir('console.log("a")')) }).image;
-    const b = synth({ gpuRuntime: GpuRuntime.fromDirectory(runtimeDir('console.log("b")')) }).image;
-    expect(sameAsA.gpuRuntimeSha256).toBe(a.gpuRuntimeSha256);
-    expect(sameAsA.componentVersion).toBe(a.componentVersion);
-    expect(sameAsA.recipeVersion).toBe(a.recipeVersion);
-    expect(b.gpuRuntimeSha256).not.toBe(a.gpuRuntimeSha256);
-    expect(b.componentVersion).not.toBe(a.componentVersion);
-    expect(b.recipeVersion).not.toBe(a.recipeVersion);
+    const a = synth({ gpuRuntime: GpuRuntime.fromDirectory(runtimeDir('console.log("a")')) });
+    const sameAsA = synth({ gpuRuntime: GpuRuntime.fromDirectory(runtimeDir('console.log("a")')) });
+    const b = synth({ gpuRuntime: GpuRuntime.fromDirectory(runtimeDir('console.log("b")')) });
+    expect(sameAsA.image.gpuRuntimeSha256).toBe(a.image.gpuRuntimeSha256);
+    expect(sameAsA.versions).toEqual(a.versions);
+    expect(b.image.gpuRuntimeSha256).not.toBe(a.image.gpuRuntimeSha256);
+    expect(b.versions.component).not.toBe(a.versions.component);
+    expect(b.versions.recipe).not.toBe(a.versions.recipe);
+  });
+
+  it('changes both versions when tags change: CloudFormation replaces a component or recipe on a tag change, and a replacement needs a new version', () => {
+    const plain = synth();
+    const tagged = synth({}, { CostCenter: 'cc-42' });
+    const [taggedComponent] = Object.values(tagged.template.findResources('AWS::ImageBuilder::Component'));
+    expect(taggedComponent.Properties.Tags).toMatchObject({ CostCenter: 'cc-42', EnclaveGPU: 'true' });
+    expect(taggedComponent.Properties.Version).toBe(tagged.versions.component);
+    expect(tagged.versions.component).not.toBe(plain.versions.component);
+    expect(tagged.versions.recipe).not.toBe(plain.versions.recipe);
+    expect(synth({}, { CostCenter: 'cc-42' }).versions).toEqual(tagged.versions); // and stable from one synth to the next
   });
 
   it('versions the component and the recipe from their content', () => {
-    expect(component.Properties).toMatchObject({ Platform: 'Linux', Version: image.componentVersion });
-    expect(image.componentVersion).toMatch(/^1\.\d+\.\d+$/);
-    template.hasResourceProperties('AWS::ImageBuilder::ImageRecipe', { Version: image.recipeVersion });
-    const other = synth({ parentImageParameter: '/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-amazon-linux-2023/latest/ami-id-other' }).image;
-    expect(other.componentVersion).toBe(image.componentVersion);
-    expect(other.recipeVersion).not.toBe(image.recipeVersion);
+    expect(component.Properties).toMatchObject({ Platform: 'Linux', Version: versions.component });
+    expect(versions.component).toMatch(/^1\.\d+\.\d+$/);
+    template.hasResourceProperties('AWS::ImageBuilder::ImageRecipe', { Version: versions.recipe });
+    const other = synth({ parentImageParameter: '/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-amazon-linux-2023/latest/ami-id-other' }).versions;
+    expect(other.component).toBe(versions.component);
+    expect(other.recipe).not.toBe(versions.recipe);
   });
 
   it('builds from the Deep Learning Base GPU AMI, read from its public SSM parameter at each build, with an encrypted root volume', () => {

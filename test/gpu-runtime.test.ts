@@ -373,11 +373,13 @@ describe('onnxruntime CUDA provider (opt-in, pinned by SHA-512)', () => {
     const image = (runtime: GpuRuntime) => {
       const { stack } = testStack();
       const ami = new EnclaveGpuImage(stack, 'Ami', { gpuRuntime: runtime });
-      return { ami, template: Template.fromStack(stack) };
+      const template = Template.fromStack(stack);
+      return { ami, template, componentVersion: stack.resolve(ami.componentVersion) as string };
     };
     const plain = image(GpuRuntime.fromDirectory(directory));
     const cuda = image(GpuRuntime.fromDirectory(directory, { onnxCudaProviderSha512: sha512.toString('hex') }));
-    expect(cuda.ami.componentVersion).not.toBe(plain.ami.componentVersion);
+    expect(cuda.componentVersion).toMatch(/^1\.\d+\.\d+$/);
+    expect(cuda.componentVersion).not.toBe(plain.componentVersion);
     const data = Object.values(cuda.template.findResources('AWS::ImageBuilder::Component'))[0].Properties.Data as string;
     expect(data).toContain(`[ \\"$(uname -m)\\" != x86_64 ] || test -e /opt/enclave-gpu/runtime/${cuda.ami.gpuRuntimeSha256}/.cuda-provider-${sha512.toString('hex').slice(0, 32)}`);
   });

@@ -16,7 +16,8 @@ import { propError, requireWholeNumber } from './validation';
  */
 export interface EnclaveGpuFleetProps extends EnclaveHostProps {
   /**
-   * The fewest instances.
+   * The fewest instances. 0 only with `scaling: FleetScaling.none()`: the scaling metrics
+   * come from running instances, so a fleet at 0 would never scale out.
    *
    * @default 1
    */
@@ -130,6 +131,10 @@ export class EnclaveGpuFleet extends Construct implements ec2.IConnectable, iam.
       minCapacity,
       maxCapacity,
       healthChecks: autoscaling.HealthChecks.ec2({ gracePeriod: props.healthCheckGracePeriod ?? Duration.minutes(10) }),
+      // A new instance counts toward the scaling metrics only once it could be serving: a GPU
+      // parent boots for many minutes, during which it publishes nothing and target tracking
+      // would otherwise keep adding instances. bootTimeout, at most the hour EC2 Auto Scaling allows.
+      defaultInstanceWarmup: Duration.seconds(Math.min(host.bootTimeout.toSeconds(), MAX_PAUSE_SECONDS)),
       // Creation waits for minCapacity ready signals (none when it is 0: no creation policy then).
       signals: host.waitForReady && minCapacity > 0 ? autoscaling.Signals.waitForMinCapacity({ timeout: host.bootTimeout }) : undefined,
       // A new launch template version (new image, new configuration) replaces instances one by one, each
@@ -155,6 +160,10 @@ export class EnclaveGpuFleet extends Construct implements ec2.IConnectable, iam.
 
     this.observability = host.finish(undefined, this.autoScalingGroup.node.defaultChild as CfnResource, 'auto-scaling');
     const policy = (props.scaling ?? FleetScaling.queueDepth(4))._policy(this, this.observability);
+    if (policy && minCapacity === 0) {
+      throw propError(this, 'minCapacity', `0 with scaling on ${policy.name}: only running instances publish it, so a fleet of none would never scale out`,
+        'Keep minCapacity at 1 or more, or pass scaling: FleetScaling.none() and set the group\'s desired capacity yourself');
+    }
     if (policy?.name === 'GPUUtilization' && !host.runtime.onnxCudaProvider) {
       Annotations.of(this).addWarningV2('cdk-enclave-gpu:gpuUtilizationWithoutCuda',
         'scaling tracks GPUUtilization, but the runtime has no CUDA provider (onnxCudaProviderSha512), so onnx.run runs on the CPU and GPUUtilization stays 0: the fleet would not scale out. Pin the CUDA provider, or scale on FleetScaling.queueDepth().');

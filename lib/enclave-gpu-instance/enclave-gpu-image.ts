@@ -2,7 +2,7 @@ import * as crypto from 'crypto';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as imagebuilder from 'aws-cdk-lib/aws-imagebuilder';
-import { Aws, Stack, Tags, Validations } from 'aws-cdk-lib';
+import { Aws, Lazy, Stack, Tags, Validations } from 'aws-cdk-lib';
 import { Construct } from 'constructs';
 import { httpsOnlySecurityGroup } from './https-only-security-group';
 import { HOST_PACKAGE_INSTALLS, NODE_MAJOR } from './boot/host-packages';
@@ -73,18 +73,20 @@ export interface EnclaveGpuImageProps {
  * same install script the boot script runs (so a baked instance skips them). Use it as the
  * `machineImage` of an `EnclaveGpuInstance` or `EnclaveGpuFleet`.
  *
- * Component and recipe versions are derived from their content, the runtime's SHA-256
- * included: every change makes a new version (CloudFormation cannot update an existing one)
- * and a new image.
+ * Component and recipe versions are derived from their content as deployed (the document,
+ * with the runtime's location and SHA-256, and the tags), so every change makes a new
+ * version (CloudFormation replaces a component or recipe on any change, and a replacement
+ * under the same name and version fails) and a new image. A change of tags alone (say
+ * `Tags.of(app).add(...)`) therefore rebuilds the image too.
  */
 export class EnclaveGpuImage extends Construct implements ec2.IMachineImage {
   /** The id of the AMI built at deployment. */
   public readonly imageId: string;
 
-  /** The version of the host component, derived from its content. */
+  /** The version of the host component, derived from its content and tags (resolved at synth). */
   public readonly componentVersion: string;
 
-  /** The version of the image recipe, derived from its content. */
+  /** The version of the image recipe, derived from its content and tags (resolved at synth). */
   public readonly recipeVersion: string;
 
   /** The image, built when the stack deploys. */
@@ -101,10 +103,14 @@ export class EnclaveGpuImage extends Construct implements ec2.IMachineImage {
     const runtime = (props.gpuRuntime ?? defaultGpuRuntime(this)).bind(this);
     this.gpuRuntimeSha256 = runtime.sha256;
     const installer = { sha256: runtime.sha256, cudaProvider: runtime.onnxCudaProvider };
-    const componentDocument = renderHostComponent(installer, { s3Url: runtime.bucket.s3UrlForObject(runtime.objectKey), region: Stack.of(this).region });
-    // The version comes from the document with the bucket and region left out (they are
-    // deploy-time tokens, whose synth-time text is not stable); the runtime's SHA-256 is in it.
-    this.componentVersion = versionOf(renderHostComponent(installer, { s3Url: 's3://<runtime-bucket>/<runtime-key>', region: '<region>' }));
+    const stack = Stack.of(this);
+    const componentDocument = renderHostComponent(installer, { s3Url: runtime.bucket.s3UrlForObject(runtime.objectKey), region: stack.region });
+    // Versions come from what CloudFormation receives, resolved once tags are applied (their
+    // tokens' text is not stable between synths; their resolved form is): every property of
+    // a component or recipe, tags included, replaces it on change, and a replacement needs a
+    // new version.
+    const contentVersion = (content: () => unknown) => Lazy.string({ produce: () => versionOf(JSON.stringify(stack.resolve(content()))) });
+    this.componentVersion = contentVersion(() => ({ data: componentDocument, description: COMPONENT_DESCRIPTION, tags: component.tags.renderTags() }));
     const component = new imagebuilder.CfnComponent(this, 'HostComponent', {
       name: `${this.node.addr}-enclave-gpu-host`,
       platform: 'Linux',
@@ -120,7 +126,7 @@ export class EnclaveGpuImage extends Construct implements ec2.IMachineImage {
     // every build, the weekly rebuild included, starts from the latest one.
     const parentImage = `ssm:${parentImageParameter}`;
     const rootVolume = { deviceName: '/dev/xvda', ebs: { volumeSize: 100, volumeType: 'gp3', encrypted: true, deleteOnTermination: true } };
-    this.recipeVersion = versionOf(JSON.stringify({ component: this.componentVersion, parentImageParameter, rootVolume }));
+    this.recipeVersion = contentVersion(() => ({ component: this.componentVersion, parentImage, rootVolume, tags: recipe.tags.renderTags() }));
     const recipe = new imagebuilder.CfnImageRecipe(this, 'Recipe', {
       name: `${this.node.addr}-enclave-gpu`,
       version: this.recipeVersion,
