@@ -1,8 +1,9 @@
 /**
- * Where the execution context runs onnx.run: in its main thread (the default) or in its
- * worker thread (`egpu context --onnx-worker`, the constructs' `onnxWorkerThread`). The same
- * two measurements on a fresh local stack for each, in rounds that alternate which goes
- * first, the main thread being the baseline:
+ * Where the execution context runs onnx.run: in its main thread (the default), in its
+ * worker thread (`egpu context --onnx-worker`, the constructs' `onnxWorkerThread`), or in a
+ * memory-limited worker process (`--onnx-memory-limit`, `onnxMemoryLimit`). The same two
+ * measurements on a fresh local stack for each, in rounds that rotate which goes first, the
+ * main thread being the baseline:
  *
  *   overheadMs        ResNet-50 requests one at a time (scripts/resnet-offload.ts, the
  *                     resnet50 benchmark's definition): what the worker adds to each request
@@ -31,13 +32,22 @@ export interface PlacementFigures {
 export interface PlacementReport {
   readonly main: PlacementFigures;
   readonly worker: PlacementFigures;
+  readonly process: PlacementFigures;
   /** worker / main. */
   readonly overheadRatio: number;
   readonly otherSessionOpRatio: number;
+  /** process / main. */
+  readonly processOverheadRatio: number;
 }
 
+/** The worker process's limit in the benchmark: room for ResNet-50 and its tensors. */
+const PROCESS_MEMORY_LIMIT = 4 * 1024 ** 3;
+const PLACEMENT_ARGS = { main: [], worker: ['--onnx-worker'], process: ['--onnx-memory-limit', String(PROCESS_MEMORY_LIMIT)] } as const;
+type Placement = keyof typeof PLACEMENT_ARGS;
+const PLACEMENTS = Object.keys(PLACEMENT_ARGS) as Placement[];
+
 export interface PlacementOptions {
-  /** Rounds of both placements, in alternating order (main first, then worker first, ...). */
+  /** Rounds of every placement, in rotating order (main first, then worker first, ...). */
   readonly rounds: number;
   /** Requests per placement and round, after the warm-up ones. */
   readonly requests: number;
@@ -60,15 +70,21 @@ interface RoundFigures {
 }
 
 export async function measureOnnxPlacement(model: Buffer, options: PlacementOptions = DEFAULT_PLACEMENT_OPTIONS): Promise<PlacementReport> {
-  const rounds = { main: [] as RoundFigures[], worker: [] as RoundFigures[] };
+  const rounds: Record<Placement, RoundFigures[]> = { main: [], worker: [], process: [] };
   for (let round = 0; round < options.rounds; round++) {
-    const order = round % 2 === 0 ? (['main', 'worker'] as const) : (['worker', 'main'] as const);
-    for (const placement of order) rounds[placement].push(await measureRound(model, placement === 'worker' ? ['--onnx-worker'] : [], options));
+    const order = [...PLACEMENTS.slice(round % PLACEMENTS.length), ...PLACEMENTS.slice(0, round % PLACEMENTS.length)];
+    for (const placement of order) rounds[placement].push(await measureRound(model, [...PLACEMENT_ARGS[placement]], options));
   }
   const main = summarize(rounds.main);
   const worker = summarize(rounds.worker);
+  const inProcess = summarize(rounds.process);
   const ratio = (a: number, b: number) => Math.round((a / b) * 100) / 100;
-  return { main, worker, overheadRatio: ratio(worker.overheadMs, main.overheadMs), otherSessionOpRatio: ratio(worker.otherSessionOpUs, main.otherSessionOpUs) };
+  return {
+    main, worker, process: inProcess,
+    overheadRatio: ratio(worker.overheadMs, main.overheadMs),
+    otherSessionOpRatio: ratio(worker.otherSessionOpUs, main.otherSessionOpUs),
+    processOverheadRatio: ratio(inProcess.overheadMs, main.overheadMs),
+  };
 }
 
 function summarize(rounds: readonly RoundFigures[]): PlacementFigures {

@@ -126,11 +126,11 @@ async function main(): Promise<void> {
 
   const placement = await measureOnnxPlacement(model.bytes);
   print();
-  print('Where the context runs onnx.run (bench/onnx-placement.ts; main thread = baseline, worker = --onnx-worker / onnxWorkerThread):');
-  for (const [name, figures] of [['main thread', placement.main], ['worker thread', placement.worker]] as const) {
+  print('Where the context runs onnx.run (bench/onnx-placement.ts; main thread = baseline, worker = --onnx-worker / onnxWorkerThread, process = --onnx-memory-limit / onnxMemoryLimit):');
+  for (const [name, figures] of [['main thread', placement.main], ['worker thread', placement.worker], ['process', placement.process]] as const) {
     print(`  ${name.padEnd(13)}: ResNet-50 overhead p50 ${figures.overheadMs.toFixed(3)} ms (${figures.identical}/${figures.requests} outputs bit-identical); another session's 4-byte kernel during back-to-back inferences p50 ${(figures.otherSessionOpUs / 1000).toFixed(2)} ms (p99 ${(figures.otherSessionOpP99Us / 1000).toFixed(2)} ms), ${figures.inferencesPerSecond} inferences/s meanwhile`);
   }
-  print(`  worker/main: overhead ${placement.overheadRatio}x, the other session's kernel ${placement.otherSessionOpRatio}x`);
+  print(`  worker/main: overhead ${placement.overheadRatio}x, the other session's kernel ${placement.otherSessionOpRatio}x; process/main: overhead ${placement.processOverheadRatio}x`);
 
   if (json) {
     const report = {

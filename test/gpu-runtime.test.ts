@@ -3,12 +3,12 @@ import * as crypto from 'crypto';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { App, Stack } from 'aws-cdk-lib';
+import { App, Size, Stack } from 'aws-cdk-lib';
 import { Template } from 'aws-cdk-lib/assertions';
 import { describe, expect, it } from 'vitest';
 import { EnclaveGpuImage, EnclaveGpuInstance, EnclaveImage, GpuRuntime } from '../lib';
 import { renderRuntimeInstaller, runtimeCheckCommands } from '../lib/enclave-gpu-instance/boot/runtime-install';
-import { CONTEXT_ENV_PATH, SGS_CONFIG_PATH, renderContextService, renderSgsService } from '../lib/enclave-gpu-instance/boot/runtime-services';
+import { CONTEXT_ENV_PATH, MIN_ONNX_MEMORY_LIMIT_BYTES, SGS_CONFIG_PATH, renderContextService, renderSgsService } from '../lib/enclave-gpu-instance/boot/runtime-services';
 import { INSTANCE_ID_PLACEHOLDER } from '../lib/enclave-gpu-instance/boot/sgs-config';
 import { BUNDLED_RUNTIME_DIRECTORY, GPU_RUNTIME_DIRECTORY_CONTEXT, bundledGpuRuntime, tarArchive } from '../lib/enclave-gpu-instance/gpu-runtime';
 import { RUNTIME_PACKAGE_JSON, RUNTIME_PACKAGE_LOCK } from '../lib/enclave-gpu-instance/runtime-lock.generated';
@@ -16,6 +16,7 @@ import { KERNEL_ATTESTATION_LOG_PATH } from '../lib/observability/metric-catalog
 import { runtimeLock } from '../scripts/generate-runtime-lock';
 import { writePlaceholderEif } from './helpers/eif';
 import { FIXTURE_RUNTIME_DIR, hereDocument, runtimeInstallerOf, testStack, userDataOf } from './helpers/stack';
+import { MIN_PROCESS_MEMORY_LIMIT } from '../assets/gpu-runtime/src/kernels/onnx-worker';
 
 const ROOT = path.resolve(__dirname, '..');
 const eifPath = writePlaceholderEif();
@@ -34,11 +35,22 @@ function stagedArchive(runtime: GpuRuntime): string {
   return path.join(os.tmpdir(), 'cdk-enclave-gpu-runtime', `${runtime.sha256}.tar`);
 }
 
-function instanceUserData(runtime?: GpuRuntime, props: { onnxWorkerThread?: boolean } = {}): string {
+function instanceUserData(runtime?: GpuRuntime, props: { onnxWorkerThread?: boolean; onnxMemoryLimit?: Size } = {}): string {
   const { stack, vpc } = testStack();
   new EnclaveGpuInstance(stack, 'Inference', { vpc, enclaveImage: EnclaveImage.fromEifFile(eifPath), gpuRuntime: runtime, ...props });
   return userDataOf(Template.fromStack(stack));
 }
+
+describe('onnxMemoryLimit', () => {
+  it('is refused below what the context\'s worker process needs, naming the prop', () => {
+    expect(() => instanceUserData(undefined, { onnxMemoryLimit: Size.mebibytes(256) }))
+      .toThrow(/TestStack\/Inference: onnxMemoryLimit 256 MiB is below the 512 MiB the execution context's worker process needs before any model/);
+  });
+
+  it('has the floor the runtime enforces', () => {
+    expect(MIN_ONNX_MEMORY_LIMIT_BYTES).toBe(MIN_PROCESS_MEMORY_LIMIT);
+  });
+});
 
 describe('GpuRuntime archive', () => {
   it('is a tar of egpu.js, the addons and the pinned package files, nothing else, with a content hash', () => {
@@ -140,6 +152,8 @@ describe('runtime on the instance', () => {
     expect(hereDocument(userData, CONTEXT_ENV_PATH)).toContain(`EGPU_CONTEXT_ARGS=--expect-pcr 0=${pcrs.pcr0} --expect-pcr 1=${pcrs.pcr1} --expect-pcr 2=${pcrs.pcr2}\n`);
     expect(hereDocument(instanceUserData(undefined, { onnxWorkerThread: true }), CONTEXT_ENV_PATH))
       .toContain(`EGPU_CONTEXT_ARGS=--expect-pcr 0=${pcrs.pcr0} --expect-pcr 1=${pcrs.pcr1} --expect-pcr 2=${pcrs.pcr2} --onnx-worker\n`);
+    expect(hereDocument(instanceUserData(undefined, { onnxMemoryLimit: Size.gibibytes(6) }), CONTEXT_ENV_PATH))
+      .toContain(`EGPU_CONTEXT_ARGS=--expect-pcr 0=${pcrs.pcr0} --expect-pcr 1=${pcrs.pcr1} --expect-pcr 2=${pcrs.pcr2} --onnx-memory-limit ${6 * 1024 ** 3}\n`);
     const order = ["\n/usr/local/libexec/enclave-gpu/install-runtime 's3://", 'systemctl restart nitro-enclaves-allocator.service', 'systemctl restart --no-block egpu-context.service egpu-sgs.service', 'enable --now enclave-gpu-enclave.service'].map((s) => userData.indexOf(s));
     expect(order.every((at) => at > 0)).toBe(true);
     expect([...order].sort((a, b) => a - b)).toEqual(order);
@@ -414,6 +428,7 @@ describe('the real runtime accepts what the constructs render', () => {
   it.skipIf(DIST_MISSING).each([
     ['the default arguments', userData, ''],
     ['onnxWorkerThread', instanceUserData(undefined, { onnxWorkerThread: true }), ', in a worker thread'],
+    ['onnxMemoryLimit', instanceUserData(undefined, { onnxMemoryLimit: Size.gibibytes(1) }), `, in a worker process limited to ${1024 ** 3} bytes`],
   ])('egpu context starts with the rendered arguments (%s) and stops on SIGTERM', async (_, rendered, onnxPlace) => {
     const env = hereDocument(rendered, CONTEXT_ENV_PATH);
     const args = /^EGPU_CONTEXT_ARGS=(.*)$/m.exec(env)![1].split(/\s+/);

@@ -176,6 +176,18 @@ export interface EnclaveHostProps {
   readonly onnxWorkerThread?: boolean;
 
   /**
+   * Runs `onnx.run`'s models in a child process of the execution context whose data memory
+   * is limited to this size (`egpu context --onnx-memory-limit`; RLIMIT_DATA, at least
+   * 512 MiB): a model that needs more (intermediate tensors of gigabytes, say) fails with
+   * KERNEL_FAILED instead of pushing the context, which holds every session's keys and
+   * buffers, toward the out-of-memory killer. Like `onnxWorkerThread`, an inference no longer
+   * holds up other sessions; each one's inputs and outputs are copied over a pipe once more.
+   *
+   * @default - no limit: the models share the execution context's memory
+   */
+  readonly onnxMemoryLimit?: Size;
+
+  /**
    * How long CloudFormation waits for a new instance to report that its enclave runs and
    * SGS answers, from launch (driver, packages, runtime install and enclave start included).
    * A boot that fails, or does not finish in time, fails the deployment, which rolls back:

@@ -1,7 +1,7 @@
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as s3_assets from 'aws-cdk-lib/aws-s3-assets';
-import { Aws, CfnResource, Duration, Size, Stack, Token } from 'aws-cdk-lib';
+import { Aws, CfnResource, Duration, Size, SizeRoundingBehavior, Stack, Token } from 'aws-cdk-lib';
 import { Construct } from 'constructs';
 import { httpsOnlySecurityGroup } from './https-only-security-group';
 import { AttestationBoundKey } from '../attestation-kms/attestation-bound-key';
@@ -12,7 +12,7 @@ import { enclaveImageDimension } from '../observability/metric-catalogue';
 import { EnclaveResourceSettings } from './boot/enclave-resource-settings';
 import { renderEnclaveBootScript } from './boot/enclave-boot-script';
 import { HealthReporting } from './boot/health-monitor';
-import { ContextPcrs } from './boot/runtime-services';
+import { ContextPcrs, MIN_ONNX_MEMORY_LIMIT_BYTES } from './boot/runtime-services';
 import { EnclaveHostProps } from './enclave-host-props';
 import { EnclaveImageConfig } from './enclave-image';
 import { GpuRuntimeConfig, defaultGpuRuntime, stageFile } from './gpu-runtime';
@@ -68,6 +68,7 @@ export class EnclaveHost {
   private readonly kmsProxyVsockPort: number;
   private readonly sgsVsockPort: number;
   private readonly sgsHealthPort: number;
+  private readonly onnxMemoryLimitBytes?: number;
 
   constructor(private readonly scope: Construct, private readonly props: EnclaveHostProps) {
     this.instanceType = props.instanceType ?? new ec2.InstanceType(DEFAULT_INSTANCE_TYPE);
@@ -87,6 +88,7 @@ export class EnclaveHost {
       throw propError(scope, 'sgsVsockPort', `${this.sgsVsockPort} is also the kmsProxyVsockPort: both listen on the parent's vsock`, 'Give SGS another port');
     }
     this.sgsHealthPort = requireWholeNumber(scope, 'sgsHealthPort', props.sgsHealthPort ?? 7411, 1, 65535);
+    this.onnxMemoryLimitBytes = checkOnnxMemoryLimit(scope, props.onnxMemoryLimit);
     this.bootTimeout = props.bootTimeout ?? DEFAULT_BOOT_TIMEOUT;
     this.waitForReady = props.waitForReady ?? true;
     if (this.bootTimeout.isUnresolved()) {
@@ -173,6 +175,7 @@ export class EnclaveHost {
         healthPort: this.sgsHealthPort,
         publishMetrics: observability !== undefined,
         onnxWorkerThread: this.props.onnxWorkerThread ?? false,
+        onnxMemoryLimitBytes: this.onnxMemoryLimitBytes,
       },
     }));
     this.scope.node.addValidation({ validate: () => this.validateUserDataSize() });
@@ -248,4 +251,15 @@ function knownPcrs(scope: Construct, image: EnclaveImageConfig): ContextPcrs {
 export function readinessDeadlineSeconds(bootTimeoutSeconds: number): number {
   const margin = Math.min(Math.max(180, bootTimeoutSeconds / 8), 600, bootTimeoutSeconds / 2);
   return Math.floor(bootTimeoutSeconds - margin);
+}
+
+/** `onnxMemoryLimit` in bytes, checked: at least what Node.js and onnxruntime need. */
+function checkOnnxMemoryLimit(scope: Construct, limit: Size | undefined): number | undefined {
+  if (limit === undefined) return undefined;
+  const bytes = limit.toBytes();
+  if (!Number.isSafeInteger(bytes) || bytes < MIN_ONNX_MEMORY_LIMIT_BYTES) {
+    throw propError(scope, 'onnxMemoryLimit', `${limit.toMebibytes({ rounding: SizeRoundingBehavior.NONE })} MiB is below the ${MIN_ONNX_MEMORY_LIMIT_BYTES / 1024 / 1024} MiB the execution context's worker process needs before any model`,
+      'Pass at least Size.mebibytes(512), and room for your largest model and its tensors, for example Size.gibibytes(8)');
+  }
+  return bytes;
 }

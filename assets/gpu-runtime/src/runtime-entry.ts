@@ -3,6 +3,7 @@
  * (dist/egpu.js) as it is, or the TypeScript sources through tsx (tests, the demo and the
  * benchmark run them from the sources).
  */
+import { ChildProcess, spawn } from 'node:child_process';
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
@@ -30,6 +31,25 @@ export function startRuntimeThread(workerData: unknown): Worker {
     return new Worker(source, { eval: true, workerData });
   }
   return new Worker(__filename, { workerData });
+}
+
+/** The environment variable that makes the entry point serve an onnx worker over IPC (cli.ts): its JSON settings. */
+export const ONNX_WORKER_PROCESS_ENV = 'EGPU_ONNX_WORKER_PROCESS';
+
+/**
+ * Starts the entry point in a child process connected by IPC (structured clones), as an onnx
+ * worker with `settings`, its data memory limited to `dataLimitBytes` (RLIMIT_DATA, set by
+ * the shell's `ulimit -d` before it execs Node): an allocation beyond it fails in the child,
+ * where onnxruntime reports it as a failed run, and the rest of the host never sees it.
+ */
+export function startRuntimeProcess(settings: unknown, dataLimitBytes: number): ChildProcess {
+  const { script, nodeArgs } = runtimeEntry();
+  const limitKiB = Math.max(1, Math.floor(dataLimitBytes / 1024));
+  return spawn('/bin/sh', ['-c', 'ulimit -d "$1" && shift && exec "$@"', 'sh', String(limitKiB), process.execPath, ...nodeArgs, script], {
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    serialization: 'advanced',
+    env: { ...process.env, [ONNX_WORKER_PROCESS_ENV]: JSON.stringify(settings) },
+  });
 }
 
 function fromSources(): boolean {

@@ -90,6 +90,8 @@ export interface SgsBootSettings {
   readonly publishMetrics: boolean;
   /** The execution context runs onnx.run's models in a worker thread (`--onnx-worker`). */
   readonly onnxWorkerThread?: boolean;
+  /** ... or in a worker process with this data-memory limit (`--onnx-memory-limit`). */
+  readonly onnxMemoryLimitBytes?: number;
 }
 
 /**
@@ -156,7 +158,7 @@ export function renderEnclaveBootScript(settings: EnclaveBootSettings): string[]
     .run(installCommand('logrotate'))
     .writeFile({ path: LOG_ROTATION_PATH, content: renderLogRotation(), mode: '0644' })
     .step('configuring and starting the execution context and SGS')
-    .writeFile({ path: CONTEXT_ENV_PATH, content: renderContextEnvironment(settings.sgs.pcrs, { onnxWorkerThread: settings.sgs.onnxWorkerThread }), mode: '0644' })
+    .writeFile({ path: CONTEXT_ENV_PATH, content: renderContextEnvironment(settings.sgs.pcrs, { onnxWorkerThread: settings.sgs.onnxWorkerThread, onnxMemoryLimitBytes: settings.sgs.onnxMemoryLimitBytes }), mode: '0644' })
     .writeFile({
       path: SGS_CONFIG_PATH,
       content: renderSgsConfig({

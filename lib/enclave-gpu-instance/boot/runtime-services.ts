@@ -4,6 +4,9 @@ import { dirname } from './boot-script';
 import { NODE_EXECUTABLE } from './host-packages';
 import { renderSystemdUnit } from './systemd-unit';
 
+/** The least `--onnx-memory-limit` the context takes (the runtime's MIN_PROCESS_MEMORY_LIMIT): Node.js and onnxruntime need about 200 MB. */
+export const MIN_ONNX_MEMORY_LIMIT_BYTES = 512 * 1024 * 1024;
+
 /** Where the installed runtimes live, one directory per archive SHA-256, and the link to the active one. */
 export const RUNTIME_ROOT = '/opt/enclave-gpu/runtime';
 export const RUNTIME_CURRENT = `${RUNTIME_ROOT}/current`;
@@ -148,9 +151,10 @@ export interface ContextPcrs {
  * `/etc/enclave-gpu/context.env`: the context's `--expect-pcr` arguments, from the enclave
  * image's PCRs, and `--onnx-worker` when asked.
  */
-export function renderContextEnvironment(pcrs: ContextPcrs, options: { readonly onnxWorkerThread?: boolean } = {}): string {
+export function renderContextEnvironment(pcrs: ContextPcrs, options: { readonly onnxWorkerThread?: boolean; readonly onnxMemoryLimitBytes?: number } = {}): string {
   const args = givenPcrs(pcrs).map(([field, value]) => `--expect-pcr ${pcrIndex(field)}=${value}`);
   if (options.onnxWorkerThread) args.push('--onnx-worker');
+  if (options.onnxMemoryLimitBytes !== undefined) args.push(`--onnx-memory-limit ${options.onnxMemoryLimitBytes}`);
   return [
     '# Rendered by cdk-enclave-gpu: the measurements every enclave must attest to the execution context.',
     `${CONTEXT_ARGS_VARIABLE}=${args.join(' ')}`,

@@ -6,6 +6,7 @@ import { checkImagePolicy } from '../context/attestation-check';
 import { DEFAULT_MAX_SESSIONS, DEFAULT_MEMORY_CAP, ExecutionContext } from '../context/execution-context';
 import { RuntimeError, UsageError } from '../errors';
 import { DEFAULT_ONNX_THREADS, MAX_ONNX_THREADS } from '../kernels/onnx-runtime';
+import { MIN_PROCESS_MEMORY_LIMIT } from '../kernels/onnx-worker';
 import { formatAddress, parseAddress } from '../protocol/transport';
 import { parsePcrAssignments } from './attest-inputs';
 import { Command, requireOption } from './command';
@@ -29,6 +30,9 @@ const context: Command = {
     '  --onnx-worker          load and run onnx.run\'s models in a worker thread, so that a long inference or a',
     '                         model being built does not hold up handshakes and other sessions (default: in the',
     '                         main thread, which answers a lone session\'s inference sooner)',
+    '  --onnx-memory-limit BYTES  load and run them in a child process whose data memory is limited to BYTES',
+    `                         (at least ${MIN_PROCESS_MEMORY_LIMIT}): a model that needs more fails with KERNEL_FAILED instead`,
+    '                         of pushing the context toward the out-of-memory killer (default: no limit)',
   ].join('\n'),
   options: {
     'listen': { type: 'string' },
@@ -40,6 +44,7 @@ const context: Command = {
     'max-sessions': { type: 'string' },
     'threads': { type: 'string' },
     'onnx-worker': { type: 'boolean' },
+    'onnx-memory-limit': { type: 'string' },
   },
   async run(values, io) {
     const listen = parseAddress(requireOption(values, 'listen'));
@@ -52,6 +57,8 @@ const context: Command = {
     const memoryCap = parseCount(values['memory-cap'], '--memory-cap', 0, Number.MAX_SAFE_INTEGER, DEFAULT_MEMORY_CAP);
     const maxSessions = parseCount(values['max-sessions'], '--max-sessions', 1, 65_536, DEFAULT_MAX_SESSIONS);
     const threads = parseCount(values.threads, '--threads', 1, MAX_ONNX_THREADS, DEFAULT_ONNX_THREADS);
+    const onnxMemoryLimit = values['onnx-memory-limit'] === undefined ? undefined
+      : parseCount(values['onnx-memory-limit'], '--onnx-memory-limit', MIN_PROCESS_MEMORY_LIMIT, Number.MAX_SAFE_INTEGER, 0);
     const policy = { expectedPcrs, allowAnyImage: values['allow-any-image'] === true, allowDebugMode: values['allow-debug-mode'] === true };
     try {
       checkImagePolicy(policy, { anyImage: '--allow-any-image', debugMode: '--allow-debug-mode' });
@@ -69,11 +76,12 @@ const context: Command = {
       maxSessions,
       threads,
       onnxWorker: values['onnx-worker'] === true,
+      onnxProcessMemoryLimit: onnxMemoryLimit,
       log: (line) => io.stderr(`egpu context: ${line}\n`),
     });
     // The pid is this process's own: launchers such as tsx run the command in a child, and
     // whoever wants to signal the context needs its pid.
-    io.stderr(`egpu context: listening on ${formatAddress(server.address)} (onnxruntime ${server.onnx.provider}, ${server.onnx.threads} thread${server.onnx.threads > 1 ? 's' : ''}${values['onnx-worker'] === true ? ', in a worker thread' : ''}), pid ${process.pid}\n`);
+    io.stderr(`egpu context: listening on ${formatAddress(server.address)} (onnxruntime ${server.onnx.provider}, ${server.onnx.threads} thread${server.onnx.threads > 1 ? 's' : ''}${onnxMemoryLimit !== undefined ? `, in a worker process limited to ${onnxMemoryLimit} bytes` : values['onnx-worker'] === true ? ', in a worker thread' : ''}), pid ${process.pid}\n`);
     const signal = await untilSignal();
     io.stderr(`egpu context: ${signal}: ending ${server.sessionCount} session${server.sessionCount === 1 ? '' : 's'}\n`);
     await server.close();

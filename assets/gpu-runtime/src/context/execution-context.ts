@@ -62,6 +62,15 @@ export interface ExecutionContextOptions {
    * sooner (bench/onnx-placement.ts measures both).
    */
   readonly onnxWorker?: boolean;
+  /**
+   * Load and run onnx.run's models in a child process whose data memory is limited to this
+   * many bytes (RLIMIT_DATA; at least 512 MiB), instead of this process or a thread (implies
+   * `onnxWorker`'s benefits): a model that needs more fails with KERNEL_FAILED rather than
+   * pushing the context, which holds every session's keys and buffers, toward the
+   * out-of-memory killer. Each run's feeds and outputs are copied over a pipe once more.
+   * Default: no limit (the models share the context's memory).
+   */
+  readonly onnxProcessMemoryLimit?: number;
   /** Models whose onnxruntime sessions stay cached (default 4). */
   readonly maxModels?: number;
   readonly handshakeTimeoutMs?: number;
@@ -91,7 +100,9 @@ export class ExecutionContext {
     const threads = options.threads ?? DEFAULT_ONNX_THREADS;
     const onnx: OnnxSettings = { threads, provider: await resolveOnnxProvider(options.onnxProvider ?? 'auto', threads) };
     const log = options.log ?? (() => undefined);
-    const onnxWorker = options.onnxWorker === true ? new OnnxWorker(onnx, log) : undefined;
+    const onnxWorker = options.onnxProcessMemoryLimit !== undefined
+      ? new OnnxWorker(onnx, log, undefined, options.onnxProcessMemoryLimit)
+      : options.onnxWorker === true ? new OnnxWorker(onnx, log) : undefined;
     const models = new OnnxSessionCache(onnx, options.maxModels ?? DEFAULT_MAX_MODELS, onnxWorker && ((model) => onnxWorker.load(model)));
     const environment: SessionEnvironment = {
       check: attestationCheck({

@@ -24,7 +24,6 @@
  * 1.30), so the main thread asks it to close instead. The model bytes and feeds this thread
  * receives are zeroed once used; the outputs leave with the answer.
  */
-import type { MessagePort } from 'node:worker_threads';
 import { LoadedModel, ModelFeed, ModelRun, loadModelHere } from './onnx-model';
 import type { OnnxSettings } from './onnx-runtime';
 import { OperationError } from './operation-error';
@@ -53,7 +52,25 @@ export function isOnnxWorkerData(data: unknown): data is OnnxWorkerData {
   return typeof data === 'object' && data !== null && (data as { role?: unknown }).role === ONNX_WORKER_ROLE;
 }
 
-export function serveOnnxWorker(port: MessagePort, settings: OnnxSettings): void {
+/** Where the worker's messages come and go: a worker thread's parentPort, or its process's IPC channel (processPort()). */
+export interface OnnxWorkerPort {
+  on(event: 'message', listener: (message: ToOnnxWorker) => void): unknown;
+  postMessage(message: FromOnnxWorker, transfer?: ArrayBuffer[]): void;
+}
+
+/**
+ * This process's IPC channel as the worker's port (a child started by startRuntimeProcess):
+ * messages are structured clones, so nothing is transferred. The worker ends with its parent.
+ */
+export function processPort(): OnnxWorkerPort {
+  process.on('disconnect', () => process.exit(0));
+  return {
+    on: (_event, listener) => process.on('message', listener as (message: unknown) => void),
+    postMessage: (message) => { process.send!(message); },
+  };
+}
+
+export function serveOnnxWorker(port: OnnxWorkerPort, settings: OnnxSettings): void {
   const models = new Map<number, Promise<LoadedModel>>();
   const reply = (message: FromOnnxWorker, transfer: ArrayBuffer[] = []) => port.postMessage(message, transfer);
   port.on('message', (message: ToOnnxWorker) => {

@@ -18,10 +18,17 @@
  * Copies: a model's bytes and each run's feeds are copied once into memory that is then
  * transferred to the thread (onnxruntime takes no shared memory), which zeroes them once the
  * model is built or the run is over; outputs come back transferred.
+ *
+ * With a memory limit, the worker is a child process instead of a thread, its data memory
+ * limited by RLIMIT_DATA: onnxruntime's allocations count against it, so a model that would
+ * take more (intermediate tensors of gigabytes, say) fails its load or run with
+ * KERNEL_FAILED, where in a thread it would push the whole context toward the out-of-memory
+ * killer. The same messages then travel its IPC channel as copies: a second copy of each
+ * run's feeds and outputs, and a pipe between, for that isolation.
  */
+import type { ChildProcess } from 'node:child_process';
 import { performance } from 'node:perf_hooks';
-import type { Worker } from 'node:worker_threads';
-import { startRuntimeThread } from '../runtime-entry';
+import { startRuntimeProcess, startRuntimeThread } from '../runtime-entry';
 import { LoadedModel, ModelFeed, ModelRun } from './onnx-model';
 import type { OnnxSettings } from './onnx-runtime';
 import { FromOnnxWorker, ONNX_WORKER_ROLE, OnnxWorkerData, ToOnnxWorker } from './onnx-worker-thread';
@@ -32,8 +39,31 @@ interface Waiting {
   reject(error: Error): void;
 }
 
+/** A worker thread or a worker process, as OnnxWorker drives it. */
+interface WorkerHandle {
+  postMessage(message: ToOnnxWorker, transfer?: ArrayBuffer[]): void;
+  on(event: 'message', listener: (message: FromOnnxWorker) => void): unknown;
+  on(event: 'error', listener: (error: Error) => void): unknown;
+  on(event: 'exit', listener: (code: number | null) => void): unknown;
+  once(event: 'exit', listener: () => void): unknown;
+  /** Keep this process alive while it runs (or not). */
+  ref(): void;
+  unref(): void;
+}
+
+/** A child process as a WorkerHandle: its IPC channel carries the messages (cloned, not transferred). */
+function processHandle(child: ChildProcess): WorkerHandle {
+  return {
+    postMessage: (message) => { child.send(message); },
+    on: (event: string, listener: (...args: any[]) => void) => child.on(event, listener),
+    once: (event, listener) => child.once(event, listener),
+    ref: () => { child.ref(); child.channel?.ref(); },
+    unref: () => { child.unref(); child.channel?.unref(); },
+  } as WorkerHandle;
+}
+
 interface Thread {
-  readonly worker: Worker;
+  readonly worker: WorkerHandle;
   /** Loads and runs sent and not answered, by request id. */
   readonly pending: Map<number, Waiting>;
   readonly models: Set<{ alive: boolean }>;
@@ -43,6 +73,8 @@ interface Thread {
 export const RESTART_BACKOFF_MS = 1_000;
 /** The longest back-off. */
 export const MAX_RESTART_BACKOFF_MS = 60_000;
+/** The least memory limit of a worker process: Node.js and onnxruntime take about 200 MB before any model. */
+export const MIN_PROCESS_MEMORY_LIMIT = 512 * 1024 * 1024;
 
 /**
  * How long to wait before starting a thread after `stops` stops with no run completed in
@@ -67,12 +99,25 @@ export class OnnxWorker {
   /**
    * @param log told when the thread stops on its own (an error in it), not on close()
    * @param restartBackoffMs the back-off after the second stop with no run completed since the first (restartBackoff())
+   * @param processMemoryLimit run the models in a child process whose data memory is limited
+   *   to this many bytes (RLIMIT_DATA), instead of a thread: a model that needs more fails its
+   *   load or run with KERNEL_FAILED, and no model can take the context's own memory
    */
   constructor(
     private readonly settings: OnnxSettings,
     private readonly log: (line: string) => void = () => undefined,
     private readonly restartBackoffMs = RESTART_BACKOFF_MS,
-  ) {}
+    private readonly processMemoryLimit?: number,
+  ) {
+    if (processMemoryLimit !== undefined && (!Number.isSafeInteger(processMemoryLimit) || processMemoryLimit < MIN_PROCESS_MEMORY_LIMIT)) {
+      throw new RangeError(`an onnx worker process's memory limit is at least ${MIN_PROCESS_MEMORY_LIMIT} bytes (Node.js and onnxruntime themselves need about 200 MB), got ${processMemoryLimit}`);
+    }
+  }
+
+  /** Where models run: 'thread', or 'process' (memory-limited). */
+  get kind(): 'thread' | 'process' {
+    return this.processMemoryLimit === undefined ? 'thread' : 'process';
+  }
 
   /**
    * Builds a session of `model` in the thread; rejects with OperationError KERNEL_FAILED when
@@ -149,18 +194,20 @@ export class OnnxWorker {
     if (this.thread !== undefined) return this.thread;
     const wait = Math.ceil(this.notBefore - performance.now());
     if (wait > 0) {
-      throw new OperationError('KERNEL_FAILED', `the onnx worker thread stopped ${this.stopsSinceRun} times with no run completed; a launch in ${wait} ms or later starts a new one`);
+      throw new OperationError('KERNEL_FAILED', `the onnx worker ${this.kind} stopped ${this.stopsSinceRun} times with no run completed; a launch in ${wait} ms or later starts a new one`);
     }
     const workerData: OnnxWorkerData = { role: ONNX_WORKER_ROLE, settings: this.settings };
-    const worker = startRuntimeThread(workerData);
+    const worker: WorkerHandle = this.processMemoryLimit === undefined
+      ? startRuntimeThread(workerData)
+      : processHandle(startRuntimeProcess(this.settings, this.processMemoryLimit));
     const thread: Thread = { worker, pending: new Map(), models: new Set() };
     const failed = (why: string) => {
       if (this.thread === thread) {
         this.stopsSinceRun++;
         const backoffMs = restartBackoff(this.stopsSinceRun, this.restartBackoffMs);
         this.notBefore = performance.now() + backoffMs;
-        const next = backoffMs === 0 ? 'the next launch starts a new thread' : `${this.stopsSinceRun} stops with no run completed: no new thread for ${backoffMs} ms`;
-        this.log(`the onnx worker thread stopped: ${why}; ${thread.pending.size} waiting loads and launches failed, ${next}`);
+        const next = backoffMs === 0 ? `the next launch starts a new ${this.kind}` : `${this.stopsSinceRun} stops with no run completed: no new ${this.kind} for ${backoffMs} ms`;
+        this.log(`the onnx worker ${this.kind} stopped: ${why}; ${thread.pending.size} waiting loads and launches failed, ${next}`);
       }
       this.stopped(thread, why);
     };
@@ -176,14 +223,14 @@ export class OnnxWorker {
     const waiting = thread.pending.get(message.id);
     thread.pending.delete(message.id);
     if (message.t === 'ran') this.stopsSinceRun = 0; // a completed run ends any back-off
-    if (message.t === 'failed') waiting?.reject(message.internal ? new Error(`the onnx worker thread failed: ${message.message}`) : new OperationError('KERNEL_FAILED', message.message));
+    if (message.t === 'failed') waiting?.reject(message.internal ? new Error(`the onnx worker ${this.kind} failed: ${message.message}`) : new OperationError('KERNEL_FAILED', message.message));
     else waiting?.resolve(message.t === 'ran' ? message.run : undefined);
   }
 
   /** The thread is gone (or going): fail what waits on it and forget its models. */
   private stopped(thread: Thread, why: string): void {
     if (this.thread === thread) this.thread = undefined;
-    const error = new OperationError('KERNEL_FAILED', `the onnx worker thread stopped: ${why}`);
+    const error = new OperationError('KERNEL_FAILED', `the onnx worker ${this.kind} stopped: ${why}`);
     for (const waiting of thread.pending.values()) waiting.reject(error);
     thread.pending.clear();
     for (const model of thread.models) model.alive = false;

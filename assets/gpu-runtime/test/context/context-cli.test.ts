@@ -6,7 +6,7 @@
  * thread with --onnx-worker.
  */
 import { ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { afterAll, describe, expect, it, vi } from 'vitest';
 import { ROOT_CERTIFICATE_FILE } from '../../src/attestation/simulated-nsm-state';
@@ -26,6 +26,16 @@ enclave.nsm.save(path.join(workspace.dir, 'nsm'));
 const ROOT_PEM = path.join(workspace.dir, 'nsm', ROOT_CERTIFICATE_FILE);
 const pcrOptions = Object.entries(enclave.expectedPcrs).flatMap(([index, hex]) => ['--expect-pcr', `${index}=${hex}`]);
 afterAll(() => workspace.remove());
+
+/** Runs a 16×16 MatMul through onnx.run on `client`'s session and checks its output against a direct run. */
+async function expectTinyModelRuns(client: TestClient): Promise<void> {
+  const model = matMulChain(1, 16);
+  const input = randomF32(16 * 16);
+  const args = await uploadOnnxRun(client, model, input, [16, 16]);
+  expect((await client.call({ op: 'launch', kernel: 'onnx.run', args }, { digest: onnxModelDigest(model) })).result).toEqual({ ok: true });
+  const output = await client.call({ op: 'dtoh', buffer: 3 });
+  expect(output.data!.equals(await directRun(model, input, [16, 16], { threads: 1, provider: 'cpu' }))).toBe(true);
+}
 
 class ContextProcess {
   /** Runs `egpu context` from the sources (tsx), or with `bundle` from dist/egpu.js. */
@@ -52,7 +62,7 @@ class ContextProcess {
 
   /** The context's own pid, from its listening line (tsx runs it in a child process). */
   get pid(): number | undefined {
-    const match = /egpu context: listening on \S+ \(onnxruntime cpu, \d+ threads?(?:, in a worker thread)?\), pid (\d+)/.exec(this.stderr);
+    const match = /egpu context: listening on \S+ \(onnxruntime cpu, \d+ threads?(?:, in a worker (?:thread|process limited to \d+ bytes))?\), pid (\d+)/.exec(this.stderr);
     return match ? Number(match[1]) : undefined;
   }
 
@@ -115,13 +125,8 @@ describe('egpu context', () => {
     const socket = path.join(workspace.dir, 'w.sock');
     const context = await ContextProcess.start(socket, ['--onnx-worker'], true);
     expect(context.stderr).toContain('(onnxruntime cpu, 1 thread, in a worker thread)');
-    const model = matMulChain(1, 16);
-    const input = randomF32(16 * 16);
     const client = await session(socket);
-    const args = await uploadOnnxRun(client, model, input, [16, 16]);
-    expect((await client.call({ op: 'launch', kernel: 'onnx.run', args }, { digest: onnxModelDigest(model) })).result).toEqual({ ok: true });
-    const output = await client.call({ op: 'dtoh', buffer: 3 });
-    expect(output.data!.equals(await directRun(model, input, [16, 16], { threads: 1, provider: 'cpu' }))).toBe(true);
+    await expectTinyModelRuns(client);
     client.close();
 
     // SIGTERM while a model is being built and run in the thread (more than a second here, the
@@ -141,6 +146,21 @@ describe('egpu context', () => {
     expect(context.stderr).toContain('egpu context: SIGTERM: ending 1 session');
   });
 
+  it.skipIf(!existsSync(BUNDLE))('from the bundle with --onnx-memory-limit, runs onnx.run in a worker process under that limit and exits 0 on SIGTERM', async () => {
+    const socket = path.join(workspace.dir, 'p.sock');
+    const context = await ContextProcess.start(socket, ['--onnx-memory-limit', String(1024 ** 3)], true);
+    expect(context.stderr).toContain(`(onnxruntime cpu, 1 thread, in a worker process limited to ${1024 ** 3} bytes)`);
+    const client = await session(socket);
+    await expectTinyModelRuns(client);
+    // The worker is a child of the context's, with the limit set: its RLIMIT_DATA is read from /proc.
+    const children = readFileSync(`/proc/${context.pid}/task/${context.pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean);
+    const limits = children.map((pid) => readFileSync(`/proc/${pid}/limits`, 'utf8'));
+    expect(limits.some((text) => /^Max data size\s+1073741824\s+1073741824\s+bytes/m.test(text))).toBe(true);
+    client.close();
+    process.kill(context.pid!, 'SIGTERM');
+    expect(await context.exited).toBe(0);
+  });
+
   it('refuses to start on a live context\'s socket', async () => {
     const socket = path.join(workspace.dir, 'c.sock');
     const first = await ContextProcess.start(socket);
@@ -155,6 +175,7 @@ describe('egpu context', () => {
     [['--root', ROOT_PEM], 2, '--listen is required'],
     [['--listen', 'unix:/tmp/x.sock', '--threads', '0'], 2, '--threads must be an integer from 1 to 256'],
     [['--listen', 'unix:/tmp/x.sock', '--memory-cap', '1e9'], 2, '--memory-cap must be an integer'],
+    [['--listen', 'unix:/tmp/x.sock', '--onnx-memory-limit', '1000'], 2, '--onnx-memory-limit must be an integer from 536870912 to'],
     [['--listen', 'unix:/tmp/x.sock', '--expect-pcr', '0=abcd'], 2, '--expect-pcr 0 must be 48 bytes of hex'],
     [['--listen', 'vsock:3:7000'], 2, '--listen must be a unix: or tcp: address'],
     [['--listen', 'unix:/tmp/x.sock'], 2, '--expect-pcr: the expected PCRs (none) do not name the enclave\'s code, so any image would be served: expect PCR0, PCR8, or PCR1 and PCR2 (the values nitro-cli describe-eif prints), or pass --allow-any-image for development'],

@@ -10,7 +10,7 @@
 import { describe, expect, it } from 'vitest';
 import { BUILTIN_KERNELS } from '../../src/kernels/builtins';
 import { onnxModelDigest } from '../../src/kernels/registry';
-import { TestEnclave, contextForTests, directRun, f32Bytes, f32Values, matMulChain, randomF32, uploadOnnxRun } from './helpers';
+import { TestEnclave, contextForTests, directRun, expandingModel, f32Bytes, f32Values, matMulChain, randomF32, uploadOnnxRun } from './helpers';
 
 const enclave = new TestEnclave();
 
@@ -61,5 +61,28 @@ describe('a context that runs onnx.run in a worker thread', () => {
     expect(answer.done.computeUs).toBeGreaterThan(100_000); // the premise: it ran long enough to matter
     other.close();
     slow.close();
+  });
+});
+
+const limited = contextForTests(enclave, { onnxProcessMemoryLimit: 1024 * 1024 * 1024 });
+
+describe('a context that runs onnx.run in a memory-limited worker process', () => {
+  const hungry = expandingModel(2 ** 30); // a 4 GiB intermediate tensor
+
+  it('answers a model that needs more than the limit with KERNEL_FAILED, and the session goes on', async () => {
+    const client = await limited.openSession();
+    const args = await uploadOnnxRun(client, hungry, Float32Array.of(1), [1]);
+    const launch = await client.call({ op: 'launch', kernel: 'onnx.run', args }, { digest: onnxModelDigest(hungry) });
+    expect(launch.result).toMatchObject({ ok: false, code: 'KERNEL_FAILED', reason: expect.stringMatching(/Failed to allocate memory/) });
+
+    const model = matMulChain(1, 64);
+    const input = randomF32(64 * 64);
+    await client.call({ op: 'free', buffer: 1 });
+    await client.call({ op: 'free', buffer: 2 });
+    await client.call({ op: 'free', buffer: 3 });
+    const fine = await uploadOnnxRun(client, model, input, [64, 64]);
+    expect((await client.call({ op: 'launch', kernel: 'onnx.run', args: fine }, { digest: onnxModelDigest(model) })).result).toEqual({ ok: true });
+    expect((await client.call({ op: 'dtoh', buffer: 3 })).data!.equals(await directRun(model, input, [64, 64], limited.context.onnx))).toBe(true);
+    client.close();
   });
 });

@@ -20,7 +20,7 @@ import type { CborValue } from '../../../../lib/shared/cbor';
 import * as ort from 'onnxruntime-node';
 import { ExecutionContext, ExecutionContextOptions } from '../../src/context/execution-context';
 import { OnnxSettings, onnxSessionOptions } from '../../src/kernels/onnx-runtime';
-import { DataType, encodeModel, floatTensor } from '../../src/onnx/onnx-writer';
+import { DataType, encodeModel, floatTensor, int64Tensor } from '../../src/onnx/onnx-writer';
 import { noCodeDigest } from '../../src/kernels/registry';
 import { KernelCaller, imageOf } from '../../src/kernels/kernel';
 import { ControlMessage } from '../../src/protocol/control';
@@ -309,3 +309,21 @@ function describe(record: TestRecord): string {
 export const IMAGE_A = imageOf({ 0: 'a0'.repeat(48), 1: 'a1'.repeat(48), 2: 'a2'.repeat(48) });
 export const IMAGE_B = imageOf({ 0: 'b0'.repeat(48), 1: 'a1'.repeat(48), 2: 'a2'.repeat(48) });
 export const CALLER: KernelCaller = { image: IMAGE_A };
+
+/** y = the sum of x: [1] expanded to `elements` floats: a model whose run needs 4·elements bytes of intermediate tensor. */
+export function expandingModel(elements: number): Buffer {
+  return encodeModel({
+    irVersion: 8,
+    opsetImports: [{ version: 17 }],
+    graph: {
+      name: 'expanding',
+      nodes: [
+        { opType: 'Expand', inputs: ['x', 'shape'], outputs: ['big'] },
+        { opType: 'ReduceSum', inputs: ['big'], outputs: ['y'], attributes: [{ name: 'keepdims', type: 'int', value: 0 }] },
+      ],
+      inputs: [{ name: 'x', elemType: DataType.FLOAT, shape: [1] }],
+      outputs: [{ name: 'y', elemType: DataType.FLOAT, shape: [] }],
+      initializers: [int64Tensor('shape', [1], [elements])],
+    },
+  });
+}

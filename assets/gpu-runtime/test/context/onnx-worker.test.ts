@@ -25,7 +25,7 @@ import { MAX_RESTART_BACKOFF_MS, OnnxWorker, RESTART_BACKOFF_MS, restartBackoff 
 import { FromOnnxWorker, ToOnnxWorker, serveOnnxWorker } from '../../src/kernels/onnx-worker-thread';
 import { OperationError } from '../../src/kernels/operation-error';
 import { DataType, NodeProto, TensorProto, encodeModel, floatTensor } from '../../src/onnx/onnx-writer';
-import { CALLER, IMAGE_A, IMAGE_B, matMulChain, randomF32 } from './helpers';
+import { CALLER, IMAGE_A, IMAGE_B, expandingModel, matMulChain, randomF32 } from './helpers';
 
 const SETTINGS = { threads: 1, provider: 'cpu' as const };
 
@@ -326,6 +326,36 @@ describe('OnnxWorker', () => {
     await expectKernelFailed(model.run(feed(randomF32(8)), ['z']), /no longer loaded/);
     expect(other.alive).toBe(true);
     expect((await other.run(feed(randomF32(8)), ['z'])).outputs[0].bytes.length).toBe(16);
+  });
+});
+
+describe('OnnxWorker in a memory-limited process', () => {
+  const LIMIT = 1536 * 1024 * 1024;
+  const processWorker = (log?: (line: string) => void) => workers[workers.push(new OnnxWorker(SETTINGS, log, undefined, LIMIT)) - 1];
+
+  it('gives outputs byte-identical to a model loaded in this thread', async () => {
+    const input = randomF32(24, 2);
+    const inThread = await loadModelHere(TINY, SETTINGS);
+    const expected = await inThread.run(feed(input), ['z', 'y']);
+    await inThread.release();
+    const worker = processWorker();
+    expect(worker.kind).toBe('process');
+    const model = await worker.load(TINY);
+    expect(outputsOf(await model.run(feed(input), ['z', 'y']))).toEqual(outputsOf(expected));
+  });
+
+  it('fails a run that needs more memory than its limit with KERNEL_FAILED, and goes on serving', async () => {
+    const worker = processWorker();
+    const hungry = await worker.load(expandingModel(2 ** 30)); // a 4 GiB intermediate tensor
+    await expectKernelFailed(hungry.run([{ name: 'x', shape: [1], data: Float32Array.of(1) }], ['y']), /Failed to allocate memory/);
+    const small = await worker.load(expandingModel(1000)); // the same process, within its limit
+    const run = await small.run([{ name: 'x', shape: [1], data: Float32Array.of(1) }], ['y']);
+    expect(new Float32Array(Uint8Array.from(run.outputs[0].bytes).buffer)[0]).toBe(1000);
+    expect(hungry.alive).toBe(true); // refused, not crashed
+  });
+
+  it('refuses a limit below what Node.js and onnxruntime need', () => {
+    expect(() => new OnnxWorker(SETTINGS, undefined, undefined, 64 * 1024 * 1024)).toThrow(/at least 536870912 bytes/);
   });
 });
 
