@@ -16,7 +16,8 @@ import { KERNEL_ATTESTATION_LOG_PATH } from '../lib/observability/metric-catalog
 import { runtimeLock } from '../scripts/generate-runtime-lock';
 import { writePlaceholderEif } from './helpers/eif';
 import { FIXTURE_RUNTIME_DIR, hereDocument, runtimeInstallerOf, testStack, userDataOf } from './helpers/stack';
-import { MIN_PROCESS_MEMORY_LIMIT } from '../assets/gpu-runtime/src/kernels/onnx-worker';
+import { minProcessMemoryLimit } from '../assets/gpu-runtime/src/kernels/onnx-worker';
+import { DEFAULT_ONNX_THREADS } from '../assets/gpu-runtime/src/kernels/onnx-runtime';
 
 const ROOT = path.resolve(__dirname, '..');
 const eifPath = writePlaceholderEif();
@@ -44,11 +45,11 @@ function instanceUserData(runtime?: GpuRuntime, props: { onnxWorkerThread?: bool
 describe('onnxMemoryLimit', () => {
   it('is refused below what the context\'s worker process needs, naming the prop', () => {
     expect(() => instanceUserData(undefined, { onnxMemoryLimit: Size.mebibytes(256) }))
-      .toThrow(/TestStack\/Inference: onnxMemoryLimit 256 MiB is below the 512 MiB the execution context's worker process needs before any model/);
+      .toThrow(/TestStack\/Inference: onnxMemoryLimit 256 MiB is below the 1032 MiB the execution context's worker process needs before any model/);
   });
 
   it('has the floor the runtime enforces', () => {
-    expect(MIN_ONNX_MEMORY_LIMIT_BYTES).toBe(MIN_PROCESS_MEMORY_LIMIT);
+    expect(MIN_ONNX_MEMORY_LIMIT_BYTES).toBe(minProcessMemoryLimit(DEFAULT_ONNX_THREADS)); // the constructs pass no --threads
   });
 });
 
@@ -183,6 +184,7 @@ describe('runtime on the instance', () => {
     expect(context).toBe(renderContextService());
     expect(sgs).toBe(renderSgsService());
     expect(context).toContain('ExecStart=/usr/bin/node-24 /opt/enclave-gpu/runtime/current/egpu.js context --listen unix:/run/enclave-gpu/context.sock --root aws $EGPU_CONTEXT_ARGS\n');
+    expect(context).toContain('\nOOMPolicy=continue\n'); // the worker process's death to the OOM killer does not stop the unit
     expect(sgs).toContain('ExecStart=/usr/bin/node-24 /opt/enclave-gpu/runtime/current/egpu.js sgs --config /etc/enclave-gpu/sgs.json\n');
     expect(sgs).toContain('Requires=egpu-context.service\nAfter=egpu-context.service network-online.target\n');
     expect(sgs).toContain('LogsDirectory=enclave-gpu\n');
@@ -428,7 +430,7 @@ describe('the real runtime accepts what the constructs render', () => {
   it.skipIf(DIST_MISSING).each([
     ['the default arguments', userData, ''],
     ['onnxWorkerThread', instanceUserData(undefined, { onnxWorkerThread: true }), ', in a worker thread'],
-    ['onnxMemoryLimit', instanceUserData(undefined, { onnxMemoryLimit: Size.gibibytes(1) }), `, in a worker process limited to ${1024 ** 3} bytes`],
+    ['onnxMemoryLimit', instanceUserData(undefined, { onnxMemoryLimit: Size.gibibytes(2) }), `, in a worker process limited to ${2 * 1024 ** 3} bytes`],
   ])('egpu context starts with the rendered arguments (%s) and stops on SIGTERM', async (_, rendered, onnxPlace) => {
     const env = hereDocument(rendered, CONTEXT_ENV_PATH);
     const args = /^EGPU_CONTEXT_ARGS=(.*)$/m.exec(env)![1].split(/\s+/);

@@ -178,10 +178,13 @@ export interface EnclaveHostProps {
   /**
    * Runs `onnx.run`'s models in a child process of the execution context whose data memory
    * is limited to this size (`egpu context --onnx-memory-limit`; RLIMIT_DATA, at least
-   * 512 MiB): a model that needs more (intermediate tensors of gigabytes, say) fails with
+   * 1032 MiB, most of it for Node.js 24 itself): a model that needs more (intermediate tensors of gigabytes, say) fails with
    * KERNEL_FAILED instead of pushing the context, which holds every session's keys and
-   * buffers, toward the out-of-memory killer. Like `onnxWorkerThread`, an inference no longer
-   * holds up other sessions; each one's inputs and outputs are copied over a pipe once more.
+   * buffers, toward the out-of-memory killer. Like `onnxWorkerThread` (which it takes the
+   * place of when both are set), an inference no longer holds up other sessions; each one's
+   * inputs and outputs are copied over a pipe once more. It bounds host memory only, not GPU
+   * memory under the CUDA provider (not yet run under the limit). Keep it below the memory
+   * the instance has free beside the enclave.
    *
    * @default - no limit: the models share the execution context's memory
    */

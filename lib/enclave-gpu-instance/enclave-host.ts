@@ -257,9 +257,12 @@ export function readinessDeadlineSeconds(bootTimeoutSeconds: number): number {
 function checkOnnxMemoryLimit(scope: Construct, limit: Size | undefined): number | undefined {
   if (limit === undefined) return undefined;
   const bytes = limit.toBytes();
-  if (!Number.isSafeInteger(bytes) || bytes < MIN_ONNX_MEMORY_LIMIT_BYTES) {
+  if (!Number.isSafeInteger(bytes)) {
+    throw propError(scope, 'onnxMemoryLimit', 'is beyond what a byte count can hold exactly', 'Pass a size the instance has, for example Size.gibibytes(8)');
+  }
+  if (bytes < MIN_ONNX_MEMORY_LIMIT_BYTES) {
     throw propError(scope, 'onnxMemoryLimit', `${limit.toMebibytes({ rounding: SizeRoundingBehavior.NONE })} MiB is below the ${MIN_ONNX_MEMORY_LIMIT_BYTES / 1024 / 1024} MiB the execution context's worker process needs before any model`,
-      'Pass at least Size.mebibytes(512), and room for your largest model and its tensors, for example Size.gibibytes(8)');
+      'Pass at least Size.mebibytes(1032), and room for your largest model and its tensors, for example Size.gibibytes(8)');
   }
   return bytes;
 }

@@ -17,6 +17,7 @@ import { ONNX_WORKER_PROCESS_ENV } from './runtime-entry';
 export const COMMANDS: Command[] = [...ATTEST_COMMANDS, ...ARTEFACT_COMMANDS, ...SGS_COMMANDS, ...CONTEXT_COMMANDS, ...EGP_COMMANDS];
 
 const onnxWorkerProcess = process.env[ONNX_WORKER_PROCESS_ENV];
+delete process.env[ONNX_WORKER_PROCESS_ENV]; // read once: nothing this process starts inherits it
 if (!isMainThread && isOnnxWorkerData(workerData)) {
   serveOnnxWorker(parentPort!, workerData.settings); // an execution context's onnx worker thread
 } else if (onnxWorkerProcess !== undefined && process.send !== undefined) {

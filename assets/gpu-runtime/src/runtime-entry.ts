@@ -40,7 +40,9 @@ export const ONNX_WORKER_PROCESS_ENV = 'EGPU_ONNX_WORKER_PROCESS';
  * Starts the entry point in a child process connected by IPC (structured clones), as an onnx
  * worker with `settings`, its data memory limited to `dataLimitBytes` (RLIMIT_DATA, set by
  * the shell's `ulimit -d` before it execs Node): an allocation beyond it fails in the child,
- * where onnxruntime reports it as a failed run, and the rest of the host never sees it.
+ * where onnxruntime reports it as a failed run. (RLIMIT_DATA bounds what the child reserves,
+ * not what the host has left: a limit above the host's free memory still lets the host run
+ * out first, and then the worker, which offers itself to the out-of-memory killer, goes.)
  */
 export function startRuntimeProcess(settings: unknown, dataLimitBytes: number): ChildProcess {
   const { script, nodeArgs } = runtimeEntry();

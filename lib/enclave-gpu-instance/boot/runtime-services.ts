@@ -4,8 +4,13 @@ import { dirname } from './boot-script';
 import { NODE_EXECUTABLE } from './host-packages';
 import { renderSystemdUnit } from './systemd-unit';
 
-/** The least `--onnx-memory-limit` the context takes (the runtime's MIN_PROCESS_MEMORY_LIMIT): Node.js and onnxruntime need about 200 MB. */
-export const MIN_ONNX_MEMORY_LIMIT_BYTES = 512 * 1024 * 1024;
+/**
+ * The least `--onnx-memory-limit` the context takes with the one onnxruntime thread it runs
+ * here (the runtime's minProcessMemoryLimit(1)): 1 GiB for Node.js 24 and onnxruntime
+ * before any model (RLIMIT_DATA counts the address space V8 reserves), and 8 MiB for the
+ * thread's stack.
+ */
+export const MIN_ONNX_MEMORY_LIMIT_BYTES = 1032 * 1024 * 1024;
 
 /** Where the installed runtimes live, one directory per archive SHA-256, and the link to the active one. */
 export const RUNTIME_ROOT = '/opt/enclave-gpu/runtime';
@@ -81,6 +86,9 @@ export function renderContextService(): string {
         ['ExecStart', `${NODE_EXECUTABLE} ${EGPU_ENTRY} context --listen unix:${CONTEXT_SOCKET} --root aws $${CONTEXT_ARGS_VARIABLE}`],
         ['Restart', 'on-failure'],
         ['RestartSec', '2s'],
+        // The kernel's out-of-memory killer ends only the process it picks (the onnx worker
+        // process offers itself first), not the whole unit, systemd's default.
+        ['OOMPolicy', 'continue'],
         ['RuntimeDirectory', CONTEXT_RUNTIME_DIRECTORY],
         ['RuntimeDirectoryMode', '0750'],
         ['CacheDirectory', CONTEXT_USER],
@@ -149,7 +157,8 @@ export interface ContextPcrs {
 
 /**
  * `/etc/enclave-gpu/context.env`: the context's `--expect-pcr` arguments, from the enclave
- * image's PCRs, and `--onnx-worker` when asked.
+ * image's PCRs, and `--onnx-worker` and `--onnx-memory-limit` when asked (with both, the
+ * limit's worker process is where models run).
  */
 export function renderContextEnvironment(pcrs: ContextPcrs, options: { readonly onnxWorkerThread?: boolean; readonly onnxMemoryLimitBytes?: number } = {}): string {
   const args = givenPcrs(pcrs).map(([field, value]) => `--expect-pcr ${pcrIndex(field)}=${value}`);

@@ -6,7 +6,7 @@ import { checkImagePolicy } from '../context/attestation-check';
 import { DEFAULT_MAX_SESSIONS, DEFAULT_MEMORY_CAP, ExecutionContext } from '../context/execution-context';
 import { RuntimeError, UsageError } from '../errors';
 import { DEFAULT_ONNX_THREADS, MAX_ONNX_THREADS } from '../kernels/onnx-runtime';
-import { MIN_PROCESS_MEMORY_LIMIT } from '../kernels/onnx-worker';
+import { MIN_PROCESS_MEMORY_LIMIT, minProcessMemoryLimit } from '../kernels/onnx-worker';
 import { formatAddress, parseAddress } from '../protocol/transport';
 import { parsePcrAssignments } from './attest-inputs';
 import { Command, requireOption } from './command';
@@ -31,8 +31,9 @@ const context: Command = {
     '                         model being built does not hold up handshakes and other sessions (default: in the',
     '                         main thread, which answers a lone session\'s inference sooner)',
     '  --onnx-memory-limit BYTES  load and run them in a child process whose data memory is limited to BYTES',
-    `                         (at least ${MIN_PROCESS_MEMORY_LIMIT}): a model that needs more fails with KERNEL_FAILED instead`,
-    '                         of pushing the context toward the out-of-memory killer (default: no limit)',
+    `                         (at least ${MIN_PROCESS_MEMORY_LIMIT} plus 8 MiB per --threads): a model that needs more host`,
+    '                         memory fails with KERNEL_FAILED instead of pushing the context toward the out-of-memory',
+    '                         killer (default: no limit; with --onnx-worker too, the process is used)',
   ].join('\n'),
   options: {
     'listen': { type: 'string' },
@@ -58,7 +59,7 @@ const context: Command = {
     const maxSessions = parseCount(values['max-sessions'], '--max-sessions', 1, 65_536, DEFAULT_MAX_SESSIONS);
     const threads = parseCount(values.threads, '--threads', 1, MAX_ONNX_THREADS, DEFAULT_ONNX_THREADS);
     const onnxMemoryLimit = values['onnx-memory-limit'] === undefined ? undefined
-      : parseCount(values['onnx-memory-limit'], '--onnx-memory-limit', MIN_PROCESS_MEMORY_LIMIT, Number.MAX_SAFE_INTEGER, 0);
+      : parseCount(values['onnx-memory-limit'], '--onnx-memory-limit', minProcessMemoryLimit(threads), Number.MAX_SAFE_INTEGER, 0);
     const policy = { expectedPcrs, allowAnyImage: values['allow-any-image'] === true, allowDebugMode: values['allow-debug-mode'] === true };
     try {
       checkImagePolicy(policy, { anyImage: '--allow-any-image', debugMode: '--allow-debug-mode' });

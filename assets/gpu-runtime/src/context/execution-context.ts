@@ -64,7 +64,7 @@ export interface ExecutionContextOptions {
   readonly onnxWorker?: boolean;
   /**
    * Load and run onnx.run's models in a child process whose data memory is limited to this
-   * many bytes (RLIMIT_DATA; at least 512 MiB), instead of this process or a thread (implies
+   * many bytes (RLIMIT_DATA; at least 1 GiB plus 8 MiB per onnxruntime thread), instead of this process or a thread (implies
    * `onnxWorker`'s benefits): a model that needs more fails with KERNEL_FAILED rather than
    * pushing the context, which holds every session's keys and buffers, toward the
    * out-of-memory killer. Each run's feeds and outputs are copied over a pipe once more.

@@ -24,6 +24,7 @@
  * 1.30), so the main thread asks it to close instead. The model bytes and feeds this thread
  * receives are zeroed once used; the outputs leave with the answer.
  */
+import { writeFileSync } from 'node:fs';
 import { LoadedModel, ModelFeed, ModelRun, loadModelHere } from './onnx-model';
 import type { OnnxSettings } from './onnx-runtime';
 import { OperationError } from './operation-error';
@@ -60,13 +61,24 @@ export interface OnnxWorkerPort {
 
 /**
  * This process's IPC channel as the worker's port (a child started by startRuntimeProcess):
- * messages are structured clones, so nothing is transferred. The worker ends with its parent.
+ * messages are copies, written when send() returns, so what would have been transferred (a
+ * run's outputs) is zeroed here at once. The worker ends with its parent, and offers itself
+ * to the kernel's out-of-memory killer first: should the host run out of memory, the worker,
+ * not the context, is the one to go.
  */
 export function processPort(): OnnxWorkerPort {
   process.on('disconnect', () => process.exit(0));
+  try {
+    writeFileSync('/proc/self/oom_score_adj', '1000'); // raising one's own needs no privilege
+  } catch {
+    // not Linux, or no /proc: the limit still holds
+  }
   return {
     on: (_event, listener) => process.on('message', listener as (message: unknown) => void),
-    postMessage: (message) => { process.send!(message); },
+    postMessage: (message, transfer = []) => {
+      process.send!(message);
+      for (const buffer of transfer) new Uint8Array(buffer).fill(0);
+    },
   };
 }
 
@@ -78,7 +90,7 @@ export function serveOnnxWorker(port: OnnxWorkerPort, settings: OnnxSettings): v
       case 'load': {
         const loading = loadModelHere(message.model, settings);
         models.set(message.id, loading);
-        loading.finally(() => message.model.fill(0)).then( // onnxruntime holds its own copy now
+        loading.finally(() => wipe(message.model)).then( // onnxruntime holds its own copy now
           () => reply({ t: 'loaded', id: message.id }),
           (error: Error) => {
             models.delete(message.id);
@@ -94,7 +106,7 @@ export function serveOnnxWorker(port: OnnxWorkerPort, settings: OnnxSettings): v
           reply({ t: 'failed', id: message.id, message: `model ${message.model} is not loaded in the onnx worker`, internal: true });
           return;
         }
-        loading.then((model) => model.run(message.feeds, message.outputNames)).finally(() => message.feeds.forEach((feed) => feed.data.fill(0))).then(
+        loading.then((model) => model.run(message.feeds, message.outputNames)).finally(() => message.feeds.forEach((feed) => wipe(feed.data))).then(
           (run) => reply({ t: 'ran', id: message.id, run }, ownBuffers(run)),
           (error: Error) => reply(failure(message.id, error)),
         );
@@ -117,6 +129,14 @@ export function serveOnnxWorker(port: OnnxWorkerPort, settings: OnnxSettings): v
       }
     }
   });
+}
+
+/**
+ * Zeroes the memory behind `view`, all of it: in a thread that is the copy handed over; in a
+ * worker process a view may lie inside the buffer the whole message arrived in.
+ */
+function wipe(view: ArrayBufferView): void {
+  new Uint8Array(view.buffer).fill(0);
 }
 
 /**

@@ -24,7 +24,10 @@
  * take more (intermediate tensors of gigabytes, say) fails its load or run with
  * KERNEL_FAILED, where in a thread it would push the whole context toward the out-of-memory
  * killer. The same messages then travel its IPC channel as copies: a second copy of each
- * run's feeds and outputs, and a pipe between, for that isolation.
+ * run's feeds and outputs, and a pipe between, for that isolation. The copies this side
+ * hands over are zeroed once sent, the worker zeroes what it received once used and its
+ * outputs once sent; Node's own buffers of the serialized messages are not zeroed. The limit
+ * is on host memory: GPU memory under the CUDA provider is not bounded by it.
  */
 import type { ChildProcess } from 'node:child_process';
 import { performance } from 'node:perf_hooks';
@@ -44,19 +47,30 @@ interface WorkerHandle {
   postMessage(message: ToOnnxWorker, transfer?: ArrayBuffer[]): void;
   on(event: 'message', listener: (message: FromOnnxWorker) => void): unknown;
   on(event: 'error', listener: (error: Error) => void): unknown;
-  on(event: 'exit', listener: (code: number | null) => void): unknown;
+  on(event: 'exit', listener: (code: number | null, signal?: NodeJS.Signals | null) => void): unknown;
   once(event: 'exit', listener: () => void): unknown;
   /** Keep this process alive while it runs (or not). */
   ref(): void;
   unref(): void;
 }
 
-/** A child process as a WorkerHandle: its IPC channel carries the messages (cloned, not transferred). */
+/**
+ * A child process as a WorkerHandle: its IPC channel carries the messages as copies, written
+ * when send() returns, so the memory a thread would have been handed (the model's bytes, a
+ * run's feeds) is zeroed here at once. (Node's own buffers of the serialized message are not.)
+ */
 function processHandle(child: ChildProcess): WorkerHandle {
   return {
-    postMessage: (message) => { child.send(message); },
+    postMessage: (message, transfer = []) => {
+      child.send(message);
+      for (const buffer of transfer) new Uint8Array(buffer).fill(0);
+    },
     on: (event: string, listener: (...args: any[]) => void) => child.on(event, listener),
-    once: (event, listener) => child.once(event, listener),
+    // A child that could not be started (no /bin/sh, no process left) reports an error and never exits.
+    once: (event, listener) => {
+      child.once(event, listener);
+      if (event === 'exit') child.once('error', () => { if (child.pid === undefined) listener(); });
+    },
     ref: () => { child.ref(); child.channel?.ref(); },
     unref: () => { child.unref(); child.channel?.unref(); },
   } as WorkerHandle;
@@ -73,8 +87,19 @@ interface Thread {
 export const RESTART_BACKOFF_MS = 1_000;
 /** The longest back-off. */
 export const MAX_RESTART_BACKOFF_MS = 60_000;
-/** The least memory limit of a worker process: Node.js and onnxruntime take about 200 MB before any model. */
-export const MIN_PROCESS_MEMORY_LIMIT = 512 * 1024 * 1024;
+/**
+ * The least memory limit of a worker process, before its threads' stacks: Node.js 24 does not
+ * start under about 600 MiB (RLIMIT_DATA counts the address space V8 reserves for its code
+ * and heap; Node.js 20 needs less), and onnxruntime adds its own before any model.
+ */
+export const MIN_PROCESS_MEMORY_LIMIT = 1024 * 1024 * 1024;
+/** What each onnxruntime thread's stack takes of the limit (RLIMIT_DATA counts thread stacks). */
+const THREAD_STACK_BYTES = 8 * 1024 * 1024;
+
+/** The least memory limit of a worker process whose onnxruntime runs `threads` intra-op threads. */
+export function minProcessMemoryLimit(threads: number): number {
+  return MIN_PROCESS_MEMORY_LIMIT + threads * THREAD_STACK_BYTES;
+}
 
 /**
  * How long to wait before starting a thread after `stops` stops with no run completed in
@@ -109,8 +134,9 @@ export class OnnxWorker {
     private readonly restartBackoffMs = RESTART_BACKOFF_MS,
     private readonly processMemoryLimit?: number,
   ) {
-    if (processMemoryLimit !== undefined && (!Number.isSafeInteger(processMemoryLimit) || processMemoryLimit < MIN_PROCESS_MEMORY_LIMIT)) {
-      throw new RangeError(`an onnx worker process's memory limit is at least ${MIN_PROCESS_MEMORY_LIMIT} bytes (Node.js and onnxruntime themselves need about 200 MB), got ${processMemoryLimit}`);
+    const least = minProcessMemoryLimit(settings.threads);
+    if (processMemoryLimit !== undefined && (!Number.isSafeInteger(processMemoryLimit) || processMemoryLimit < least)) {
+      throw new RangeError(`an onnx worker process's memory limit is at least ${least} bytes (Node.js 24 and onnxruntime take most of 1 GiB before any model, and each of its ${settings.threads} onnxruntime thread${settings.threads === 1 ? '' : 's'} an 8 MiB stack), got ${processMemoryLimit}`);
     }
   }
 
@@ -213,7 +239,7 @@ export class OnnxWorker {
     };
     worker.on('message', (message: FromOnnxWorker) => this.receive(thread, message));
     worker.on('error', (error) => failed(error.message));
-    worker.on('exit', (code) => failed(`it exited with code ${code}`));
+    worker.on('exit', (code, signal) => failed(signal ? `it was killed by ${signal}` : `it exited with code ${code}`));
     worker.unref(); // the context's server keeps the process alive, not this thread
     this.thread = thread;
     return thread;

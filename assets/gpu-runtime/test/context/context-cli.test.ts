@@ -148,14 +148,14 @@ describe('egpu context', () => {
 
   it.skipIf(!existsSync(BUNDLE))('from the bundle with --onnx-memory-limit, runs onnx.run in a worker process under that limit and exits 0 on SIGTERM', async () => {
     const socket = path.join(workspace.dir, 'p.sock');
-    const context = await ContextProcess.start(socket, ['--onnx-memory-limit', String(1024 ** 3)], true);
-    expect(context.stderr).toContain(`(onnxruntime cpu, 1 thread, in a worker process limited to ${1024 ** 3} bytes)`);
+    const context = await ContextProcess.start(socket, ['--onnx-memory-limit', String(2 * 1024 ** 3)], true);
+    expect(context.stderr).toContain(`(onnxruntime cpu, 1 thread, in a worker process limited to ${2 * 1024 ** 3} bytes)`);
     const client = await session(socket);
     await expectTinyModelRuns(client);
     // The worker is a child of the context's, with the limit set: its RLIMIT_DATA is read from /proc.
     const children = readFileSync(`/proc/${context.pid}/task/${context.pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean);
     const limits = children.map((pid) => readFileSync(`/proc/${pid}/limits`, 'utf8'));
-    expect(limits.some((text) => /^Max data size\s+1073741824\s+1073741824\s+bytes/m.test(text))).toBe(true);
+    expect(limits.some((text) => /^Max data size\s+2147483648\s+2147483648\s+bytes/m.test(text))).toBe(true);
     client.close();
     process.kill(context.pid!, 'SIGTERM');
     expect(await context.exited).toBe(0);
@@ -175,7 +175,7 @@ describe('egpu context', () => {
     [['--root', ROOT_PEM], 2, '--listen is required'],
     [['--listen', 'unix:/tmp/x.sock', '--threads', '0'], 2, '--threads must be an integer from 1 to 256'],
     [['--listen', 'unix:/tmp/x.sock', '--memory-cap', '1e9'], 2, '--memory-cap must be an integer'],
-    [['--listen', 'unix:/tmp/x.sock', '--onnx-memory-limit', '1000'], 2, '--onnx-memory-limit must be an integer from 536870912 to'],
+    [['--listen', 'unix:/tmp/x.sock', '--onnx-memory-limit', '1000'], 2, '--onnx-memory-limit must be an integer from 1082130432 to'],
     [['--listen', 'unix:/tmp/x.sock', '--expect-pcr', '0=abcd'], 2, '--expect-pcr 0 must be 48 bytes of hex'],
     [['--listen', 'vsock:3:7000'], 2, '--listen must be a unix: or tcp: address'],
     [['--listen', 'unix:/tmp/x.sock'], 2, '--expect-pcr: the expected PCRs (none) do not name the enclave\'s code, so any image would be served: expect PCR0, PCR8, or PCR1 and PCR2 (the values nitro-cli describe-eif prints), or pass --allow-any-image for development'],
