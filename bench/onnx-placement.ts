@@ -47,7 +47,7 @@ type Placement = keyof typeof PLACEMENT_ARGS;
 const PLACEMENTS = Object.keys(PLACEMENT_ARGS) as Placement[];
 
 export interface PlacementOptions {
-  /** Rounds of every placement, in rotating order (main first, then worker first, ...). */
+  /** Rounds of every placement, in rotating order (main first, then worker first, then process first, ...): a multiple of 3 lets each go first as often. */
   readonly rounds: number;
   /** Requests per placement and round, after the warm-up ones. */
   readonly requests: number;
@@ -56,7 +56,7 @@ export interface PlacementOptions {
   readonly loadedMs: number;
 }
 
-export const DEFAULT_PLACEMENT_OPTIONS: PlacementOptions = { rounds: 2, requests: 10, warmupRequests: 3, loadedMs: 1_000 };
+export const DEFAULT_PLACEMENT_OPTIONS: PlacementOptions = { rounds: 3, requests: 10, warmupRequests: 3, loadedMs: 1_000 };
 /** The second session's pause between its small operations. */
 const SMALL_OP_GAP_MS = 2;
 

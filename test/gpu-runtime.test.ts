@@ -4,7 +4,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { App, Size, Stack } from 'aws-cdk-lib';
-import { Template } from 'aws-cdk-lib/assertions';
+import { Annotations, Match, Template } from 'aws-cdk-lib/assertions';
 import { describe, expect, it } from 'vitest';
 import { EnclaveGpuImage, EnclaveGpuInstance, EnclaveImage, GpuRuntime } from '../lib';
 import { renderRuntimeInstaller, runtimeCheckCommands } from '../lib/enclave-gpu-instance/boot/runtime-install';
@@ -365,6 +365,18 @@ describe('onnxruntime CUDA provider (opt-in, pinned by SHA-512)', () => {
   const directory = runtimeDir('console.log("cuda")');
   const sha512 = crypto.createHash('sha512').update('a provider package').digest();
   const url = 'https://api.nuget.org/v3-flatcontainer/microsoft.ml.onnxruntime.gpu.linux/1.30.0/microsoft.ml.onnxruntime.gpu.linux.1.30.0.nupkg';
+
+  it('warns when it is pinned with onnxMemoryLimit, which it has not run under', () => {
+    const warnings = (runtime: GpuRuntime, limit?: Size) => {
+      const { stack, vpc } = testStack();
+      new EnclaveGpuInstance(stack, 'Inference', { vpc, enclaveImage: EnclaveImage.fromEifFile(eifPath), gpuRuntime: runtime, onnxMemoryLimit: limit });
+      return Annotations.fromStack(stack).findWarning('*', Match.stringLikeRegexp('onnxMemoryLimit bounds host memory only, and the CUDA provider has not yet run under it'));
+    };
+    const cuda = GpuRuntime.fromDirectory(directory, { onnxCudaProviderSha512: sha512.toString('hex') });
+    expect(warnings(cuda, Size.gibibytes(4))).toHaveLength(1);
+    expect(warnings(cuda)).toHaveLength(0);
+    expect(warnings(GpuRuntime.fromDirectory(directory), Size.gibibytes(4))).toHaveLength(0);
+  });
 
   it('is not installed by default: no download, nothing from NuGet', () => {
     const installer = runtimeInstallerOf(instanceUserData(GpuRuntime.fromDirectory(directory)));

@@ -1,7 +1,7 @@
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as s3_assets from 'aws-cdk-lib/aws-s3-assets';
-import { Aws, CfnResource, Duration, Size, SizeRoundingBehavior, Stack, Token } from 'aws-cdk-lib';
+import { Annotations, Aws, CfnResource, Duration, Size, SizeRoundingBehavior, Stack, Token } from 'aws-cdk-lib';
 import { Construct } from 'constructs';
 import { httpsOnlySecurityGroup } from './https-only-security-group';
 import { AttestationBoundKey } from '../attestation-kms/attestation-bound-key';
@@ -105,6 +105,10 @@ export class EnclaveHost {
     if (props.role !== undefined) checkRoleAccount(scope, props.role);
     this.role = props.role ?? createParentRole(scope, 'Role');
     this.runtime = (props.gpuRuntime ?? defaultGpuRuntime(scope)).bind(scope);
+    if (this.onnxMemoryLimitBytes !== undefined && this.runtime.onnxCudaProvider) {
+      Annotations.of(scope).addWarningV2('cdk-enclave-gpu:onnxMemoryLimitWithCuda',
+        'onnxMemoryLimit bounds host memory only, and the CUDA provider has not yet run under it: the context checks that CUDA loads in its own process, so if it cannot start in the limited worker, every onnx.run fails with KERNEL_FAILED. Try it on your instance type before relying on it.');
+    }
     const installer = stageFile('cdk-enclave-gpu-installer', 'sh', Buffer.from(renderRuntimeInstaller({ sha256: this.runtime.sha256, cudaProvider: this.runtime.onnxCudaProvider })));
     this.runtimeInstaller = { asset: new s3_assets.Asset(scope, 'GpuRuntimeInstaller', { path: installer.path }), sha256: installer.sha256 };
     this.parentPolicy = new EnclaveParentPolicy(scope, 'Policy', this.role, this.image, this.runtime, this.runtimeInstaller.asset);

@@ -132,11 +132,12 @@ export function serveOnnxWorker(port: OnnxWorkerPort, settings: OnnxSettings): v
 }
 
 /**
- * Zeroes the memory behind `view`, all of it: in a thread that is the copy handed over; in a
- * worker process a view may lie inside the buffer the whole message arrived in.
+ * Zeroes the bytes of `view`, and only those: in a thread they are the whole copy handed
+ * over; in a worker process the messages read together share one buffer, whose other views
+ * (the next runs' feeds) are still to be used.
  */
 function wipe(view: ArrayBufferView): void {
-  new Uint8Array(view.buffer).fill(0);
+  new Uint8Array(view.buffer, view.byteOffset, view.byteLength).fill(0);
 }
 
 /**

@@ -344,6 +344,17 @@ describe('OnnxWorker in a memory-limited process', () => {
     expect(outputsOf(await model.run(feed(input), ['z', 'y']))).toEqual(outputsOf(expected));
   });
 
+  it('runs requests sent together each on its own inputs (the messages read together share one buffer)', async () => {
+    const worker = processWorker();
+    const model = await worker.load(TINY);
+    const inputs = [1, 2, 3, 4].map((scale) => randomF32(8, scale));
+    const inThread = await loadModelHere(TINY, SETTINGS);
+    const expected = await Promise.all(inputs.map(async (input) => outputsOf(await inThread.run(feed(input), ['y']))));
+    await inThread.release();
+    const runs = await Promise.all(inputs.map((input) => model.run(feed(input), ['y'])));
+    expect(runs.map(outputsOf)).toEqual(expected);
+  });
+
   it('fails a run that needs more memory than its limit with KERNEL_FAILED, and goes on serving', async () => {
     const worker = processWorker();
     const hungry = await worker.load(expandingModel(2 ** 30)); // a 4 GiB intermediate tensor
