@@ -210,7 +210,7 @@ export class EnclaveHost {
    */
   private checkObservability(observability: EnclaveGpuObservability, instanceId: string | undefined): EnclaveGpuObservability {
     const published = enclaveImageDimension(this.pcrs.pcr0);
-    if (!Token.isUnresolved(observability.enclaveImage) && !Token.isUnresolved(published) && observability.enclaveImage !== published) {
+    if (!Token.isUnresolved(observability.enclaveImage) && observability.enclaveImage !== published) {
       throw new Error(
         `${this.scope.node.path}: observability watches enclave image '${observability.enclaveImage}', but this enclave image's metrics are published as '${published}': `
         + 'its alarms would never fire. Build it with enclaveImage: EnclaveGpuMetrics.enclaveImageDimension(<the image\'s PCR0>).',
@@ -266,7 +266,7 @@ function checkOnnxMemoryLimit(scope: Construct, limit: Size | undefined): number
   }
   if (bytes < MIN_ONNX_MEMORY_LIMIT_BYTES) {
     throw propError(scope, 'onnxMemoryLimit', `${limit.toMebibytes({ rounding: SizeRoundingBehavior.NONE })} MiB is below the ${MIN_ONNX_MEMORY_LIMIT_BYTES / 1024 / 1024} MiB the execution context's worker process needs before any model`,
-      'Pass at least Size.mebibytes(1032), and room for your largest model and its tensors, for example Size.gibibytes(8)');
+      `Pass at least Size.mebibytes(${MIN_ONNX_MEMORY_LIMIT_BYTES / 1024 / 1024}), and room for your largest model and its tensors, for example Size.gibibytes(8)`);
   }
   return bytes;
 }

@@ -75,10 +75,7 @@ export function processPort(): OnnxWorkerPort {
   }
   return {
     on: (_event, listener) => process.on('message', listener as (message: unknown) => void),
-    postMessage: (message, transfer = []) => {
-      process.send!(message);
-      for (const buffer of transfer) new Uint8Array(buffer).fill(0);
-    },
+    postMessage: (message, transfer) => sendCopy((copy) => process.send!(copy), message, transfer),
   };
 }
 
@@ -129,6 +126,15 @@ export function serveOnnxWorker(port: OnnxWorkerPort, settings: OnnxSettings): v
       }
     }
   });
+}
+
+/**
+ * Sends `message` over an IPC channel, which serializes it before send() returns, then zeroes
+ * what a thread would have been handed instead (`transfer`): only the channel's copy is left.
+ */
+export function sendCopy<T>(send: (message: T) => void, message: T, transfer: ArrayBuffer[] = []): void {
+  send(message);
+  for (const buffer of transfer) new Uint8Array(buffer).fill(0);
 }
 
 /**

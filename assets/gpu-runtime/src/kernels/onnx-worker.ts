@@ -34,7 +34,7 @@ import { performance } from 'node:perf_hooks';
 import { startRuntimeProcess, startRuntimeThread } from '../runtime-entry';
 import { LoadedModel, ModelFeed, ModelRun } from './onnx-model';
 import type { OnnxSettings } from './onnx-runtime';
-import { FromOnnxWorker, ONNX_WORKER_ROLE, OnnxWorkerData, ToOnnxWorker } from './onnx-worker-thread';
+import { FromOnnxWorker, ONNX_WORKER_ROLE, OnnxWorkerData, ToOnnxWorker, sendCopy } from './onnx-worker-thread';
 import { OperationError } from './operation-error';
 
 interface Waiting {
@@ -61,10 +61,7 @@ interface WorkerHandle {
  */
 function processHandle(child: ChildProcess): WorkerHandle {
   return {
-    postMessage: (message, transfer = []) => {
-      child.send(message);
-      for (const buffer of transfer) new Uint8Array(buffer).fill(0);
-    },
+    postMessage: (message, transfer) => sendCopy((copy) => child.send(copy), message, transfer),
     on: (event: string, listener: (...args: any[]) => void) => child.on(event, listener),
     // A child that could not be started (no /bin/sh, no process left) reports an error and never exits.
     once: (event, listener) => {

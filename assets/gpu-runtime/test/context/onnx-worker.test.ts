@@ -437,10 +437,15 @@ describe('onnx.run with a loader of its own', () => {
 });
 
 describe('OnnxSessionCache with a loader of its own', () => {
-  it('keeps the models of different enclave images apart: the same bytes load once per image', async () => {
+  /** A cache whose loader makes a FakeModel per load (`loads`, in order), and one model digest. */
+  const countingCache = () => {
     const loads: FakeModel[] = [];
     const cache = new OnnxSessionCache(SETTINGS, 4, async () => loads[loads.push(new FakeModel()) - 1]);
-    const digest = Buffer.alloc(48, 7);
+    return { loads, cache, digest: Buffer.alloc(48, 7) };
+  };
+
+  it('keeps the models of different enclave images apart: the same bytes load once per image', async () => {
+    const { loads, cache, digest } = countingCache();
     const a = await cache.acquire(IMAGE_A, digest, TINY);
     const b = await cache.acquire(IMAGE_B, digest, TINY);
     expect(loads.length).toBe(2); // no image learns from a quick load that another loaded these bytes
@@ -454,9 +459,7 @@ describe('OnnxSessionCache with a loader of its own', () => {
   });
 
   it('loads a digest once, loads it again once it is no longer alive, and releases the dead one when unused', async () => {
-    const loads: FakeModel[] = [];
-    const cache = new OnnxSessionCache(SETTINGS, 4, async () => loads[loads.push(new FakeModel()) - 1]);
-    const digest = Buffer.alloc(48, 7);
+    const { loads, cache, digest } = countingCache();
     const a = await cache.acquire(IMAGE_A, digest, TINY);
     const b = await cache.acquire(IMAGE_A, digest, TINY);
     expect(loads.length).toBe(1);
